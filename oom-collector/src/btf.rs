@@ -1,0 +1,190 @@
+//! Kernel struct layouts from BTF (`/sys/kernel/btf/vmlinux`).
+//!
+//! The eBPF programs read `task_struct` and the cgroup structs behind it, but
+//! Rust eBPF has no CO-RE relocations, so the offsets are resolved here, for
+//! the running kernel, and handed to the programs as a global
+//! ([`KernelOffsets`]). A kernel without BTF still gets every tracepoint
+//! field; only the victim's cgroups and parent go missing.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, BtfType, Type};
+use oom_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error(
+        "{path} is missing or unreadable: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF), \
+         so OOM kills are still reported from the tracepoint, but without the \
+         victim's cgroup, container and parent"
+    )]
+    Unavailable {
+        path: PathBuf,
+        #[source]
+        source: btf_rs::Error,
+    },
+    #[error("BTF of this kernel has no {0}")]
+    Missing(String),
+    #[error("cannot read BTF type {what}")]
+    Type {
+        what: String,
+        #[source]
+        source: btf_rs::Error,
+    },
+}
+
+/// The running kernel's BTF.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load(path: &Path) -> Result<Self, BtfError> {
+        let btf = Btf::from_file(path).map_err(|source| BtfError::Unavailable {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self { btf })
+    }
+
+    /// Resolves every offset the programs need, or says which is missing.
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        let memory_cgrp_id = self.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
+        let subsys = self.member_offset("css_set", "subsys")?;
+        let pointer_size = std::mem::size_of::<u64>() as u32;
+        Ok(KernelOffsets {
+            task_pid: self.member_offset("task_struct", "pid")?,
+            task_tgid: self.member_offset("task_struct", "tgid")?,
+            task_real_parent: self.member_offset("task_struct", "real_parent")?,
+            task_cgroups: self.member_offset("task_struct", "cgroups")?,
+            css_set_dfl_cgrp: self.member_offset("css_set", "dfl_cgrp")?,
+            css_set_memory_css: subsys + memory_cgrp_id * pointer_size,
+            css_cgroup: self.member_offset("cgroup_subsys_state", "cgroup")?,
+            cgroup_kn: self.member_offset("cgroup", "kn")?,
+            kernfs_node_id: self.kernfs_node_id_offset()?,
+            _pad0: 0,
+        })
+    }
+
+    /// Whether the BTF-typed `mark_victim` tracepoint passes the victim's
+    /// `task_struct` (6.1+) rather than just its pid. Its BTF is the typedef
+    /// `btf_trace_mark_victim`: a pointer to `void (void *, <args>...)`.
+    pub fn mark_victim_passes_task(&self) -> Result<bool, BtfError> {
+        let what = "btf_trace_mark_victim";
+        let typedef = self.named(what, |ty| matches!(ty, Type::Typedef(_)))?;
+        let proto = self
+            .chain(&typedef, what)?
+            .into_iter()
+            .find_map(|ty| match ty {
+                Type::FuncProto(proto) => Some(proto),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::Missing(format!("function prototype of {what}")))?;
+        // Parameter 0 is the tracepoint's `void *__data`.
+        let Some(first) = proto.parameters.get(1) else {
+            return Ok(false);
+        };
+        let first = self.resolve(first, what)?;
+        let Type::Ptr(ptr) = first else {
+            return Ok(false);
+        };
+        let pointee = self.resolve(&ptr, what)?;
+        Ok(match pointee {
+            Type::Struct(ref st) => self.btf.resolve_name(st).is_ok_and(|n| n == "task_struct"),
+            _ => false,
+        })
+    }
+
+    fn resolve(&self, ty: &dyn BtfType, what: &str) -> Result<Type, BtfError> {
+        self.btf
+            .resolve_chained_type(ty)
+            .map_err(|source| BtfError::Type {
+                what: what.to_owned(),
+                source,
+            })
+    }
+
+    /// The types a type refers to, down the chain (typedef -> ptr -> ...).
+    fn chain(&self, ty: &Type, what: &str) -> Result<Vec<Type>, BtfError> {
+        let start = ty
+            .as_btf_type()
+            .ok_or_else(|| BtfError::Missing(what.to_owned()))?;
+        Ok(self.btf.chained_type_iter(start).collect())
+    }
+
+    fn named(&self, name: &str, kind: impl Fn(&Type) -> bool) -> Result<Type, BtfError> {
+        self.btf
+            .resolve_types_by_name(name)
+            .map_err(|source| BtfError::Type {
+                what: name.to_owned(),
+                source,
+            })?
+            .into_iter()
+            .find(kind)
+            .ok_or_else(|| BtfError::Missing(name.to_owned()))
+    }
+
+    fn enum_value(&self, enum_name: &str, member: &str) -> Result<u32, BtfError> {
+        let Type::Enum(en) = self.named(enum_name, |ty| matches!(ty, Type::Enum(_)))? else {
+            unreachable!("filtered to enums");
+        };
+        en.members
+            .iter()
+            .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == member))
+            .map(|m| m.val())
+            .ok_or_else(|| BtfError::Missing(format!("enum {enum_name}::{member}")))
+    }
+
+    /// Byte offset of `member` in `struct struct_name`, looking through
+    /// anonymous structs and unions.
+    pub fn member_offset(&self, struct_name: &str, member: &str) -> Result<u32, BtfError> {
+        let ty = self.named(struct_name, |ty| matches!(ty, Type::Struct(_)))?;
+        self.find_member(&ty, member, 0)
+            .map(|bits| bits / 8)
+            .ok_or_else(|| BtfError::Missing(format!("struct {struct_name}::{member}")))
+    }
+
+    fn find_member(&self, ty: &Type, member: &str, base_bits: u32) -> Option<u32> {
+        let (Type::Struct(st) | Type::Union(st)) = ty else {
+            return None;
+        };
+        for m in &st.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            let offset = base_bits + m.bit_offset();
+            if name == member {
+                return Some(offset);
+            }
+            if name.is_empty() {
+                let inner = self.btf.resolve_chained_type(m).ok()?;
+                if let Some(found) = self.find_member(&inner, member, offset) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+
+    /// `kernfs_node::id` has been a plain u64 (the inode number user space
+    /// sees) since 5.5; older kernels had a union this tool does not read.
+    fn kernfs_node_id_offset(&self) -> Result<u32, BtfError> {
+        let offset = self.member_offset("kernfs_node", "id")?;
+        let Type::Struct(st) = self.named("kernfs_node", |ty| matches!(ty, Type::Struct(_)))?
+        else {
+            unreachable!("filtered to structs");
+        };
+        let id = st
+            .members
+            .iter()
+            .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == "id"))
+            .ok_or_else(|| BtfError::Missing("struct kernfs_node::id".into()))?;
+        match self.resolve(id, "kernfs_node::id")? {
+            Type::Typedef(_) | Type::Int(_) => Ok(offset),
+            _ => Err(BtfError::Missing(
+                "a 64-bit kernfs_node::id (kernels before 5.5 are not supported for cgroup ids)"
+                    .into(),
+            )),
+        }
+    }
+}

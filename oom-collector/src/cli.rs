@@ -1,0 +1,156 @@
+//! The command line: `oom-collector [run] [OPTIONS]`, `probes`, `selftest`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::sink::Format;
+
+/// Turns every Linux OOM kill into one structured JSON line (ECS), attributed
+/// to its process, cgroup, container and Kubernetes pod.
+///
+/// With no command, runs the collector: attaches to the kernel's OOM killer
+/// and writes one line per kill to stdout (or --output) until SIGINT or
+/// SIGTERM, then drains what the kernel still holds and exits 0.
+///
+/// Needs root, or CAP_BPF and CAP_PERFMON. Try it safely with
+/// `oom-collector selftest`, which OOM-kills a hog of its own inside a
+/// scratch memory cgroup.
+#[derive(Debug, Parser)]
+#[command(
+    name = "oom-collector",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream OOM kills as JSON lines (the default command).
+    Run(RunArgs),
+    /// Show which kernel hooks this kernel supports, and why not where not.
+    Probes,
+    /// OOM-kill a memory hog of our own in a scratch memory cgroup and check
+    /// that its event comes through. Exits 0 on success, 1 with the reason.
+    Selftest(SelftestArgs),
+    /// Internal: the memory hog `selftest` runs. Joins the cgroup whose
+    /// `cgroup.procs` is given, then allocates until the OOM killer ends it.
+    #[command(hide = true)]
+    Hog {
+        /// The scratch cgroup's `cgroup.procs` file.
+        cgroup_procs: PathBuf,
+    },
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// Append events to this file instead of writing them to stdout. The file
+    /// is created if needed, written one line per event and fsynced on exit.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// `json`: one ECS document per line, for log shippers. `pretty`: one
+    /// readable line per event.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Size of the kernel's event ring buffer. A power of two and a multiple
+    /// of the page size; events that do not fit are counted and reported as
+    /// an `events_lost` event.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
+          value_parser = parse_ring_buffer_bytes)]
+    pub ring_buffer_bytes: u32,
+
+    #[command(flatten)]
+    pub kernel_log: KernelLogArgs,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct KernelLogArgs {
+    /// The most verbose diagnostics the kernel programs send to the
+    /// collector's log (a failed ring-buffer reservation, a kernel read that
+    /// failed). They are logged under the target `oom_ebpf`.
+    #[arg(long, value_enum, default_value_t = KernelLogLevel::Warn)]
+    pub kernel_log_level: KernelLogLevel,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct SelftestArgs {
+    /// Memory limit of the scratch cgroup, in MiB.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(8..=1024))]
+    pub limit_mib: u64,
+
+    /// How long to wait for the kill's event.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_secs: u64,
+
+    #[command(flatten)]
+    pub kernel_log: KernelLogArgs,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct LogArgs {
+    /// Format of the collector's own diagnostics on stderr. `json` lets an
+    /// ELK stack that keeps only JSON collect them too.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Which diagnostics to print: a level (error, warn, info, debug, trace)
+    /// or a tracing filter such as `info,oom_ebpf=debug`. `RUST_LOG` is used
+    /// when this is not given.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KernelLogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl KernelLogLevel {
+    /// aya-log's numbering: error = 1 .. trace = 5; 0 lets nothing through.
+    pub fn as_aya_level(self) -> u8 {
+        match self {
+            Self::Off => 0,
+            Self::Error => 1,
+            Self::Warn => 2,
+            Self::Info => 3,
+            Self::Debug => 4,
+            Self::Trace => 5,
+        }
+    }
+}
+
+fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
+    let bytes: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    let page = rustix::param::page_size() as u32;
+    if !bytes.is_power_of_two() || bytes % page != 0 {
+        return Err(format!(
+            "{bytes} is not a power of two and a multiple of the page size ({page}); \
+             try 262144 (256 KiB) or 1048576 (1 MiB)"
+        ));
+    }
+    Ok(bytes)
+}

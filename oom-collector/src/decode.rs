@@ -1,0 +1,145 @@
+//! Ring-buffer records to typed kills.
+//!
+//! The kernel side sends [`OomKillRecord`]s whose `tracepoint` bytes are the
+//! raw `oom/mark_victim` record; its layout comes from tracefs
+//! ([`TracepointFormat`]). Anything the kernel could not supply decodes to
+//! `None`, never to a zero that would read as a real value.
+
+use oom_common::{flag, part, OomKillRecord, RecordKind, COMM_LEN};
+
+use crate::tracefs::{RecordView, TracepointFormat};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring-buffer record of {0} bytes is too short for its header")]
+    TooShort(usize),
+    #[error("ring-buffer record of kind {kind} has {len} bytes, expected {expected}")]
+    WrongSize {
+        kind: u32,
+        len: usize,
+        expected: usize,
+    },
+    #[error("ring-buffer record of unknown kind {0}")]
+    UnknownKind(u32),
+}
+
+/// One OOM kill as the kernel reported it, before enrichment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelKill {
+    /// CLOCK_BOOTTIME of the kill, in nanoseconds.
+    pub boot_ns: u64,
+    pub trigger: Trigger,
+    pub victim: Victim,
+}
+
+/// The task whose allocation ran the system or a cgroup out of memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trigger {
+    pub tid: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup_id: Option<u64>,
+    pub memcg_id: Option<u64>,
+}
+
+/// The task the OOM killer chose.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Victim {
+    /// Thread id, as `mark_victim` reports it.
+    pub tid: u32,
+    /// Process id (thread group); known with the victim-task hook.
+    pub pid: Option<u32>,
+    pub parent_pid: Option<u32>,
+    pub comm: Option<String>,
+    pub uid: Option<u32>,
+    pub cgroup_id: Option<u64>,
+    pub memcg_id: Option<u64>,
+    pub total_vm_kib: Option<u64>,
+    pub anon_rss_kib: Option<u64>,
+    pub file_rss_kib: Option<u64>,
+    pub shmem_rss_kib: Option<u64>,
+    pub pgtables_kib: Option<u64>,
+    pub oom_score_adj: Option<i16>,
+}
+
+/// A decoded ring-buffer record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    OomKill(KernelKill),
+}
+
+/// Decodes one ring-buffer record with the `oom/mark_victim` layout.
+pub fn decode(bytes: &[u8], mark_victim: &TracepointFormat) -> Result<Record, DecodeError> {
+    let kind = bytes
+        .get(..4)
+        .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+        .ok_or(DecodeError::TooShort(bytes.len()))?;
+    match kind {
+        k if k == RecordKind::OomKill as u32 => {
+            let expected = size_of::<OomKillRecord>();
+            if bytes.len() < expected {
+                return Err(DecodeError::WrongSize {
+                    kind,
+                    len: bytes.len(),
+                    expected,
+                });
+            }
+            // SAFETY: the length is checked above and every bit pattern is a
+            // valid `OomKillRecord` (integers only); read_unaligned because
+            // the slice carries no alignment promise.
+            let record =
+                unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<OomKillRecord>()) };
+            Ok(Record::OomKill(decode_kill(&record, mark_victim)))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> KernelKill {
+    let view = RecordView {
+        format: mark_victim,
+        bytes: &record.tracepoint,
+    };
+    let unsigned = |name| view.integer(name).and_then(|v| u64::try_from(v).ok());
+    let have_task =
+        record.flags & part::VICTIM_TASK != 0 && record.flags & flag::VICTIM_TASK_UNREADABLE == 0;
+    let from_task = |value: u64| (have_task && value != 0).then_some(value);
+    let tracepoint_pid = view.integer("pid").and_then(|p| u32::try_from(p).ok());
+
+    KernelKill {
+        boot_ns: record.boot_ns,
+        trigger: Trigger {
+            tid: record.trigger_tid,
+            pid: record.trigger_tgid,
+            comm: comm_string(&record.trigger_comm),
+            cgroup_id: (record.trigger_cgroup_id != 0).then_some(record.trigger_cgroup_id),
+            memcg_id: (record.flags & flag::TRIGGER_MEMCG_UNREADABLE == 0
+                && record.trigger_memcg_id != 0)
+                .then_some(record.trigger_memcg_id),
+        },
+        victim: Victim {
+            tid: tracepoint_pid.unwrap_or(record.victim_tid),
+            pid: from_task(record.victim_tgid.into()).map(|v| v as u32),
+            parent_pid: from_task(record.victim_ppid.into()).map(|v| v as u32),
+            comm: view
+                .bytes_str("comm")
+                .map(|c| String::from_utf8_lossy(c).into_owned()),
+            uid: unsigned("uid").map(|v| v as u32),
+            cgroup_id: from_task(record.victim_cgroup_id),
+            memcg_id: from_task(record.victim_memcg_id),
+            total_vm_kib: unsigned("total_vm"),
+            anon_rss_kib: unsigned("anon_rss"),
+            file_rss_kib: unsigned("file_rss"),
+            shmem_rss_kib: unsigned("shmem_rss"),
+            pgtables_kib: unsigned("pgtables"),
+            oom_score_adj: view.integer("oom_score_adj").map(|v| v as i16),
+        },
+    }
+}
+
+/// A kernel `comm`: up to the first NUL, lossily UTF-8 (a comm is whatever
+/// bytes a process wrote with `prctl(PR_SET_NAME)`).
+pub fn comm_string(comm: &[u8; COMM_LEN]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}

@@ -1,0 +1,198 @@
+//! Cgroup ids to paths, and a memory cgroup's limit and usage.
+//!
+//! The kernel identifies a cgroup by its kernfs node id, which is also the
+//! inode number of the cgroup's directory under the cgroup mount. This module
+//! finds the mounts (the unified v2 hierarchy and the memory controller's,
+//! which is the same on a pure v2 host and a v1 hierarchy on a hybrid one),
+//! keeps an id -> path cache per hierarchy, and rescans a hierarchy when an
+//! id is not in its cache (a cgroup created since the last scan).
+
+use std::{
+    collections::HashMap,
+    fs, io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use walkdir::WalkDir;
+
+/// Where the cgroup hierarchies are mounted on this host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupMounts {
+    /// The cgroup v2 (unified) hierarchy, if mounted.
+    pub unified: Option<PathBuf>,
+    /// The hierarchy that has the memory controller.
+    pub memory: Option<MemoryHierarchy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryHierarchy {
+    pub root: PathBuf,
+    pub version: CgroupVersion,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl CgroupMounts {
+    /// Reads the mounts from `/proc/self/mountinfo`.
+    pub fn discover() -> io::Result<Self> {
+        Ok(Self::from_mountinfo(&fs::read_to_string(
+            "/proc/self/mountinfo",
+        )?))
+    }
+
+    /// Parses `mountinfo` (proc(5)): the mount point is field 5, and after
+    /// the ` - ` separator come the filesystem type, source and super
+    /// options, where a v1 hierarchy lists its controllers.
+    pub fn from_mountinfo(mountinfo: &str) -> Self {
+        let mut mounts = Self::default();
+        let mut v2_has_memory = None;
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mount_point) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let mount_point = PathBuf::from(unescape_mountinfo(mount_point));
+            let mut right = right.split(' ');
+            let fs_type = right.next().unwrap_or_default();
+            let super_options = right.nth(1).unwrap_or_default();
+            match fs_type {
+                "cgroup2" if mounts.unified.is_none() => {
+                    v2_has_memory = Some(
+                        fs::read_to_string(mount_point.join("cgroup.controllers"))
+                            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory")),
+                    );
+                    mounts.unified = Some(mount_point);
+                }
+                "cgroup"
+                    if mounts.memory.is_none()
+                        && super_options.split(',').any(|o| o == "memory") =>
+                {
+                    mounts.memory = Some(MemoryHierarchy {
+                        root: mount_point,
+                        version: CgroupVersion::V1,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if mounts.memory.is_none() && v2_has_memory == Some(true) {
+            mounts.memory = mounts.unified.clone().map(|root| MemoryHierarchy {
+                root,
+                version: CgroupVersion::V2,
+            });
+        }
+        mounts
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(code) = u8::from_str_radix(digits, 8) {
+                out.push(code);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An id -> path cache for one hierarchy.
+#[derive(Debug)]
+pub struct CgroupPaths {
+    root: PathBuf,
+    by_id: HashMap<u64, String>,
+}
+
+impl CgroupPaths {
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            by_id: HashMap::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The cgroup's path as `/proc/<pid>/cgroup` shows it (relative to the
+    /// hierarchy's root, starting with `/`), rescanning once on a miss.
+    pub fn path_of(&mut self, id: u64) -> Option<String> {
+        if let Some(path) = self.by_id.get(&id) {
+            return Some(path.clone());
+        }
+        self.rescan();
+        self.by_id.get(&id).cloned()
+    }
+
+    fn rescan(&mut self) {
+        self.by_id.clear();
+        let walker = WalkDir::new(&self.root)
+            .same_file_system(true)
+            .into_iter()
+            // A cgroup removed mid-walk is simply not there any more.
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_dir());
+        for entry in walker {
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            let relative = entry
+                .path()
+                .strip_prefix(&self.root)
+                .unwrap_or(entry.path());
+            let path = format!("/{}", relative.to_string_lossy());
+            self.by_id.insert(metadata.ino(), path);
+        }
+    }
+
+    /// The absolute directory of a cgroup path returned by [`Self::path_of`].
+    pub fn directory(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+}
+
+/// A memory cgroup's limit and usage in bytes, as cgroupfs shows them now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemcgUsage {
+    /// `None` when unlimited.
+    pub limit_bytes: Option<u64>,
+    pub usage_bytes: Option<u64>,
+}
+
+/// v1 reports "no limit" as the largest page-aligned i64.
+const V1_UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
+
+/// Reads `memory.limit_in_bytes` / `memory.usage_in_bytes` (v1) or
+/// `memory.max` / `memory.current` (v2) in `dir`.
+pub fn memcg_usage(dir: &Path, version: CgroupVersion) -> MemcgUsage {
+    let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
+    let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+    match version {
+        CgroupVersion::V1 => MemcgUsage {
+            limit_bytes: number(read("memory.limit_in_bytes")).filter(|&l| l < V1_UNLIMITED),
+            usage_bytes: number(read("memory.usage_in_bytes")),
+        },
+        CgroupVersion::V2 => MemcgUsage {
+            // "max" means unlimited and does not parse.
+            limit_bytes: number(read("memory.max")),
+            usage_bytes: number(read("memory.current")),
+        },
+    }
+}

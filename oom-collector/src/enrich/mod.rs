@@ -1,0 +1,249 @@
+//! Enrichment: a kernel kill becomes a document that names the victim's
+//! cgroups, memory limit, container and pod, and carries the host's facts.
+//!
+//! Everything here reads the host's own files (cgroupfs, `/proc`), cached
+//! where the answer does not change; nothing asks a network service.
+
+pub mod cgroup;
+pub mod container;
+
+use std::time::SystemTime;
+
+use cgroup::{memcg_usage, CgroupMounts, CgroupPaths, CgroupVersion};
+use container::parse_cgroup_path;
+
+use crate::{
+    decode::KernelKill,
+    host::{wall_clock_of_boot_ns, HostInfo},
+    record::{
+        non_empty, rfc3339, CgroupRef, Container, Document, Ecs, Event, Host, HostBoot, HostOs,
+        Kubernetes, KubernetesPod, Memcg, Oom, OomLost, OomTrigger, OomVictim, Parent, Process,
+        Rss, Thread, User, ACTION_EVENTS_LOST, ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
+    },
+};
+
+/// Turns kernel records into documents.
+pub struct Enricher {
+    host: HostInfo,
+    unified: Option<CgroupPaths>,
+    memory: Option<(CgroupPaths, CgroupVersion)>,
+}
+
+impl Enricher {
+    pub fn new(host: HostInfo, mounts: CgroupMounts) -> Self {
+        Self {
+            host,
+            unified: mounts.unified.map(CgroupPaths::new),
+            memory: mounts.memory.map(|m| (CgroupPaths::new(m.root), m.version)),
+        }
+    }
+
+    pub fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    fn event(
+        &self,
+        id: String,
+        action: &'static str,
+        category: &'static str,
+        event_type: &'static str,
+    ) -> Event {
+        Event {
+            id,
+            kind: "event",
+            category: vec![category],
+            event_type: vec![event_type],
+            action,
+            module: EVENT_MODULE,
+            dataset: EVENT_DATASET,
+            created: rfc3339(SystemTime::now()),
+        }
+    }
+
+    fn host_fields(&self) -> Host {
+        Host {
+            name: self.host.name.clone(),
+            boot: HostBoot {
+                id: self.host.boot_id.clone(),
+            },
+            os: HostOs {
+                kernel: self.host.kernel.clone(),
+            },
+        }
+    }
+
+    fn unified_path(&mut self, id: Option<u64>) -> Option<String> {
+        self.unified.as_mut()?.path_of(id?)
+    }
+
+    fn memory_path(&mut self, id: Option<u64>) -> Option<String> {
+        self.memory.as_mut()?.0.path_of(id?)
+    }
+
+    pub fn oom_kill(&mut self, kill: &KernelKill) -> Document {
+        let victim = &kill.victim;
+        let kib = |v: Option<u64>| v.map(|kib| kib * 1024);
+
+        let cgroup_path = self.unified_path(victim.cgroup_id);
+        let memcg = self.memory_path(victim.memcg_id).map(|path| {
+            let (paths, version) = self.memory.as_ref().expect("path came from it");
+            let usage = memcg_usage(&paths.directory(&path), *version);
+            Memcg {
+                path,
+                limit_bytes: usage.limit_bytes,
+                usage_bytes: usage.usage_bytes,
+            }
+        });
+        // The memory cgroup is the one a container runtime always creates;
+        // the unified one may be systemd's view of it on a hybrid host.
+        let container = [
+            memcg.as_ref().map(|m| m.path.as_str()),
+            cgroup_path.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(parse_cgroup_path)
+        .find(|info| !info.is_empty())
+        .unwrap_or_default();
+
+        let pid = victim.pid.unwrap_or(victim.tid);
+        let trigger = OomTrigger {
+            pid: kill.trigger.pid,
+            name: kill.trigger.comm.clone(),
+            cgroup: self
+                .unified_path(kill.trigger.cgroup_id)
+                .map(|path| CgroupRef { path }),
+            memcg: self
+                .memory_path(kill.trigger.memcg_id)
+                .map(|path| CgroupRef { path }),
+        };
+        let oom = Oom {
+            victim: non_empty(OomVictim {
+                rss: non_empty(Rss {
+                    anon_bytes: kib(victim.anon_rss_kib),
+                    file_bytes: kib(victim.file_rss_kib),
+                    shmem_bytes: kib(victim.shmem_rss_kib),
+                }),
+                total_vm_bytes: kib(victim.total_vm_kib),
+                pgtables_bytes: kib(victim.pgtables_kib),
+                oom_score_adj: victim.oom_score_adj,
+                cgroup: cgroup_path.map(|path| CgroupRef { path }),
+                memcg,
+            }),
+            trigger: Some(trigger),
+            lost: None,
+        };
+
+        let name = victim.comm.clone().or_else(|| proc_comm(pid));
+        let message = kill_message(pid, name.as_deref(), kill, &oom, container.id.as_deref());
+        Document {
+            timestamp: rfc3339(wall_clock_of_boot_ns(kill.boot_ns)),
+            message,
+            event: self.event(
+                format!("{}-{}-{}", self.host.boot_id, kill.boot_ns, victim.tid),
+                ACTION_OOM_KILL,
+                "process",
+                "end",
+            ),
+            host: self.host_fields(),
+            ecs: Ecs::default(),
+            process: Some(Process {
+                pid,
+                thread: Some(Thread { id: victim.tid }),
+                name,
+                user: victim.uid.map(|uid| User {
+                    id: uid.to_string(),
+                }),
+                parent: victim.parent_pid.map(|pid| Parent { pid }),
+            }),
+            container: container.id.map(|id| Container {
+                id,
+                runtime: container.runtime,
+            }),
+            kubernetes: container.pod_uid.map(|uid| Kubernetes {
+                pod: KubernetesPod { uid },
+            }),
+            oom: Some(oom),
+        }
+    }
+
+    /// A document saying `count` kernel events never reached the collector.
+    pub fn events_lost(&self, count: u64, reason: &'static str, boot_ns: u64) -> Document {
+        Document {
+            timestamp: rfc3339(wall_clock_of_boot_ns(boot_ns)),
+            message: format!(
+                "{count} OOM event(s) lost in the kernel ({reason}); \
+                 consider a larger --ring-buffer-bytes"
+            ),
+            event: self.event(
+                format!("{}-{}-lost", self.host.boot_id, boot_ns),
+                ACTION_EVENTS_LOST,
+                "host",
+                "info",
+            ),
+            host: self.host_fields(),
+            ecs: Ecs::default(),
+            process: None,
+            container: None,
+            kubernetes: None,
+            oom: Some(Oom {
+                lost: Some(OomLost { count, reason }),
+                ..Oom::default()
+            }),
+        }
+    }
+}
+
+/// The victim's name where the kernel's record lacks it (5.10): the process
+/// is being killed but its `/proc` entry lasts until its parent reaps it.
+fn proc_comm(pid: u32) -> Option<String> {
+    let comm = std::fs::read(format!("/proc/{pid}/comm")).ok()?;
+    let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+    Some(String::from_utf8_lossy(comm).into_owned())
+}
+
+/// Like the kernel's own line, plus where the victim lived.
+fn kill_message(
+    pid: u32,
+    name: Option<&str>,
+    kill: &KernelKill,
+    oom: &Oom,
+    container_id: Option<&str>,
+) -> String {
+    let victim = &kill.victim;
+    let mut message = format!(
+        "Out of memory: Killed process {pid} ({})",
+        name.unwrap_or("?")
+    );
+    let fields = [
+        ("total-vm", victim.total_vm_kib),
+        ("anon-rss", victim.anon_rss_kib),
+        ("file-rss", victim.file_rss_kib),
+        ("shmem-rss", victim.shmem_rss_kib),
+    ];
+    let sizes: Vec<String> = fields
+        .iter()
+        .filter_map(|(label, kib)| kib.map(|kib| format!("{label}:{kib}kB")))
+        .collect();
+    if !sizes.is_empty() {
+        message.push(' ');
+        message.push_str(&sizes.join(", "));
+    }
+    if let Some(uid) = victim.uid {
+        message.push_str(&format!(", UID:{uid}"));
+    }
+    if let Some(adj) = victim.oom_score_adj {
+        message.push_str(&format!(" oom_score_adj:{adj}"));
+    }
+    if let Some(memcg) = oom.victim.as_ref().and_then(|v| v.memcg.as_ref()) {
+        message.push_str(&format!(" in memory cgroup {}", memcg.path));
+        if let Some(limit) = memcg.limit_bytes {
+            message.push_str(&format!(" (limit {}kB)", limit / 1024));
+        }
+    }
+    if let Some(id) = container_id {
+        message.push_str(&format!(", container {}", &id[..12.min(id.len())]));
+    }
+    message
+}

@@ -1,0 +1,112 @@
+//! oom-collector: every Linux OOM kill as one structured JSON line.
+//!
+//! The data flows one way: kernel hooks ([`loader`]) -> ring buffer
+//! ([`source`]) -> [`decode`] -> [`enrich`] -> [`sink`], driven by
+//! [`pipeline`]. [`record`] defines the documents written.
+
+pub mod btf;
+pub mod cli;
+pub mod decode;
+pub mod enrich;
+pub mod host;
+pub mod loader;
+pub mod pipeline;
+pub mod probes;
+pub mod record;
+pub mod selftest;
+pub mod sink;
+pub mod source;
+pub mod tracefs;
+
+use std::process::ExitCode;
+
+use tracing::info;
+
+use crate::{
+    cli::{Cli, Command, RunArgs},
+    loader::LoadOptions,
+    pipeline::{Flow, Pipeline, PipelineError},
+    selftest::SelftestError,
+    sink::{Sink, SinkError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("selftest failed")]
+    Selftest(#[from] SelftestError),
+    #[error("cannot set up signal handling")]
+    Signals(#[source] std::io::Error),
+    #[error("memory hog")]
+    Hog(#[source] std::io::Error),
+}
+
+/// Runs the command the user asked for.
+pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        None => collect(&cli.run).await,
+        Some(Command::Run(args)) => collect(&args).await,
+        Some(Command::Probes) => {
+            let hooks = probes::probe_kernel();
+            print!("{}", probes::report(&hooks));
+            let required_ok = hooks.first().is_some_and(|hook| hook.state.is_ok());
+            Ok(if required_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Some(Command::Selftest(args)) => {
+            let document = selftest::selftest(&args).await?;
+            eprintln!(
+                "selftest passed: the OOM kill of pid {} came through as event {}",
+                document.process.as_ref().map_or(0, |p| p.pid),
+                document.event.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Hog { cgroup_procs }) => {
+            selftest::hog(&cgroup_procs).map_err(Error::Hog)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The collector proper: stream events until SIGINT or SIGTERM.
+async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let mut sink = match &args.output {
+        Some(path) => Sink::file(path, args.format)?,
+        None => Sink::stdout(args.format),
+    };
+    let mut pipeline = Pipeline::start(&LoadOptions {
+        kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
+        ring_buffer_bytes: args.ring_buffer_bytes,
+    })?;
+    for hook in pipeline.hooks() {
+        match &hook.state {
+            Ok(()) => info!(hook = hook.hook, "hook active"),
+            Err(reason) => info!(hook = hook.hook, %reason, "hook unavailable"),
+        }
+    }
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let stop = async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT: draining and stopping"),
+            _ = terminate.recv() => info!("SIGTERM: draining and stopping"),
+        }
+    };
+    info!(host = %pipeline.host().name, "collecting OOM events");
+    pipeline
+        .run(stop, |document| {
+            sink.write(&document).map(|()| Flow::Continue)
+        })
+        .await?;
+    sink.finish()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,301 @@
+//! Loading the kernel programs and attaching them to this kernel's hooks.
+//!
+//! The required hook is `tracepoint/oom/mark_victim`. `tp_btf/mark_victim`
+//! adds the victim's process id, parent and cgroups where the kernel's BTF
+//! shows the tracepoint passes the victim's `task_struct`. Each hook reports
+//! whether it is active and, if not, why ([`HookStatus`]).
+
+use std::path::Path;
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use oom_common::{part, KernelOffsets, CONFIG_EXPECTED_PARTS};
+
+use crate::{
+    btf::{KernelBtf, VMLINUX_BTF},
+    tracefs::{self, TracefsError, TracepointFormat},
+};
+
+/// The kernel programs, compiled by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "missing capabilities {missing}: oom-collector loads eBPF programs and needs \
+         CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run it as root (sudo), or grant them \
+         (`setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep oom-collector`)"
+    )]
+    MissingCapabilities { missing: String },
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("tracepoint oom/mark_victim has no `pid` field in {0}: cannot match kills")]
+    NoPidField(String),
+    #[error("cannot load the eBPF programs into the kernel")]
+    Load(#[source] aya::EbpfError),
+    #[error("cannot load program {program} (is this kernel older than 4.13, or is BPF disabled?)")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF object has no {0}: the build is broken")]
+    Missing(&'static str),
+    #[error("cannot use map {map}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// One kernel hook and whether it is in use on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookStatus {
+    /// e.g. `tracepoint/oom/mark_victim`.
+    pub hook: &'static str,
+    /// What the hook contributes to an event.
+    pub provides: &'static str,
+    /// `Ok(())` when attached (or attachable, for `probes`); else why not.
+    pub state: Result<(), String>,
+}
+
+/// What the hooks could be on this kernel, before loading anything.
+pub struct KernelSupport {
+    pub tracefs: Result<std::path::PathBuf, TracefsError>,
+    pub mark_victim: Result<TracepointFormat, TracefsError>,
+    pub offsets: Result<KernelOffsets, String>,
+    pub mark_victim_passes_task: Result<bool, String>,
+}
+
+impl KernelSupport {
+    pub fn probe() -> Self {
+        let tracefs = tracefs::find_tracefs();
+        let mark_victim = match &tracefs {
+            Ok(dir) => tracefs::read_format(dir, "oom", "mark_victim"),
+            Err(_) => Err(TracefsError::NotMounted),
+        };
+        let btf = KernelBtf::load(Path::new(VMLINUX_BTF));
+        let (offsets, mark_victim_passes_task) = match &btf {
+            Ok(btf) => (
+                btf.kernel_offsets().map_err(|e| e.to_string()),
+                btf.mark_victim_passes_task().map_err(|e| e.to_string()),
+            ),
+            Err(e) => (Err(e.to_string()), Err(e.to_string())),
+        };
+        Self {
+            tracefs,
+            mark_victim,
+            offsets,
+            mark_victim_passes_task,
+        }
+    }
+
+    /// Why `tp_btf/mark_victim` cannot be used, if it cannot.
+    fn victim_task_unavailable(&self) -> Option<String> {
+        match (&self.offsets, &self.mark_victim_passes_task) {
+            (Err(e), _) | (_, Err(e)) => Some(e.clone()),
+            (Ok(_), Ok(false)) => Some(
+                "this kernel's mark_victim passes only the pid, not the task \
+                 (the victim's cgroups and parent are not known)"
+                    .into(),
+            ),
+            (Ok(_), Ok(true)) => None,
+        }
+    }
+
+    /// The hooks as `probes` reports them, without loading anything.
+    pub fn hook_statuses(&self) -> Vec<HookStatus> {
+        vec![
+            HookStatus {
+                hook: HOOK_MARK_VICTIM,
+                provides: PROVIDES_MARK_VICTIM,
+                state: self
+                    .mark_victim
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            },
+            HookStatus {
+                hook: HOOK_MARK_VICTIM_TASK,
+                provides: PROVIDES_MARK_VICTIM_TASK,
+                state: self.victim_task_unavailable().map_or(Ok(()), Err),
+            },
+        ]
+    }
+}
+
+pub const HOOK_MARK_VICTIM: &str = "tracepoint/oom/mark_victim";
+const PROVIDES_MARK_VICTIM: &str =
+    "every OOM kill: victim pid, name, memory sizes, uid, oom_score_adj; the trigger";
+pub const HOOK_MARK_VICTIM_TASK: &str = "tp_btf/mark_victim";
+const PROVIDES_MARK_VICTIM_TASK: &str =
+    "the victim's process id, parent, cgroup and memory cgroup (container, pod, limit)";
+
+/// Capabilities needed to load and attach, from `/proc/self/status`.
+pub fn check_capabilities() -> Result<(), LoadError> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(cap, _)| !has(*cap))
+        .map(|(_, name)| name)
+        .collect();
+    Err(LoadError::MissingCapabilities {
+        missing: missing.join(" and "),
+    })
+}
+
+pub struct LoadOptions {
+    /// Most verbose kernel-side log level forwarded (aya-log levels:
+    /// 1 error .. 5 trace; 0 silences the kernel side).
+    pub kernel_log_level: u8,
+    pub ring_buffer_bytes: u32,
+}
+
+/// The loaded, attached programs and the maps the collector reads.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub stats: PerCpuArray<MapData, u64>,
+    pub mark_victim: TracepointFormat,
+    pub hooks: Vec<HookStatus>,
+}
+
+pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
+    check_capabilities()?;
+    let support = KernelSupport::probe();
+    let victim_task_blocker = support.victim_task_unavailable();
+    let mark_victim = support.mark_victim?;
+    let pid_offset = match mark_victim.field("pid") {
+        Some(field) if field.size == 4 => field.offset as u32,
+        _ => return Err(LoadError::NoPidField(mark_victim.name.clone())),
+    };
+    let offsets = support.offsets.unwrap_or_else(|_| KernelOffsets::unknown());
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", &offsets, true)
+        .override_global("MARK_VICTIM_PID_OFFSET", &pid_offset, true)
+        .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
+        .map_max_entries("EVENTS", options.ring_buffer_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(LoadError::Load)?;
+
+    let mut hooks = Vec::new();
+
+    let program: &mut TracePoint = ebpf
+        .program_mut("mark_victim")
+        .ok_or(LoadError::Missing("program mark_victim"))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            program: "mark_victim",
+            source,
+        })?;
+    program
+        .load()
+        .and_then(|()| program.attach("oom", "mark_victim"))
+        .map_err(|source| LoadError::Program {
+            program: "mark_victim",
+            source,
+        })?;
+    hooks.push(HookStatus {
+        hook: HOOK_MARK_VICTIM,
+        provides: PROVIDES_MARK_VICTIM,
+        state: Ok(()),
+    });
+
+    let mut expected_parts = part::TRACEPOINT;
+    let victim_task = match victim_task_blocker {
+        Some(reason) => Err(reason),
+        None => attach_victim_task(&mut ebpf),
+    };
+    if victim_task.is_ok() {
+        expected_parts |= part::VICTIM_TASK;
+    }
+    hooks.push(HookStatus {
+        hook: HOOK_MARK_VICTIM_TASK,
+        provides: PROVIDES_MARK_VICTIM_TASK,
+        state: victim_task,
+    });
+
+    let mut config: Array<_, u32> = Array::try_from(
+        ebpf.map_mut("CONFIG")
+            .ok_or(LoadError::Missing("map CONFIG"))?,
+    )
+    .map_err(|source| LoadError::Map {
+        map: "CONFIG",
+        source,
+    })?;
+    config
+        .set(CONFIG_EXPECTED_PARTS, expected_parts, 0)
+        .map_err(|source| LoadError::Map {
+            map: "CONFIG",
+            source,
+        })?;
+
+    let events = RingBuf::try_from(
+        ebpf.take_map("EVENTS")
+            .ok_or(LoadError::Missing("map EVENTS"))?,
+    )
+    .map_err(|source| LoadError::Map {
+        map: "EVENTS",
+        source,
+    })?;
+    let stats = PerCpuArray::try_from(
+        ebpf.take_map("STATS")
+            .ok_or(LoadError::Missing("map STATS"))?,
+    )
+    .map_err(|source| LoadError::Map {
+        map: "STATS",
+        source,
+    })?;
+    Ok(Loaded {
+        ebpf,
+        events,
+        stats,
+        mark_victim,
+        hooks,
+    })
+}
+
+fn attach_victim_task(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("cannot read BTF: {e}"))?;
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut("mark_victim_task")
+        .ok_or("eBPF object has no program mark_victim_task")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program
+        .load("mark_victim", &btf)
+        .map_err(|e| format!("cannot load: {}", error_chain(&e)))?;
+    program
+        .attach()
+        .map_err(|e| format!("cannot attach: {}", error_chain(&e)))?;
+    Ok(())
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

@@ -1,0 +1,246 @@
+//! The collector's pipeline: ring buffer -> decode -> enrich -> deliver.
+//!
+//! [`Pipeline::start`] loads and attaches the kernel programs and prepares
+//! enrichment; [`Pipeline::run`] moves records along until told to stop,
+//! then drains what the kernel still holds, so a SIGTERM loses nothing that
+//! reached the ring buffer.
+
+use std::{future::Future, io, time::Duration};
+
+use tracing::{debug, info, warn};
+
+use crate::{
+    decode::{decode, Record},
+    enrich::{cgroup::CgroupMounts, Enricher},
+    host::{boot_ns_now, HostInfo},
+    loader::{self, HookStatus, LoadError, LoadOptions},
+    record::Document,
+    sink::SinkError,
+    source::{KernelLog, KernelSource},
+    tracefs::TracepointFormat,
+};
+
+/// How often the kernel's drop counters are checked.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("cannot read host facts ({0})")]
+    Host(#[source] io::Error),
+    #[error("cannot watch the kernel's ring buffer")]
+    Poll(#[source] io::Error),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Whether delivery wants more events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+pub struct Pipeline {
+    source: KernelSource,
+    kernel_log: KernelLog,
+    enricher: Enricher,
+    mark_victim: TracepointFormat,
+    hooks: Vec<HookStatus>,
+    /// Owns the programs and their links: dropping it detaches everything.
+    _ebpf: aya::Ebpf,
+}
+
+impl Pipeline {
+    pub fn start(options: &LoadOptions) -> Result<Self, PipelineError> {
+        raise_memlock_limit();
+        let host = HostInfo::read().map_err(PipelineError::Host)?;
+        let mounts = CgroupMounts::discover().unwrap_or_else(|error| {
+            warn!(%error, "cannot read /proc/self/mountinfo; cgroup paths will be missing");
+            CgroupMounts::default()
+        });
+        if mounts.memory.is_none() {
+            warn!("no memory cgroup hierarchy mounted; memory cgroup paths and limits will be missing");
+        }
+        let mut loaded = loader::load(options)?;
+        let kernel_log = match aya_log::EbpfLogger::init(&mut loaded.ebpf) {
+            Ok(logger) => Some(logger),
+            Err(error) => {
+                warn!(%error, "kernel-side diagnostics are unavailable");
+                None
+            }
+        };
+        let source = KernelSource::new(loaded.events, loaded.stats).map_err(PipelineError::Poll)?;
+        let kernel_log = KernelLog::new(kernel_log).map_err(PipelineError::Poll)?;
+        Ok(Self {
+            source,
+            kernel_log,
+            enricher: Enricher::new(host, mounts),
+            mark_victim: loaded.mark_victim,
+            hooks: loaded.hooks,
+            _ebpf: loaded.ebpf,
+        })
+    }
+
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.hooks
+    }
+
+    pub fn host(&self) -> &HostInfo {
+        self.enricher.host()
+    }
+
+    /// Delivers documents until `stop` completes or `deliver` says
+    /// [`Flow::Stop`], then drains the ring buffer (delivering what is
+    /// there) and reports lost events one last time.
+    pub async fn run<D>(
+        &mut self,
+        stop: impl Future<Output = ()>,
+        mut deliver: D,
+    ) -> Result<(), PipelineError>
+    where
+        D: FnMut(Document) -> Result<Flow, SinkError>,
+    {
+        let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+        let mut read_failures_reported = 0;
+        tokio::pin!(stop);
+        let mut flow = Flow::Continue;
+        let mut failure = None;
+        while flow == Flow::Continue && failure.is_none() {
+            let Self {
+                source,
+                kernel_log,
+                enricher,
+                mark_victim,
+                ..
+            } = self;
+            tokio::select! {
+                () = &mut stop => break,
+                batch = source.next_batch(|bytes| {
+                    if flow == Flow::Continue && failure.is_none() {
+                        match deliver_record(bytes, mark_victim, enricher, &mut deliver) {
+                            Ok(next) => flow = next,
+                            Err(error) => failure = Some(error),
+                        }
+                    }
+                }) => batch.map_err(PipelineError::Poll)?,
+                log = kernel_log.forward() => log.map_err(PipelineError::Poll)?,
+                _ = stats_tick.tick() => {
+                    self.report_lost(&mut deliver)?;
+                    read_failures_reported = self.warn_read_failures(read_failures_reported);
+                }
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+        self.drain(&mut deliver)
+    }
+
+    /// Delivers what the ring buffer holds now, and any lost-event count.
+    fn drain<D>(&mut self, deliver: &mut D) -> Result<(), PipelineError>
+    where
+        D: FnMut(Document) -> Result<Flow, SinkError>,
+    {
+        let Self {
+            source,
+            enricher,
+            mark_victim,
+            ..
+        } = self;
+        let mut failure = None;
+        let mut drained = 0;
+        source.drain(|bytes| {
+            drained += 1;
+            if failure.is_none() {
+                if let Err(error) = deliver_record(bytes, mark_victim, enricher, deliver) {
+                    failure = Some(error);
+                }
+            }
+        });
+        debug!(records = drained, "drained the ring buffer");
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+        self.report_lost(deliver)
+    }
+
+    fn report_lost<D>(&mut self, deliver: &mut D) -> Result<(), PipelineError>
+    where
+        D: FnMut(Document) -> Result<Flow, SinkError>,
+    {
+        match self.source.newly_lost() {
+            Ok(0) => Ok(()),
+            Ok(lost) => {
+                warn!(lost, "the kernel's ring buffer was full; events were lost");
+                let document = self
+                    .enricher
+                    .events_lost(lost, "ring_buffer_full", boot_ns_now());
+                deliver(document)?;
+                Ok(())
+            }
+            Err(error) => {
+                warn!(%error, "cannot read the kernel's drop counters");
+                Ok(())
+            }
+        }
+    }
+
+    fn warn_read_failures(&self, reported: u64) -> u64 {
+        match self.source.read_failures() {
+            Ok(failures) if failures > reported => {
+                warn!(
+                    failures = failures - reported,
+                    "the kernel could not read some victims' task fields; those events lack them"
+                );
+                failures
+            }
+            _ => reported,
+        }
+    }
+}
+
+fn deliver_record<D>(
+    bytes: &[u8],
+    mark_victim: &TracepointFormat,
+    enricher: &mut Enricher,
+    deliver: &mut D,
+) -> Result<Flow, SinkError>
+where
+    D: FnMut(Document) -> Result<Flow, SinkError>,
+{
+    match decode(bytes, mark_victim) {
+        Ok(Record::OomKill(kill)) => {
+            let document = enricher.oom_kill(&kill);
+            info!(pid = kill.victim.tid, "OOM kill");
+            deliver(document)
+        }
+        Err(error) => {
+            warn!(%error, "skipping a ring-buffer record the collector cannot read");
+            Ok(Flow::Continue)
+        }
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones charge
+/// the memory cgroup and ignore the limit. Raising it needs
+/// CAP_SYS_RESOURCE, which a least-privilege deployment does not grant.
+fn raise_memlock_limit() {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let unlimited = Rlimit {
+        current: None,
+        maximum: None,
+    };
+    if let Err(error) = setrlimit(Resource::Memlock, unlimited) {
+        let needs_it = HostInfo::read()
+            .ok()
+            .and_then(|host| host.kernel_version())
+            .is_some_and(|version| version < (5, 11));
+        if needs_it {
+            warn!(%error, "cannot raise RLIMIT_MEMLOCK; loading may fail on this kernel (< 5.11)");
+        } else {
+            debug!(%error, "cannot raise RLIMIT_MEMLOCK (not needed on kernels >= 5.11)");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The event documents the collector writes: one JSON object per line,
+//! with Elastic Common Schema (ECS) names, dotted names nested as objects.
+//!
+//! Every document has `@timestamp` (the kernel's time of the event, RFC 3339
+//! UTC with microseconds), `event.{id,kind,category,type,action,module,
+//! dataset,created}`, `host.{name,boot.id,os.kernel}`, `ecs.version` and a
+//! readable `message`. A field the kernel or the host could not supply is
+//! left out, never written as zero or empty.
+//!
+//! `event.action: "oom_kill"` — one OOM killer victim:
+//!
+//! ```json
+//! {"@timestamp":"2026-11-29T19:25:10.123456Z",
+//!  "message":"Out of memory: Killed process 4242 (python3) ...",
+//!  "event":{"id":"<boot id>-<boot ns>-<tid>","kind":"event","category":["process"],
+//!           "type":["end"],"action":"oom_kill","module":"oom","dataset":"oom.events",
+//!           "created":"..."},
+//!  "host":{"name":"node-1","boot":{"id":"..."},"os":{"kernel":"6.18.44"}},
+//!  "ecs":{"version":"9.4.0"},
+//!  "process":{"pid":4242,"thread":{"id":4242},"name":"python3","user":{"id":"1000"},
+//!             "parent":{"pid":4200}},
+//!  "container":{"id":"<64 hex>","runtime":"containerd"},
+//!  "kubernetes":{"pod":{"uid":"..."}},
+//!  "oom":{"victim":{"rss":{"anon_bytes":50331648,"file_bytes":0,"shmem_bytes":0},
+//!                   "total_vm_bytes":...,"pgtables_bytes":...,"oom_score_adj":0,
+//!                   "cgroup":{"path":"/..."},
+//!                   "memcg":{"path":"/...","limit_bytes":50331648,"usage_bytes":...}},
+//!         "trigger":{"pid":4242,"name":"python3","cgroup":{"path":"/..."},
+//!                    "memcg":{"path":"/..."}}}}
+//! ```
+//!
+//! `event.action: "events_lost"` — the kernel could not hand over
+//! `oom.lost.count` events (`oom.lost.reason`, e.g. `ring_buffer_full`), so
+//! a gap shows in Kibana instead of passing silently.
+//!
+//! The golden test in `tests/json.rs` holds this format.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// The ECS release whose field names and types the documents follow.
+pub const ECS_VERSION: &str = "9.4.0";
+pub const EVENT_MODULE: &str = "oom";
+pub const EVENT_DATASET: &str = "oom.events";
+
+pub const ACTION_OOM_KILL: &str = "oom_kill";
+pub const ACTION_EVENTS_LOST: &str = "events_lost";
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Document {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub message: String,
+    pub event: Event,
+    pub host: Host,
+    pub ecs: Ecs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom: Option<Oom>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub id: String,
+    pub kind: &'static str,
+    pub category: Vec<&'static str>,
+    #[serde(rename = "type")]
+    pub event_type: Vec<&'static str>,
+    pub action: &'static str,
+    pub module: &'static str,
+    pub dataset: &'static str,
+    /// When the collector wrote the document.
+    pub created: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub boot: HostBoot,
+    pub os: HostOs,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostBoot {
+    pub id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostOs {
+    pub kernel: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ecs {
+    pub version: &'static str,
+}
+
+impl Default for Ecs {
+    fn default() -> Self {
+        Self {
+            version: ECS_VERSION,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<Thread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Thread {
+    pub id: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct User {
+    /// ECS keeps user ids as strings.
+    pub id: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Parent {
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Container {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Kubernetes {
+    pub pod: KubernetesPod,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KubernetesPod {
+    pub uid: String,
+}
+
+/// Fields of this project's own `oom` namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Oom {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub victim: Option<OomVictim>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<OomTrigger>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<OomLost>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OomVictim {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss: Option<Rss>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_vm_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgtables_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i16>,
+    /// The victim's cgroup on the unified (v2) hierarchy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupRef>,
+    /// The victim's own memory cgroup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memcg: Option<Memcg>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Rss {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anon_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shmem_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CgroupRef {
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Memcg {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OomTrigger {
+    pub pid: u32,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memcg: Option<CgroupRef>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OomLost {
+    pub count: u64,
+    pub reason: &'static str,
+}
+
+/// RFC 3339, UTC, microseconds: what Elasticsearch's `date` type parses.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+/// `Some(value)` unless it is the type's empty default.
+pub fn non_empty<T: Default + PartialEq>(value: T) -> Option<T> {
+    (value != T::default()).then_some(value)
+}
+
+impl Document {
+    /// One readable line for `--format pretty`.
+    pub fn pretty(&self) -> String {
+        let mut line = format!("{} {}", self.timestamp, self.message);
+        if self.event.action == ACTION_OOM_KILL {
+            if let Some(trigger) = self.oom.as_ref().and_then(|o| o.trigger.as_ref()) {
+                line.push_str(&format!(
+                    " (allocation by {}[{}])",
+                    trigger.name, trigger.pid
+                ));
+            }
+        }
+        line
+    }
+}

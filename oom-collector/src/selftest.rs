@@ -1,0 +1,202 @@
+//! `oom-collector selftest`: proves the whole pipeline on this host by
+//! OOM-killing a hog of our own inside a scratch memory cgroup.
+//!
+//! The scratch cgroup is made under the memory hierarchy's root (v1 memory
+//! controller or v2), limited, and removed afterwards whatever happens; the
+//! hog is this binary's hidden `hog` command, which joins that cgroup before
+//! it allocates and gives up on its own well past the limit, so a limit that
+//! did not take cannot eat the host's memory.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    cli::SelftestArgs,
+    enrich::cgroup::{CgroupMounts, CgroupVersion},
+    loader::LoadOptions,
+    pipeline::{Flow, Pipeline, PipelineError},
+    record::{Document, ACTION_OOM_KILL},
+    sink::{Format, Sink, SinkError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelftestError {
+    #[error("no memory cgroup hierarchy is mounted (neither cgroup v2 with the memory controller nor the v1 memory controller)")]
+    NoMemoryCgroup,
+    #[error("cannot set up the scratch cgroup {path}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the memory controller is not enabled for children of {0} (cgroup.subtree_control)")]
+    MemoryNotDelegated(PathBuf),
+    #[error("cannot start the memory hog")]
+    Spawn(#[source] io::Error),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("no oom_kill event for the hog (pid {pid}) within {seconds} s{detail}")]
+    NoEvent {
+        pid: u32,
+        seconds: u64,
+        detail: String,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// A scratch memory cgroup, removed on drop.
+struct ScratchCgroup {
+    dir: PathBuf,
+}
+
+impl ScratchCgroup {
+    fn create(
+        root: &Path,
+        version: CgroupVersion,
+        limit_bytes: u64,
+    ) -> Result<Self, SelftestError> {
+        if version == CgroupVersion::V2 {
+            let delegated = fs::read_to_string(root.join("cgroup.subtree_control"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
+            if !delegated {
+                return Err(SelftestError::MemoryNotDelegated(root.to_owned()));
+            }
+        }
+        let dir = root.join(format!("oom-collector-selftest-{}", std::process::id()));
+        let fail = |source| SelftestError::Cgroup {
+            path: dir.clone(),
+            source,
+        };
+        fs::create_dir(&dir).map_err(fail)?;
+        let cgroup = Self { dir };
+        let limit = limit_bytes.to_string();
+        let (limit_file, swap_file) = match version {
+            CgroupVersion::V1 => ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"),
+            CgroupVersion::V2 => ("memory.max", "memory.swap.max"),
+        };
+        fs::write(cgroup.dir.join(limit_file), &limit).map_err(|source| SelftestError::Cgroup {
+            path: cgroup.dir.join(limit_file),
+            source,
+        })?;
+        // Without swap limits a host with swap would page the hog out
+        // instead of killing it. Absent files mean no swap accounting.
+        let swap_limit = if version == CgroupVersion::V2 {
+            "0"
+        } else {
+            &limit
+        };
+        let _ = fs::write(cgroup.dir.join(swap_file), swap_limit);
+        Ok(cgroup)
+    }
+}
+
+impl Drop for ScratchCgroup {
+    fn drop(&mut self) {
+        // The killed hog leaves the cgroup only once it is fully gone.
+        for _ in 0..50 {
+            match fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        warn!(path = %self.dir.display(), "could not remove the scratch cgroup");
+    }
+}
+
+/// Our own hog; killed and reaped on drop if still running.
+struct Hog(Child);
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
+    let mounts = CgroupMounts::discover().map_err(|source| SelftestError::Cgroup {
+        path: "/proc/self/mountinfo".into(),
+        source,
+    })?;
+    let memory = mounts.memory.ok_or(SelftestError::NoMemoryCgroup)?;
+    let mut pipeline = Pipeline::start(&LoadOptions {
+        kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
+        ring_buffer_bytes: 256 * 1024,
+    })?;
+
+    let limit_bytes = args.limit_mib * 1024 * 1024;
+    let cgroup = ScratchCgroup::create(&memory.root, memory.version, limit_bytes)?;
+    let exe = std::env::current_exe().map_err(SelftestError::Spawn)?;
+    let hog = Command::new(exe)
+        .arg("hog")
+        .arg(cgroup.dir.join("cgroup.procs"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(SelftestError::Spawn)?;
+    let mut hog = Hog(hog);
+    let pid = hog.0.id();
+    info!(pid, cgroup = %cgroup.dir.display(), limit_bytes, "started the memory hog");
+
+    let mut found = None;
+    let timeout = tokio::time::sleep(Duration::from_secs(args.timeout_secs));
+    pipeline
+        .run(timeout, |document| {
+            let is_hog = document.event.action == ACTION_OOM_KILL
+                && document.process.as_ref().is_some_and(|p| p.pid == pid);
+            if is_hog {
+                found = Some(document);
+                return Ok(Flow::Stop);
+            }
+            Ok(Flow::Continue)
+        })
+        .await?;
+
+    let Some(document) = found else {
+        let detail = match hog.0.try_wait() {
+            Ok(Some(status)) => {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = hog.0.stderr.take() {
+                    let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                format!("; the hog exited with {status}: {}", stderr.trim())
+            }
+            _ => "; the hog is still running: was the limit applied?".to_owned(),
+        };
+        return Err(SelftestError::NoEvent {
+            pid,
+            seconds: args.timeout_secs,
+            detail,
+        });
+    };
+    drop(hog);
+    drop(cgroup);
+    Sink::stdout(Format::Json).write(&document)?;
+    Ok(document)
+}
+
+/// The hidden `hog` command: join the cgroup, then allocate and touch memory
+/// 1 MiB at a time until killed. Gives up at 4 GiB so a limit that did not
+/// apply cannot take the host down.
+pub fn hog(cgroup_procs: &Path) -> io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    const GIVE_UP_BYTES: usize = 4 << 30;
+    fs::write(cgroup_procs, "0")?;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    while held.len() * CHUNK < GIVE_UP_BYTES {
+        // Non-zero fill: every page is written, so every page is charged.
+        held.push(vec![0xa5; CHUNK]);
+    }
+    Err(io::Error::other(
+        "allocated 4 GiB without being OOM-killed: the memory limit did not apply",
+    ))
+}

@@ -1,0 +1,180 @@
+//! Records shared by the kernel programs (`oom-ebpf`) and the collector.
+//!
+//! Every type here crosses the ring buffer or a map as raw bytes, so each is
+//! `#[repr(C)]`, has no implicit padding (no `bool`, explicit `_pad` fields)
+//! and carries a size assertion that breaks the build if the two sides could
+//! ever disagree. The collector's `user` feature adds `aya::Pod` impls.
+#![no_std]
+
+/// Bytes of the raw `oom/mark_victim` tracepoint record copied into each
+/// event. The collector decodes them with the layout it read from tracefs'
+/// `format` file; 256 bytes hold every field the kernel has ever defined
+/// (the 6.x record is 88 bytes including the `comm` string).
+pub const TRACEPOINT_BYTES: usize = 256;
+
+/// Length of a kernel task's `comm` (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// First field of every ring-buffer record: what follows it.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// An [`OomKillRecord`].
+    OomKill = 1,
+}
+
+/// Which parts of an [`OomKillRecord`] have been filled in.
+///
+/// One kill fires `oom/mark_victim` once, and every program attached to it
+/// runs in turn on the same CPU. Each program fills its own part of the
+/// per-CPU record under construction; the one that completes the parts the
+/// collector expects sends it.
+pub mod part {
+    /// The raw tracepoint record, the trigger (`current`) and the timestamp.
+    pub const TRACEPOINT: u32 = 1 << 0;
+    /// The victim's `task_struct`: thread group, parent and cgroup ids.
+    pub const VICTIM_TASK: u32 = 1 << 1;
+}
+
+/// Bits of [`OomKillRecord::flags`] beyond the parts.
+pub mod flag {
+    /// A read of the victim's `task_struct` failed; its fields are zero and
+    /// must be treated as unknown.
+    pub const VICTIM_TASK_UNREADABLE: u32 = 1 << 8;
+    /// A read of the trigger's memory cgroup failed.
+    pub const TRIGGER_MEMCG_UNREADABLE: u32 = 1 << 9;
+}
+
+/// One OOM kill, as the kernel saw it at `mark_victim`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomKillRecord {
+    /// [`RecordKind::OomKill`].
+    pub kind: u32,
+    /// [`part`] and [`flag`] bits.
+    pub flags: u32,
+    /// `bpf_ktime_get_boot_ns()` when the first program ran.
+    pub boot_ns: u64,
+    /// The task whose allocation triggered the OOM (`current`), thread id.
+    pub trigger_tid: u32,
+    /// The trigger's thread group id (its process id).
+    pub trigger_tgid: u32,
+    pub trigger_comm: [u8; COMM_LEN],
+    /// The trigger's cgroup on the unified (v2) hierarchy.
+    pub trigger_cgroup_id: u64,
+    /// The trigger's memory cgroup (v1 memory controller or v2), 0 if unknown.
+    pub trigger_memcg_id: u64,
+    /// The victim's thread id, as `mark_victim` reports it.
+    pub victim_tid: u32,
+    /// The victim's process id; 0 if unknown.
+    pub victim_tgid: u32,
+    /// The victim's parent's process id; 0 if unknown.
+    pub victim_ppid: u32,
+    pub _pad0: u32,
+    /// The victim's cgroup on the unified (v2) hierarchy; 0 if unknown.
+    pub victim_cgroup_id: u64,
+    /// The victim's memory cgroup (v1 memory controller or v2); 0 if unknown.
+    pub victim_memcg_id: u64,
+    /// The raw `oom/mark_victim` record; layout from tracefs.
+    pub tracepoint: [u8; TRACEPOINT_BYTES],
+}
+
+const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 88 + TRACEPOINT_BYTES);
+
+impl OomKillRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: RecordKind::OomKill as u32,
+            flags: 0,
+            boot_ns: 0,
+            trigger_tid: 0,
+            trigger_tgid: 0,
+            trigger_comm: [0; COMM_LEN],
+            trigger_cgroup_id: 0,
+            trigger_memcg_id: 0,
+            victim_tid: 0,
+            victim_tgid: 0,
+            victim_ppid: 0,
+            _pad0: 0,
+            victim_cgroup_id: 0,
+            victim_memcg_id: 0,
+            tracepoint: [0; TRACEPOINT_BYTES],
+        }
+    }
+}
+
+/// Indexes of the per-CPU `STATS` counters: what the kernel side could not
+/// deliver. The collector sums them over CPUs and reports every increase.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// A record did not fit in the ring buffer: an event was lost.
+    RingBufFull = 0,
+    /// A kernel memory read failed while building a record.
+    ReadFailed = 1,
+}
+
+/// Number of [`Stat`] counters.
+pub const STAT_COUNT: u32 = 2;
+
+/// Index of the expected-parts word in the `CONFIG` array.
+pub const CONFIG_EXPECTED_PARTS: u32 = 0;
+/// Number of `CONFIG` words.
+pub const CONFIG_COUNT: u32 = 1;
+
+/// Byte offsets into kernel structs, resolved by the collector from
+/// `/sys/kernel/btf/vmlinux` and handed to the programs as one global.
+///
+/// The eBPF side has no CO-RE relocations, so it cannot ask the kernel where
+/// `task_struct::cgroups` lives; the collector can. An offset of
+/// [`KernelOffsets::UNKNOWN`] disables the reads that need it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    /// `css_set::subsys[memory_cgrp_id]`: the array's offset plus the index.
+    pub css_set_memory_css: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    pub _pad0: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+
+impl KernelOffsets {
+    pub const UNKNOWN: u32 = u32::MAX;
+
+    pub const fn unknown() -> Self {
+        Self {
+            task_pid: Self::UNKNOWN,
+            task_tgid: Self::UNKNOWN,
+            task_real_parent: Self::UNKNOWN,
+            task_cgroups: Self::UNKNOWN,
+            css_set_dfl_cgrp: Self::UNKNOWN,
+            css_set_memory_css: Self::UNKNOWN,
+            css_cgroup: Self::UNKNOWN,
+            cgroup_kn: Self::UNKNOWN,
+            kernfs_node_id: Self::UNKNOWN,
+            _pad0: 0,
+        }
+    }
+}
+
+/// Where the tracepoint program finds the victim's pid in the raw record.
+/// Taken from tracefs' `format` file by the collector.
+pub const TRACEPOINT_PID_OFFSET_UNKNOWN: u32 = u32::MAX;
+
+#[cfg(feature = "user")]
+mod user {
+    use super::{KernelOffsets, OomKillRecord};
+
+    // SAFETY: both are `repr(C)`, consist only of integers and integer
+    // arrays, and have no padding (checked by the size assertions above).
+    unsafe impl aya::Pod for OomKillRecord {}
+    unsafe impl aya::Pod for KernelOffsets {}
+}

@@ -1,0 +1,43 @@
+//! Maps shared by the probes, and the counters of what they could not send.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
+use oom_common::{OomKillRecord, Stat, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, STAT_COUNT};
+
+/// Records for the collector. Its size is set at load time
+/// (`--ring-buffer-bytes`); this is the default.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Per-CPU counters indexed by [`Stat`].
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Words the collector writes after attaching (see `oom_common::CONFIG_*`).
+#[map]
+pub static CONFIG: Array<u32> = Array::with_max_entries(CONFIG_COUNT, 0);
+
+/// The OOM kill record under construction on each CPU; see
+/// `oom_common::part` for why a kill is assembled in two steps.
+#[map]
+pub static PENDING_KILL: PerCpuArray<OomKillRecord> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(stat: Stat) {
+    if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot; programs on one CPU do not run concurrently.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// The parts of a kill record the collector waits for: the tracepoint part
+/// alone until it has attached the victim-task program as well.
+#[inline(always)]
+pub fn expected_parts() -> u32 {
+    match CONFIG.get(CONFIG_EXPECTED_PARTS) {
+        Some(&parts) if parts != 0 => parts,
+        _ => oom_common::part::TRACEPOINT,
+    }
+}

@@ -1,0 +1,88 @@
+//! One file per kernel hook. Each hook's entry point is a thin wrapper over
+//! `try_<name>`, so the error path is explicit and counted.
+
+mod mark_victim;
+mod mark_victim_task;
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
+use oom_common::{part, OomKillRecord, RecordKind, Stat};
+
+use crate::maps::{count, expected_parts, EVENTS, PENDING_KILL};
+
+/// Error codes a probe returns to its wrapper (never seen by the kernel).
+pub const ERR_NO_SLOT: i64 = 1;
+pub const ERR_RINGBUF_FULL: i64 = 2;
+
+/// Fills `this_part` of the kill of `victim_tid` (0: not known to this
+/// part) in the CPU's pending record and sends the record once it has every
+/// part the collector expects.
+///
+/// The programs on `oom/mark_victim` run one after the other, on one CPU,
+/// within one call of the tracepoint, in an order this code does not rely
+/// on. A pending record that does not belong to this kill is a leftover of an
+/// earlier one whose other part never came (a program detached between the
+/// two): if it has the tracepoint part it is sent as it is, so nothing is
+/// lost; otherwise it holds nothing worth sending and is overwritten.
+#[inline(always)]
+pub fn fill_kill_part(
+    victim_tid: u32,
+    this_part: u32,
+    fill: impl FnOnce(&mut OomKillRecord),
+) -> Result<(), i64> {
+    let slot = PENDING_KILL.get_ptr_mut(0).ok_or(ERR_NO_SLOT)?;
+    // SAFETY: the per-CPU slot is only touched by programs on this CPU, and
+    // those never run concurrently with each other.
+    let record = unsafe { &mut *slot };
+
+    let pending_parts = record.flags & (part::TRACEPOINT | part::VICTIM_TASK);
+    let same_kill = pending_parts != 0
+        && pending_parts & this_part == 0
+        && (record.victim_tid == victim_tid || record.victim_tid == 0 || victim_tid == 0);
+    if !same_kill {
+        if pending_parts & part::TRACEPOINT != 0 {
+            send(record)?;
+        }
+        start_record(record, victim_tid);
+    } else if record.victim_tid == 0 {
+        record.victim_tid = victim_tid;
+    }
+
+    fill(record);
+    record.flags |= this_part;
+
+    let expected = expected_parts();
+    if record.flags & expected == expected {
+        send(record)?;
+        record.flags = 0;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn start_record(record: &mut OomKillRecord, victim_tid: u32) {
+    // Field by field: a whole-struct assignment would need the record on the
+    // 512-byte eBPF stack. `tracepoint` is always overwritten by its part.
+    record.kind = RecordKind::OomKill as u32;
+    record.flags = 0;
+    // SAFETY: a helper without arguments.
+    record.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    record.trigger_tid = 0;
+    record.trigger_tgid = 0;
+    record.trigger_comm = [0; oom_common::COMM_LEN];
+    record.trigger_cgroup_id = 0;
+    record.trigger_memcg_id = 0;
+    record.victim_tid = victim_tid;
+    record.victim_tgid = 0;
+    record.victim_ppid = 0;
+    record.victim_cgroup_id = 0;
+    record.victim_memcg_id = 0;
+}
+
+#[inline(always)]
+fn send(record: &OomKillRecord) -> Result<(), i64> {
+    if EVENTS.output::<OomKillRecord>(record, 0).is_err() {
+        count(Stat::RingBufFull);
+        return Err(ERR_RINGBUF_FULL);
+    }
+    Ok(())
+}

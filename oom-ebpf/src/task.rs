@@ -1,0 +1,78 @@
+//! Reads of `task_struct` and the cgroup structs behind it.
+//!
+//! Rust eBPF has no CO-RE relocations, so the collector resolves each field's
+//! offset from `/sys/kernel/btf/vmlinux` and passes them in [`OFFSETS`].
+//! Every read goes through `bpf_probe_read_kernel`, which fails cleanly on a
+//! bad pointer instead of faulting.
+
+use aya_ebpf::{helpers::bpf_probe_read_kernel, Global};
+use oom_common::KernelOffsets;
+
+#[unsafe(no_mangle)]
+static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());
+
+/// Why a read could not be made.
+pub enum ReadError {
+    /// The collector could not resolve an offset on this kernel.
+    NoOffset,
+    /// `bpf_probe_read_kernel` failed.
+    Fault,
+}
+
+#[inline(always)]
+fn read_field<T>(base: *const u8, offset: u32) -> Result<T, ReadError> {
+    if offset == KernelOffsets::UNKNOWN || base.is_null() {
+        return Err(ReadError::NoOffset);
+    }
+    // SAFETY: a probe read of kernel memory; it returns an error rather than
+    // faulting when the address is bad.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+        .map_err(|_| ReadError::Fault)
+}
+
+/// The ids of a task that the record carries.
+pub struct TaskIds {
+    pub tid: u32,
+    pub tgid: u32,
+    pub parent_tgid: u32,
+}
+
+pub fn task_ids(task: *const u8) -> Result<TaskIds, ReadError> {
+    let offsets = OFFSETS.load();
+    let tid: i32 = read_field(task, offsets.task_pid)?;
+    let tgid: i32 = read_field(task, offsets.task_tgid)?;
+    let parent: *const u8 = read_field(task, offsets.task_real_parent)?;
+    let parent_tgid: i32 = read_field(parent, offsets.task_tgid)?;
+    Ok(TaskIds {
+        tid: tid as u32,
+        tgid: tgid as u32,
+        parent_tgid: parent_tgid as u32,
+    })
+}
+
+/// `cgroup->kn->id`: the id user space sees as the cgroup directory's inode.
+#[inline(always)]
+fn cgroup_id(cgroup: *const u8, offsets: &KernelOffsets) -> Result<u64, ReadError> {
+    let kn: *const u8 = read_field(cgroup, offsets.cgroup_kn)?;
+    read_field(kn, offsets.kernfs_node_id)
+}
+
+/// The task's cgroup on the unified hierarchy: `task->cgroups->dfl_cgrp`.
+pub fn unified_cgroup_id(task: *const u8) -> Result<u64, ReadError> {
+    let offsets = OFFSETS.load();
+    let css_set: *const u8 = read_field(task, offsets.task_cgroups)?;
+    let cgroup: *const u8 = read_field(css_set, offsets.css_set_dfl_cgrp)?;
+    cgroup_id(cgroup, &offsets)
+}
+
+/// The task's memory cgroup:
+/// `task->cgroups->subsys[memory_cgrp_id]->cgroup`. On cgroup v1 this is a
+/// directory of the memory controller's hierarchy; on v2 the nearest
+/// ancestor with the memory controller enabled.
+pub fn memory_cgroup_id(task: *const u8) -> Result<u64, ReadError> {
+    let offsets = OFFSETS.load();
+    let css_set: *const u8 = read_field(task, offsets.task_cgroups)?;
+    let css: *const u8 = read_field(css_set, offsets.css_set_memory_css)?;
+    let cgroup: *const u8 = read_field(css, offsets.css_cgroup)?;
+    cgroup_id(cgroup, &offsets)
+}
