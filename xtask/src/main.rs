@@ -1,1 +1,124 @@
-fn main() {}
+//! `cargo xtask`: set up the toolchain, build, run and test oom-collector.
+//!
+//! - `cargo xtask run [--release] [-- ARGS]`: build, then run
+//!   `oom-collector ARGS` as root (through sudo when not root).
+//! - `cargo xtask test`: lint, build, run every test (unit and root-only
+//!   end-to-end tests that cause real OOM kills in scratch cgroups).
+//! - `cargo xtask setup`: only the toolchain set-up both of them do first.
+//!
+//! Set-up is idempotent and takes well under a second when done already.
+
+mod setup;
+mod system;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::system::{is_root, run_checked, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test oom-collector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the eBPF programs needs (rust-src for the
+    /// nightly toolchain, bpf-linker built against nightly's LLVM).
+    Setup,
+    /// Build oom-collector (the eBPF programs are built and embedded).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run oom-collector as root with the given arguments.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for oom-collector, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Lint, build and run every test. Root-only tests fail under CI=true
+    /// when they cannot run, and are skipped with a reason otherwise.
+    Test {
+        /// Skip rustfmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (a test name filter, ...).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Task::Setup => setup::ensure_toolchain().map(drop),
+        Task::Build { release } => build(&root, release).map(drop),
+        Task::Run { release, args } => {
+            let binary = build(&root, release)?;
+            system::mount_kernel_filesystems()?;
+            let mut command = if is_root() {
+                Command::new(&binary)
+            } else {
+                let mut sudo = Command::new("sudo");
+                sudo.arg("--preserve-env=RUST_LOG").arg(&binary);
+                sudo
+            };
+            let status = command
+                .args(&args)
+                .status()
+                .with_context(|| format!("cannot start {}", binary.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { no_lint, args } => test(&root, no_lint, &args),
+    }
+}
+
+/// Builds the collector and returns its path.
+fn build(root: &std::path::Path, release: bool) -> Result<PathBuf> {
+    let toolchain = setup::ensure_toolchain()?;
+    let mut cargo = toolchain.cargo();
+    cargo.current_dir(root).args(["build", "--package", "oom-collector"]);
+    if release {
+        cargo.arg("--release");
+    }
+    run_checked(&mut cargo)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(root.join("target").join(profile).join("oom-collector"))
+}
+
+fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
+    let toolchain = setup::ensure_toolchain()?;
+    if !no_lint {
+        run_checked(toolchain.cargo().current_dir(root).args(["fmt", "--all", "--", "--check"]))?;
+        run_checked(toolchain.cargo().current_dir(root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        setup::clippy_ebpf(&toolchain, root)?;
+    }
+    let binary = build(root, true)?;
+    if is_root() {
+        system::mount_kernel_filesystems()?;
+    } else if std::env::var("CI").is_ok_and(|v| v == "true") {
+        bail!("CI=true but not root: the end-to-end tests need root to load eBPF programs");
+    }
+    let mut cargo = toolchain.cargo();
+    cargo
+        .current_dir(root)
+        .env("OOM_COLLECTOR_BIN", &binary)
+        .args(["test", "--workspace", "--release"])
+        .args(args);
+    run_checked(&mut cargo)
+}
