@@ -263,3 +263,159 @@ impl RecordView<'_> {
         Some(&raw[..end])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/tracefs/",
+                $name
+            ))
+        };
+    }
+
+    const MARK_VICTIM_5_10_218: &str = fixture!("mark_victim-5.10.0-30-cloud-amd64.format");
+    const MARK_VICTIM_5_10_251: &str = fixture!("mark_victim-5.10.0-43-cloud-amd64.format");
+    const MARK_VICTIM_6_1: &str = fixture!("mark_victim-6.1.0-57-cloud-amd64.format");
+    const MARK_VICTIM_6_12: &str = fixture!("mark_victim-6.12.117+deb12-cloud-amd64.format");
+    const MARK_VICTIM_6_18: &str = fixture!("mark_victim-6.18.44-fc-v669.format");
+
+    fn parse(text: &str) -> TracepointFormat {
+        TracepointFormat::parse(text).unwrap_or_else(|e| panic!("fixture should parse: {e}"))
+    }
+
+    #[test]
+    fn old_5_10_mark_victim_has_only_pid() {
+        let format = parse(MARK_VICTIM_5_10_218);
+        assert_eq!(format.name, "mark_victim");
+        assert_eq!(format.id, 485);
+        let names: Vec<&str> = format.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["pid"], "common_* fields are left out");
+        let pid = format.field("pid").expect("pid");
+        assert_eq!((pid.offset, pid.size), (8, 4));
+        assert_eq!(pid.kind, FieldKind::Integer { signed: true });
+        assert!(format.field("comm").is_none());
+    }
+
+    #[test]
+    fn extended_mark_victim_layout_is_the_same_from_5_10_251_to_6_18() {
+        for text in [
+            MARK_VICTIM_5_10_251,
+            MARK_VICTIM_6_1,
+            MARK_VICTIM_6_12,
+            MARK_VICTIM_6_18,
+        ] {
+            let format = parse(text);
+            let layout: Vec<(&str, usize, usize)> = format
+                .fields
+                .iter()
+                .map(|f| (f.name.as_str(), f.offset, f.size))
+                .collect();
+            assert_eq!(
+                layout,
+                [
+                    ("pid", 8, 4),
+                    ("comm", 12, 4),
+                    ("total_vm", 16, 8),
+                    ("anon_rss", 24, 8),
+                    ("file_rss", 32, 8),
+                    ("shmem_rss", 40, 8),
+                    ("uid", 48, 4),
+                    ("pgtables", 56, 8),
+                    ("oom_score_adj", 64, 2),
+                ]
+            );
+            let comm = format.field("comm").expect("comm");
+            assert_eq!(comm.kind, FieldKind::DataLoc, "comm is __data_loc");
+            assert_eq!(comm.c_type, "__data_loc char");
+            assert_eq!(
+                format.field("oom_score_adj").map(|f| f.kind.clone()),
+                Some(FieldKind::Integer { signed: true })
+            );
+            assert_eq!(
+                format.field("uid").map(|f| f.kind.clone()),
+                Some(FieldKind::Integer { signed: false })
+            );
+        }
+    }
+
+    #[test]
+    fn other_events_parse_including_data_loc_and_typedefs() {
+        let exec = parse(fixture!(
+            "sched_process_exec-6.12.117+deb12-cloud-amd64.format"
+        ));
+        let filename = exec.field("filename").expect("filename");
+        assert_eq!(
+            (filename.offset, filename.kind.clone()),
+            (8, FieldKind::DataLoc)
+        );
+        assert_eq!(exec.field("old_pid").map(|f| f.offset), Some(16));
+
+        let alloc_5_10 = parse(fixture!("mm_page_alloc-5.10.0-30-cloud-amd64.format"));
+        let alloc_6_12 = parse(fixture!("mm_page_alloc-6.12.117+deb12-cloud-amd64.format"));
+        let gfp = |f: &TracepointFormat| {
+            let field = f.field("gfp_flags").expect("gfp_flags");
+            (field.c_type.clone(), field.offset, field.size)
+        };
+        assert_eq!(gfp(&alloc_5_10), ("gfp_t".to_owned(), 20, 4));
+        assert_eq!(gfp(&alloc_6_12), ("unsigned long".to_owned(), 24, 8));
+    }
+
+    #[test]
+    fn char_arrays_and_malformed_lines() {
+        let text =
+            "name: x\nID: 7\nformat:\n\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:1;\n";
+        let format = parse(text);
+        assert_eq!(
+            format.field("comm").map(|f| f.kind.clone()),
+            Some(FieldKind::CharArray)
+        );
+
+        let bad = "name: x\nID: 7\nformat:\n\tfield:int pid;\toffset:eight;\tsize:4;\tsigned:1;\n";
+        let error = TracepointFormat::parse(bad).expect_err("a bad offset is an error");
+        assert!(error.contains("offset"), "{error}");
+        assert!(
+            TracepointFormat::parse("format:\n").is_err(),
+            "no name or ID"
+        );
+    }
+
+    #[test]
+    fn record_view_reads_integers_with_sign_and_data_loc_strings() {
+        let format = parse(MARK_VICTIM_6_18);
+        let mut bytes = vec![0u8; 96];
+        bytes[8..12].copy_from_slice(&4242i32.to_ne_bytes());
+        // comm at offset 72, 6 bytes with its NUL: (len << 16) | offset.
+        bytes[12..16].copy_from_slice(&((6u32 << 16) | 72).to_ne_bytes());
+        bytes[72..78].copy_from_slice(b"hog-1\0");
+        bytes[64..66].copy_from_slice(&(-1000i16).to_ne_bytes());
+        bytes[48..52].copy_from_slice(&u32::MAX.to_ne_bytes());
+        let view = RecordView {
+            format: &format,
+            bytes: &bytes,
+        };
+        assert_eq!(view.integer("pid"), Some(4242));
+        assert_eq!(view.integer("oom_score_adj"), Some(-1000));
+        assert_eq!(
+            view.integer("uid"),
+            Some(i64::from(u32::MAX)),
+            "unsigned: no sign extension"
+        );
+        assert_eq!(view.bytes_str("comm"), Some(&b"hog-1"[..]));
+        assert_eq!(view.integer("no_such_field"), None);
+
+        let short = RecordView {
+            format: &format,
+            bytes: &bytes[..20],
+        };
+        assert_eq!(
+            short.integer("total_vm"),
+            None,
+            "a truncated record is not misread"
+        );
+    }
+}

@@ -85,7 +85,9 @@ fn main() -> Result<()> {
 fn build(root: &std::path::Path, release: bool) -> Result<PathBuf> {
     let toolchain = setup::ensure_toolchain()?;
     let mut cargo = toolchain.cargo();
-    cargo.current_dir(root).args(["build", "--package", "oom-collector"]);
+    cargo
+        .current_dir(root)
+        .args(["build", "--package", "oom-collector"]);
     if release {
         cargo.arg("--release");
     }
@@ -97,7 +99,12 @@ fn build(root: &std::path::Path, release: bool) -> Result<PathBuf> {
 fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
     let toolchain = setup::ensure_toolchain()?;
     if !no_lint {
-        run_checked(toolchain.cargo().current_dir(root).args(["fmt", "--all", "--", "--check"]))?;
+        run_checked(
+            toolchain
+                .cargo()
+                .current_dir(root)
+                .args(["fmt", "--all", "--", "--check"]),
+        )?;
         run_checked(toolchain.cargo().current_dir(root).args([
             "clippy",
             "--workspace",

@@ -34,7 +34,10 @@ impl Toolchain {
         let path = env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![self.bin_dir.clone()];
         paths.extend(env::split_paths(&path));
-        command.env("PATH", env::join_paths(paths).expect("PATH entries are valid"));
+        command.env(
+            "PATH",
+            env::join_paths(paths).expect("PATH entries are valid"),
+        );
         command
     }
 }
@@ -54,11 +57,10 @@ struct Nightly {
 }
 
 fn nightly() -> Result<Nightly> {
-    let version = output_of(Command::new("rustc").arg(format!("+{NIGHTLY}")).arg("-vV"))
-        .context(
-            "the nightly Rust toolchain is needed to build the eBPF programs \
+    let version = output_of(Command::new("rustc").arg(format!("+{NIGHTLY}")).arg("-vV")).context(
+        "the nightly Rust toolchain is needed to build the eBPF programs \
              (`rustup toolchain install nightly`)",
-        )?;
+    )?;
     let llvm = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version:"))
@@ -95,7 +97,13 @@ fn ensure_rust_src(nightly: &Nightly) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: adding rust-src to the {NIGHTLY} toolchain");
-    run_checked(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+    run_checked(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        NIGHTLY,
+    ]))
 }
 
 fn ensure_bpf_linker(nightly: &Nightly, bin_dir: &Path) -> Result<()> {
@@ -162,7 +170,10 @@ fn ensure_bpf_linker(nightly: &Nightly, bin_dir: &Path) -> Result<()> {
         .output()
         .is_ok_and(|out| out.status.success())
     {
-        bail!("bpf-linker was installed at {} but does not run", binary.display());
+        bail!(
+            "bpf-linker was installed at {} but does not run",
+            binary.display()
+        );
     }
     fs::write(&stamp, wanted_stamp)?;
     Ok(())

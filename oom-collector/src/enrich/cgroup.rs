@@ -196,3 +196,104 @@ pub fn memcg_usage(dir: &Path, version: CgroupVersion) -> MemcgUsage {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// From this project's CI machines: cgroup v1 controllers beside a
+    /// cgroup v2 hierarchy at /sys/fs/cgroup/unified (a hybrid host).
+    const HYBRID: &str = "\
+22 1 253:0 / / rw,relatime - ext4 /dev/vda rw
+26 22 0:23 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+27 26 0:24 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+31 26 0:28 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 26 0:33 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+37 26 0:34 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    /// A systemd host on cgroup v2 only, with a mount point that mountinfo
+    /// escapes (a space).
+    const V2_ESCAPED: &str = "\
+24 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+35 24 0:30 / /sys/fs/cgroup\\040v2 rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    #[test]
+    fn finds_the_v1_memory_controller_on_a_hybrid_host() {
+        let mounts = CgroupMounts::from_mountinfo(HYBRID);
+        assert_eq!(
+            mounts.unified,
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            mounts.memory,
+            Some(MemoryHierarchy {
+                root: PathBuf::from("/sys/fs/cgroup/memory"),
+                version: CgroupVersion::V1,
+            })
+        );
+    }
+
+    #[test]
+    fn unescapes_mount_points_and_needs_the_memory_controller_on_v2() {
+        let mounts = CgroupMounts::from_mountinfo(V2_ESCAPED);
+        assert_eq!(mounts.unified, Some(PathBuf::from("/sys/fs/cgroup v2")));
+        // That directory does not exist here, so no cgroup.controllers says
+        // "memory": no memory hierarchy rather than a wrong one.
+        assert_eq!(mounts.memory, None);
+    }
+
+    #[test]
+    fn resolves_ids_to_paths_and_rescans_on_a_miss() {
+        let root = std::env::temp_dir().join(format!("oom-collector-paths-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("a/b c")).expect("scratch tree");
+        let mut paths = CgroupPaths::new(root.clone());
+        let ino = |p: &str| fs::metadata(root.join(p)).expect("exists").ino();
+        assert_eq!(paths.path_of(ino("a/b c")).as_deref(), Some("/a/b c"));
+        assert_eq!(paths.path_of(ino("")).as_deref(), Some("/"));
+
+        fs::create_dir(root.join("new")).expect("new dir");
+        assert_eq!(
+            paths.path_of(ino("new")).as_deref(),
+            Some("/new"),
+            "a cgroup made after the last scan is found"
+        );
+        assert_eq!(paths.path_of(u64::MAX), None);
+        assert_eq!(paths.directory("/a/b c"), root.join("a/b c"));
+        fs::remove_dir_all(&root).expect("clean up");
+    }
+
+    #[test]
+    fn reads_limits_in_v1_and_v2_file_names() {
+        let dir = std::env::temp_dir().join(format!("oom-collector-memcg-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("scratch dir");
+        fs::write(dir.join("memory.limit_in_bytes"), "50331648\n").expect("write");
+        fs::write(dir.join("memory.usage_in_bytes"), "50200576\n").expect("write");
+        fs::write(dir.join("memory.max"), "max\n").expect("write");
+        fs::write(dir.join("memory.current"), "4096\n").expect("write");
+        assert_eq!(
+            memcg_usage(&dir, CgroupVersion::V1),
+            MemcgUsage {
+                limit_bytes: Some(50_331_648),
+                usage_bytes: Some(50_200_576),
+            }
+        );
+        assert_eq!(
+            memcg_usage(&dir, CgroupVersion::V2),
+            MemcgUsage {
+                limit_bytes: None,
+                usage_bytes: Some(4096),
+            },
+            "\"max\" is no limit"
+        );
+        fs::write(dir.join("memory.limit_in_bytes"), "9223372036854771712\n").expect("write");
+        assert_eq!(
+            memcg_usage(&dir, CgroupVersion::V1).limit_bytes,
+            None,
+            "v1's no-limit value"
+        );
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+}

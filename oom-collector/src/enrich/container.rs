@@ -88,7 +88,8 @@ fn pod_uid(component: &str) -> Option<String> {
     let name = component.strip_suffix(".slice").unwrap_or(component);
     let start = name.rfind("pod")?;
     let before = &name[..start];
-    if !(before.is_empty() || before.starts_with("kubepods") && before.ends_with('-')) {
+    // `kubepods-burstable-`, or `kubelet-kubepods-...-` under kind's nesting.
+    if !(before.is_empty() || before.contains("kubepods") && before.ends_with('-')) {
         return None;
     }
     let uid = name[start + 3..].replace('_', "-");
@@ -103,4 +104,137 @@ fn is_uid(s: &str) -> bool {
             .iter()
             .zip([8, 4, 4, 4, 12])
             .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f1a9c0e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a";
+    const UID: &str = "6b3c2a1e-4f5d-4c2b-9a8e-1f2e3d4c5b6a";
+    const UID_SYSTEMD: &str = "6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a";
+
+    fn info(id: Option<&str>, runtime: Option<&'static str>, pod: Option<&str>) -> ContainerInfo {
+        ContainerInfo {
+            id: id.map(str::to_owned),
+            runtime,
+            pod_uid: pod.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn kubernetes_with_the_systemd_driver() {
+        let cases = [
+            (
+                format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_SYSTEMD}.slice/cri-containerd-{ID}.scope"),
+                Some("containerd"),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_SYSTEMD}.slice/crio-{ID}.scope"),
+                Some("cri-o"),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod{UID_SYSTEMD}.slice/cri-containerd-{ID}.scope"),
+                Some("containerd"),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_SYSTEMD}.slice/docker-{ID}.scope"),
+                Some("docker"),
+            ),
+            (
+                // kind and other nested kubelets prefix the slices.
+                format!("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_SYSTEMD}.slice/cri-containerd-{ID}.scope"),
+                Some("containerd"),
+            ),
+        ];
+        for (path, runtime) in cases {
+            assert_eq!(
+                parse_cgroup_path(&path),
+                info(Some(ID), runtime, Some(UID)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn kubernetes_with_the_cgroupfs_driver() {
+        assert_eq!(
+            parse_cgroup_path(&format!("/kubepods/burstable/pod{UID}/{ID}")),
+            info(Some(ID), None, Some(UID)),
+            "a bare id does not say which runtime made it"
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!("/kubepods/pod{UID}/{ID}")),
+            info(Some(ID), None, Some(UID)),
+            "guaranteed pods sit directly under kubepods"
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!("/kubepods/besteffort/pod{UID}/crio-{ID}")),
+            info(Some(ID), Some("cri-o"), Some(UID))
+        );
+    }
+
+    #[test]
+    fn pod_level_and_runtime_helper_cgroups_name_no_container() {
+        assert_eq!(
+            parse_cgroup_path(&format!("/kubepods/burstable/pod{UID}")),
+            info(None, None, Some(UID)),
+            "a pod-level limit: the pod, no container"
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_SYSTEMD}.slice/crio-conmon-{ID}.scope"
+            )),
+            info(None, None, Some(UID)),
+            "conmon is CRI-O's monitor, not the container"
+        );
+    }
+
+    #[test]
+    fn docker_podman_and_nerdctl_outside_kubernetes() {
+        assert_eq!(
+            parse_cgroup_path(&format!("/system.slice/docker-{ID}.scope")),
+            info(Some(ID), Some("docker"), None)
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!("/docker/{ID}")),
+            info(Some(ID), Some("docker"), None)
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!("/machine.slice/libpod-{ID}.scope")),
+            info(Some(ID), Some("podman"), None)
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!(
+                "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
+            )),
+            info(Some(ID), Some("podman"), None),
+            "rootless podman nests a `container` cgroup"
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!("/system.slice/libpod-conmon-{ID}.scope")),
+            info(None, None, None)
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!("/default/nerdctl-{ID}.scope")),
+            info(Some(ID), Some("containerd"), None)
+        );
+    }
+
+    #[test]
+    fn host_cgroups_and_near_misses_are_not_containers() {
+        for path in [
+            "/",
+            "/system.slice/sshd.service",
+            "/user.slice/user-0.slice/session-3.scope",
+            "/oom-collector-selftest-4242",
+            "/docker/abc123",
+            "/kubepods/burstable/podnot-a-uid",
+            "/system.slice/docker.service",
+            &format!("/docker/{}", &ID[..63]),
+            &format!("/docker/{}g", &ID[..63]),
+        ] {
+            assert!(parse_cgroup_path(path).is_empty(), "{path}");
+        }
+    }
 }

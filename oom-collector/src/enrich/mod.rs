@@ -42,37 +42,6 @@ impl Enricher {
         &self.host
     }
 
-    fn event(
-        &self,
-        id: String,
-        action: &'static str,
-        category: &'static str,
-        event_type: &'static str,
-    ) -> Event {
-        Event {
-            id,
-            kind: "event",
-            category: vec![category],
-            event_type: vec![event_type],
-            action,
-            module: EVENT_MODULE,
-            dataset: EVENT_DATASET,
-            created: rfc3339(SystemTime::now()),
-        }
-    }
-
-    fn host_fields(&self) -> Host {
-        Host {
-            name: self.host.name.clone(),
-            boot: HostBoot {
-                id: self.host.boot_id.clone(),
-            },
-            os: HostOs {
-                kernel: self.host.kernel.clone(),
-            },
-        }
-    }
-
     fn unified_path(&mut self, id: Option<u64>) -> Option<String> {
         self.unified.as_mut()?.path_of(id?)
     }
@@ -81,12 +50,9 @@ impl Enricher {
         self.memory.as_mut()?.0.path_of(id?)
     }
 
+    /// Looks up what the kernel's ids refer to and shapes the document.
     pub fn oom_kill(&mut self, kill: &KernelKill) -> Document {
-        let victim = &kill.victim;
-        let kib = |v: Option<u64>| v.map(|kib| kib * 1024);
-
-        let cgroup_path = self.unified_path(victim.cgroup_id);
-        let memcg = self.memory_path(victim.memcg_id).map(|path| {
+        let victim_memcg = self.memory_path(kill.victim.memcg_id).map(|path| {
             let (paths, version) = self.memory.as_ref().expect("path came from it");
             let usage = memcg_usage(&paths.directory(&path), *version);
             Memcg {
@@ -95,77 +61,19 @@ impl Enricher {
                 usage_bytes: usage.usage_bytes,
             }
         });
-        // The memory cgroup is the one a container runtime always creates;
-        // the unified one may be systemd's view of it on a hybrid host.
-        let container = [
-            memcg.as_ref().map(|m| m.path.as_str()),
-            cgroup_path.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(parse_cgroup_path)
-        .find(|info| !info.is_empty())
-        .unwrap_or_default();
-
-        let pid = victim.pid.unwrap_or(victim.tid);
-        let trigger = OomTrigger {
-            pid: kill.trigger.pid,
-            name: kill.trigger.comm.clone(),
-            cgroup: self
-                .unified_path(kill.trigger.cgroup_id)
-                .map(|path| CgroupRef { path }),
-            memcg: self
-                .memory_path(kill.trigger.memcg_id)
-                .map(|path| CgroupRef { path }),
+        let context = KillContext {
+            timestamp: wall_clock_of_boot_ns(kill.boot_ns),
+            created: SystemTime::now(),
+            victim_cgroup_path: self.unified_path(kill.victim.cgroup_id),
+            victim_memcg,
+            trigger_cgroup_path: self.unified_path(kill.trigger.cgroup_id),
+            trigger_memcg_path: self.memory_path(kill.trigger.memcg_id),
+            victim_comm_from_proc: match &kill.victim.comm {
+                Some(_) => None,
+                None => proc_comm(kill.victim.pid.unwrap_or(kill.victim.tid)),
+            },
         };
-        let oom = Oom {
-            victim: non_empty(OomVictim {
-                rss: non_empty(Rss {
-                    anon_bytes: kib(victim.anon_rss_kib),
-                    file_bytes: kib(victim.file_rss_kib),
-                    shmem_bytes: kib(victim.shmem_rss_kib),
-                }),
-                total_vm_bytes: kib(victim.total_vm_kib),
-                pgtables_bytes: kib(victim.pgtables_kib),
-                oom_score_adj: victim.oom_score_adj,
-                cgroup: cgroup_path.map(|path| CgroupRef { path }),
-                memcg,
-            }),
-            trigger: Some(trigger),
-            lost: None,
-        };
-
-        let name = victim.comm.clone().or_else(|| proc_comm(pid));
-        let message = kill_message(pid, name.as_deref(), kill, &oom, container.id.as_deref());
-        Document {
-            timestamp: rfc3339(wall_clock_of_boot_ns(kill.boot_ns)),
-            message,
-            event: self.event(
-                format!("{}-{}-{}", self.host.boot_id, kill.boot_ns, victim.tid),
-                ACTION_OOM_KILL,
-                "process",
-                "end",
-            ),
-            host: self.host_fields(),
-            ecs: Ecs::default(),
-            process: Some(Process {
-                pid,
-                thread: Some(Thread { id: victim.tid }),
-                name,
-                user: victim.uid.map(|uid| User {
-                    id: uid.to_string(),
-                }),
-                parent: victim.parent_pid.map(|pid| Parent { pid }),
-            }),
-            container: container.id.map(|id| Container {
-                id,
-                runtime: container.runtime,
-            }),
-            kubernetes: container.pod_uid.map(|uid| Kubernetes {
-                pod: KubernetesPod { uid },
-            }),
-            oom: Some(oom),
-        }
+        kill_document(kill, &self.host, context)
     }
 
     /// A document saying `count` kernel events never reached the collector.
@@ -176,13 +84,14 @@ impl Enricher {
                 "{count} OOM event(s) lost in the kernel ({reason}); \
                  consider a larger --ring-buffer-bytes"
             ),
-            event: self.event(
+            event: event(
                 format!("{}-{}-lost", self.host.boot_id, boot_ns),
                 ACTION_EVENTS_LOST,
                 "host",
                 "info",
+                SystemTime::now(),
             ),
-            host: self.host_fields(),
+            host: host_fields(&self.host),
             ecs: Ecs::default(),
             process: None,
             container: None,
@@ -192,6 +101,125 @@ impl Enricher {
                 ..Oom::default()
             }),
         }
+    }
+}
+
+/// What enrichment found out about one kill, beyond the kernel's record.
+#[derive(Clone, Debug)]
+pub struct KillContext {
+    /// Wall-clock time of the kernel's timestamp.
+    pub timestamp: SystemTime,
+    /// When the document is made.
+    pub created: SystemTime,
+    pub victim_cgroup_path: Option<String>,
+    pub victim_memcg: Option<Memcg>,
+    pub trigger_cgroup_path: Option<String>,
+    pub trigger_memcg_path: Option<String>,
+    /// The victim's comm from `/proc` when the kernel's record has none.
+    pub victim_comm_from_proc: Option<String>,
+}
+
+fn event(
+    id: String,
+    action: &'static str,
+    category: &'static str,
+    event_type: &'static str,
+    created: SystemTime,
+) -> Event {
+    Event {
+        id,
+        kind: "event",
+        category: vec![category],
+        event_type: vec![event_type],
+        action,
+        module: EVENT_MODULE,
+        dataset: EVENT_DATASET,
+        created: rfc3339(created),
+    }
+}
+
+fn host_fields(host: &HostInfo) -> Host {
+    Host {
+        name: host.name.clone(),
+        boot: HostBoot {
+            id: host.boot_id.clone(),
+        },
+        os: HostOs {
+            kernel: host.kernel.clone(),
+        },
+    }
+}
+
+/// Shapes the `oom_kill` document; no I/O.
+pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -> Document {
+    let victim = &kill.victim;
+    let kib = |v: Option<u64>| v.map(|kib| kib * 1024);
+    // The memory cgroup is the one a container runtime always creates; the
+    // unified one may be only systemd's view of it on a hybrid host.
+    let container = [
+        context.victim_memcg.as_ref().map(|m| m.path.as_str()),
+        context.victim_cgroup_path.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(parse_cgroup_path)
+    .find(|info| !info.is_empty())
+    .unwrap_or_default();
+
+    let pid = victim.pid.unwrap_or(victim.tid);
+    let oom = Oom {
+        victim: non_empty(OomVictim {
+            rss: non_empty(Rss {
+                anon_bytes: kib(victim.anon_rss_kib),
+                file_bytes: kib(victim.file_rss_kib),
+                shmem_bytes: kib(victim.shmem_rss_kib),
+            }),
+            total_vm_bytes: kib(victim.total_vm_kib),
+            pgtables_bytes: kib(victim.pgtables_kib),
+            oom_score_adj: victim.oom_score_adj,
+            cgroup: context.victim_cgroup_path.map(|path| CgroupRef { path }),
+            memcg: context.victim_memcg,
+        }),
+        trigger: Some(OomTrigger {
+            pid: kill.trigger.pid,
+            name: kill.trigger.comm.clone(),
+            cgroup: context.trigger_cgroup_path.map(|path| CgroupRef { path }),
+            memcg: context.trigger_memcg_path.map(|path| CgroupRef { path }),
+        }),
+        lost: None,
+    };
+
+    let name = victim.comm.clone().or(context.victim_comm_from_proc);
+    let message = kill_message(pid, name.as_deref(), kill, &oom, container.id.as_deref());
+    Document {
+        timestamp: rfc3339(context.timestamp),
+        message,
+        event: event(
+            format!("{}-{}-{}", host.boot_id, kill.boot_ns, victim.tid),
+            ACTION_OOM_KILL,
+            "process",
+            "end",
+            context.created,
+        ),
+        host: host_fields(host),
+        ecs: Ecs::default(),
+        process: Some(Process {
+            pid,
+            thread: Some(Thread { id: victim.tid }),
+            name,
+            user: victim.uid.map(|uid| User {
+                id: uid.to_string(),
+            }),
+            parent: victim.parent_pid.map(|pid| Parent { pid }),
+        }),
+        container: container.id.map(|id| Container {
+            id,
+            runtime: container.runtime,
+        }),
+        kubernetes: container.pod_uid.map(|uid| Kubernetes {
+            pod: KubernetesPod { uid },
+        }),
+        oom: Some(oom),
     }
 }
 
