@@ -78,29 +78,49 @@ impl Enricher {
 
     /// A document saying `count` kernel events never reached the collector.
     pub fn events_lost(&self, count: u64, reason: &'static str, boot_ns: u64) -> Document {
-        Document {
-            timestamp: rfc3339(wall_clock_of_boot_ns(boot_ns)),
-            message: format!(
-                "{count} OOM event(s) lost in the kernel ({reason}); \
-                 consider a larger --ring-buffer-bytes"
-            ),
-            event: event(
-                format!("{}-{}-lost", self.host.boot_id, boot_ns),
-                ACTION_EVENTS_LOST,
-                "host",
-                "info",
-                SystemTime::now(),
-            ),
-            host: host_fields(&self.host),
-            ecs: Ecs::default(),
-            process: None,
-            container: None,
-            kubernetes: None,
-            oom: Some(Oom {
-                lost: Some(OomLost { count, reason }),
-                ..Oom::default()
-            }),
-        }
+        lost_document(
+            &self.host,
+            count,
+            reason,
+            boot_ns,
+            wall_clock_of_boot_ns(boot_ns),
+            SystemTime::now(),
+        )
+    }
+}
+
+/// Shapes the `events_lost` document for `count` events the kernel could
+/// not deliver, noticed at `boot_ns`; no I/O.
+pub fn lost_document(
+    host: &HostInfo,
+    count: u64,
+    reason: &'static str,
+    boot_ns: u64,
+    timestamp: SystemTime,
+    created: SystemTime,
+) -> Document {
+    Document {
+        timestamp: rfc3339(timestamp),
+        message: format!(
+            "{count} OOM event(s) lost in the kernel ({reason}); \
+             consider a larger --ring-buffer-bytes"
+        ),
+        event: event(
+            format!("{}-{}-lost", host.boot_id, boot_ns),
+            ACTION_EVENTS_LOST,
+            "host",
+            "info",
+            created,
+        ),
+        host: host_fields(host),
+        ecs: Ecs::default(),
+        process: None,
+        container: None,
+        kubernetes: None,
+        oom: Some(Oom {
+            lost: Some(OomLost { count, reason }),
+            ..Oom::default()
+        }),
     }
 }
 

@@ -1,0 +1,316 @@
+//! The JSON wire format, held by golden files, and checked against the
+//! Elastic Common Schema reference in `../shared/ecs/ecs_fields.json`: every
+//! ECS field written has ECS's type and allowed values, and every other field
+//! is in one of this project's own namespaces.
+//!
+//! To accept an intended format change: `UPDATE_GOLDEN=1 cargo test --test json`,
+//! then review the diff of `tests/golden/`.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use oom_collector::{
+    decode::{KernelKill, Trigger, Victim},
+    enrich::{kill_document, lost_document, KillContext},
+    host::HostInfo,
+    record::{Document, Memcg},
+};
+use serde_json::Value;
+
+/// Namespaces that are not ECS: this project's `oom.*`, and the
+/// `kubernetes.*` names Filebeat gives application logs.
+const OWN_NAMESPACES: [&str; 2] = ["oom.", "kubernetes."];
+
+fn host() -> HostInfo {
+    HostInfo {
+        name: "node-7".into(),
+        kernel: "6.18.44-fc-v669".into(),
+        boot_id: "f2f81b13-e3d2-4ddd-a3a7-68de18cc2592".into(),
+    }
+}
+
+fn at(seconds: u64, micros: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_micros(micros)
+}
+
+/// A containerd container of a burstable pod, killed at its own limit, on a
+/// cgroup v2 host with the systemd driver.
+fn kubernetes_kill() -> Document {
+    let kill = KernelKill {
+        boot_ns: 675_923_695_171,
+        trigger: Trigger {
+            tid: 15_580,
+            pid: 15_579,
+            comm: "python3".into(),
+            cgroup_id: Some(9_001),
+            memcg_id: Some(9_001),
+        },
+        victim: Victim {
+            tid: 15_579,
+            pid: Some(15_579),
+            parent_pid: Some(15_138),
+            comm: Some("python3".into()),
+            uid: Some(1000),
+            cgroup_id: Some(9_001),
+            memcg_id: Some(9_001),
+            total_vm_kib: Some(312_748),
+            anon_rss_kib: Some(261_120),
+            file_rss_kib: Some(10_548),
+            shmem_rss_kib: Some(0),
+            pgtables_kib: Some(700),
+            oom_score_adj: Some(984),
+        },
+    };
+    let path = "/kubepods.slice/kubepods-burstable.slice/\
+                kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice/\
+                cri-containerd-3f1a9c0e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a.scope";
+    kill_document(
+        &kill,
+        &host(),
+        KillContext {
+            timestamp: at(1_795_980_956, 333_562),
+            created: at(1_795_980_956, 334_344),
+            victim_cgroup_path: Some(path.into()),
+            victim_memcg: Some(Memcg {
+                path: path.into(),
+                limit_bytes: Some(268_435_456),
+                usage_bytes: Some(268_132_352),
+            }),
+            trigger_cgroup_path: Some(path.into()),
+            trigger_memcg_path: Some(path.into()),
+            victim_comm_from_proc: None,
+        },
+    )
+}
+
+/// A 5.10 kernel without BTF: the tracepoint gives only the pid.
+fn bare_kill() -> Document {
+    let kill = KernelKill {
+        boot_ns: 12_000_000_000,
+        trigger: Trigger {
+            tid: 900,
+            pid: 900,
+            comm: "java".into(),
+            cgroup_id: None,
+            memcg_id: None,
+        },
+        victim: Victim {
+            tid: 901,
+            ..Victim::default()
+        },
+    };
+    kill_document(
+        &kill,
+        &host(),
+        KillContext {
+            timestamp: at(1_795_980_000, 1),
+            created: at(1_795_980_000, 2_000),
+            victim_cgroup_path: None,
+            victim_memcg: None,
+            trigger_cgroup_path: None,
+            trigger_memcg_path: None,
+            victim_comm_from_proc: None,
+        },
+    )
+}
+
+fn events_lost() -> Document {
+    lost_document(
+        &host(),
+        17,
+        "ring_buffer_full",
+        700_000_000_000,
+        at(1_795_981_000, 0),
+        at(1_795_981_000, 10),
+    )
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn check_golden(name: &str, document: &Document) {
+    let line = serde_json::to_string(document).expect("serializes") + "\n";
+    let path = golden_path(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &line).expect("write golden file");
+    }
+    let golden = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("golden file {} unreadable: {e}", path.display()));
+    assert_eq!(
+        line, golden,
+        "the JSON of {name} changed; see this file's doc"
+    );
+}
+
+#[test]
+fn golden_oom_kill_in_a_kubernetes_pod() {
+    check_golden("oom_kill_kubernetes.ndjson", &kubernetes_kill());
+}
+
+#[test]
+fn golden_oom_kill_with_only_the_pid() {
+    check_golden("oom_kill_pid_only.ndjson", &bare_kill());
+}
+
+#[test]
+fn golden_events_lost() {
+    check_golden("events_lost.ndjson", &events_lost());
+}
+
+#[test]
+fn unknown_fields_are_left_out_not_zeroed() {
+    let value = serde_json::to_value(bare_kill()).expect("serializes");
+    let leaves = leaves(&value);
+    for absent in [
+        "process.name",
+        "process.parent.pid",
+        "process.user.id",
+        "oom.victim.rss.anon_bytes",
+        "oom.victim.memcg.path",
+        "container.id",
+        "kubernetes.pod.uid",
+        "oom.trigger.cgroup.path",
+    ] {
+        assert!(!leaves.contains_key(absent), "{absent} should be absent");
+    }
+    assert_eq!(leaves["process.pid"], Value::from(901));
+    assert!(!leaves.values().any(Value::is_null), "no nulls: {leaves:?}");
+}
+
+/// Every leaf of a document, by dotted name. Arrays are leaves.
+fn leaves(value: &Value) -> BTreeMap<String, Value> {
+    fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    let name = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&name, inner, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", value, &mut out);
+    out
+}
+
+fn ecs_reference() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ecs/ecs_fields.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the ECS reference {} is unreadable ({e}); it lives in shared/ beside the checkout",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).expect("ecs_fields.json is JSON")
+}
+
+/// Whether a JSON value fits an Elasticsearch field type as ECS declares it.
+fn fits(es_type: &str, value: &Value) -> bool {
+    match es_type {
+        "keyword" | "constant_keyword" | "wildcard" | "match_only_text" | "text" => {
+            value.is_string()
+        }
+        "long" | "integer" | "short" | "byte" => value.is_i64() || value.is_u64(),
+        "unsigned_long" => value.is_u64(),
+        "float" | "scaled_float" | "double" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "date" => value
+            .as_str()
+            .is_some_and(|s| humantime::parse_rfc3339(s).is_ok()),
+        "ip" => value
+            .as_str()
+            .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
+        _ => false,
+    }
+}
+
+#[test]
+fn every_field_follows_ecs_or_is_our_own() {
+    let reference = ecs_reference();
+    assert_eq!(
+        reference["ecs_version"],
+        Value::from(oom_collector::record::ECS_VERSION)
+    );
+    let fields = reference["fields"].as_object().expect("fields object");
+    for document in [kubernetes_kill(), bare_kill(), events_lost()] {
+        let value = serde_json::to_value(&document).expect("serializes");
+        for (name, leaf) in leaves(&value) {
+            let Some(spec) = fields.get(&name) else {
+                assert!(
+                    OWN_NAMESPACES.iter().any(|ns| name.starts_with(ns)),
+                    "{name} is neither an ECS field nor in our own namespaces"
+                );
+                continue;
+            };
+            let es_type = spec["type"].as_str().expect("type");
+            let is_array = spec
+                .get("normalize")
+                .and_then(Value::as_array)
+                .is_some_and(|n| n.iter().any(|v| v == "array"));
+            let values: Vec<&Value> = match (&leaf, is_array) {
+                (Value::Array(items), true) => items.iter().collect(),
+                (Value::Array(_), false) => panic!("{name} is an array but ECS says it is not"),
+                (_, true) => panic!("{name}: ECS normalizes it to an array"),
+                (single, false) => vec![single],
+            };
+            for value in values {
+                assert!(
+                    fits(es_type, value),
+                    "{name}: {value} is not an ECS {es_type}"
+                );
+                if let Some(allowed) = spec.get("allowed_values").and_then(Value::as_array) {
+                    assert!(
+                        allowed.contains(value),
+                        "{name}: {value} is not among ECS's allowed values {allowed:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sizes_are_bytes_and_the_cgroup_names_container_and_pod() {
+    let leaves = leaves(&serde_json::to_value(kubernetes_kill()).expect("serializes"));
+    assert_eq!(
+        leaves["oom.victim.rss.anon_bytes"],
+        Value::from(261_120u64 * 1024)
+    );
+    assert_eq!(
+        leaves["oom.victim.total_vm_bytes"],
+        Value::from(312_748u64 * 1024)
+    );
+    assert_eq!(leaves["oom.victim.oom_score_adj"], Value::from(984));
+    assert_eq!(
+        leaves["container.id"],
+        Value::from("3f1a9c0e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a")
+    );
+    assert_eq!(leaves["container.runtime"], Value::from("containerd"));
+    assert_eq!(
+        leaves["kubernetes.pod.uid"],
+        Value::from("6b3c2a1e-4f5d-4c2b-9a8e-1f2e3d4c5b6a")
+    );
+    assert_eq!(
+        leaves["process.user.id"],
+        Value::from("1000"),
+        "ECS user ids are strings"
+    );
+    assert_eq!(
+        leaves["@timestamp"],
+        Value::from("2026-11-29T19:35:56.333562Z")
+    );
+}
