@@ -1,0 +1,109 @@
+//! `selftest`, `probes`, and the errors users hit first.
+
+use std::process::{Command, Output};
+
+use oom_e2e::{collector_bin, require_root};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(collector_bin())
+        .args(args)
+        .output()
+        .expect("run oom-collector")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn selftest_oom_kills_its_hog_and_exits_zero() {
+    if !require_root("selftest_oom_kills_its_hog_and_exits_zero") {
+        return;
+    }
+    let output = run(&["selftest"]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "selftest failed: {stderr}");
+    let event: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("selftest prints the event as JSON");
+    assert_eq!(event["event"]["action"], "oom_kill");
+    assert!(
+        event["oom"]["victim"]["memcg"]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/oom-collector-selftest-")),
+        "{event}"
+    );
+    assert!(stderr.contains("selftest passed"), "{stderr}");
+}
+
+#[test]
+fn probes_lists_mark_victim_as_active() {
+    if !require_root("probes_lists_mark_victim_as_active") {
+        return;
+    }
+    let output = run(&["probes"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("tracepoint/oom/mark_victim"))
+        .unwrap_or_else(|| panic!("no mark_victim line in:\n{stdout}"));
+    assert!(line.ends_with("active"), "{line}");
+}
+
+#[test]
+fn bad_flags_get_clap_usage_and_exit_2() {
+    let output = run(&["--format", "xml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("invalid value 'xml'"), "{stderr}");
+    assert!(stderr.contains("possible values: json, pretty"), "{stderr}");
+
+    let output = run(&["--no-such-flag"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("Usage:"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let output = run(&["--ring-buffer-bytes", "1000"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("power of two"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn an_unwritable_output_is_a_clear_error() {
+    let output = run(&["--output", "/nonexistent-directory/oom.ndjson"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("cannot open --output /nonexistent-directory/oom.ndjson"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_capabilities_it_names_the_missing_ones() {
+    if !require_root("without_capabilities_it_names_the_missing_ones") {
+        return;
+    }
+    // Drop to nobody with no capabilities at all.
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(collector_bin())
+        .output()
+        .expect("run setpriv (util-linux)");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("CAP_BPF and CAP_PERFMON"), "{stderr}");
+    assert!(stderr.contains("sudo"), "says what to do: {stderr}");
+}

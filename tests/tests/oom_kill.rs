@@ -1,0 +1,152 @@
+//! Real OOM kills in scratch memory cgroups, seen through the real
+//! collector. Root only; see the crate's doc.
+
+use std::time::Duration;
+
+use oom_e2e::{distance, require_root, resident_kib, timestamp, Collector, Hog, ScratchCgroup};
+
+const MIB: u64 = 1024 * 1024;
+const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[test]
+fn an_oom_kill_in_a_memory_cgroup_is_one_accurate_line() {
+    if !require_root("an_oom_kill_in_a_memory_cgroup_is_one_accurate_line") {
+        return;
+    }
+    let collector = Collector::start(&[]);
+    let cgroup = ScratchCgroup::new("single", 48 * MIB);
+    let mut hog = Hog::start(&cgroup);
+    let pid = hog.pid();
+    let (status, died_at) = hog.wait(KILL_TIMEOUT);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the hog dies of SIGKILL: {status}"
+    );
+
+    let line = collector.kill_of(pid, EVENT_TIMEOUT);
+    let event = &line.json;
+    assert_eq!(event["process"]["pid"], pid);
+    assert_eq!(event["process"]["name"], "tail");
+    assert_eq!(event["event"]["kind"], "event");
+    assert_eq!(event["event"]["module"], "oom");
+    assert_eq!(
+        event["oom"]["victim"]["memcg"]["path"],
+        cgroup.path.as_str()
+    );
+    assert_eq!(
+        event["oom"]["victim"]["memcg"]["limit_bytes"],
+        cgroup.limit_bytes
+    );
+    assert_eq!(
+        event["oom"]["trigger"]["pid"], pid,
+        "the hog ran itself out of memory"
+    );
+
+    let anon = event["oom"]["victim"]["rss"]["anon_bytes"]
+        .as_u64()
+        .expect("anon_bytes is a number");
+    assert!(
+        anon > cgroup.limit_bytes * 3 / 4 && anon <= cgroup.limit_bytes,
+        "anon rss {anon} should be close to the {} limit",
+        cgroup.limit_bytes
+    );
+    let skew = distance(timestamp(event), died_at);
+    assert!(
+        skew < Duration::from_secs(1),
+        "@timestamp is {skew:?} from the kill"
+    );
+    assert!(
+        event.get("container").is_none(),
+        "a scratch cgroup is no container"
+    );
+
+    let (status, rest) = collector.stop();
+    assert!(
+        status.success(),
+        "SIGTERM ends the collector with 0: {status}"
+    );
+    assert!(
+        rest.iter().all(|l| l.json["process"]["pid"] != pid),
+        "one kill, one line"
+    );
+}
+
+#[test]
+fn two_simultaneous_kills_in_two_cgroups_are_two_lines_each_in_its_cgroup() {
+    if !require_root("two_simultaneous_kills_in_two_cgroups_are_two_lines_each_in_its_cgroup") {
+        return;
+    }
+    let collector = Collector::start(&[]);
+    let cgroups = [
+        ScratchCgroup::new("pair-a", 32 * MIB),
+        ScratchCgroup::new("pair-b", 40 * MIB),
+    ];
+    let mut hogs: Vec<Hog> = cgroups.iter().map(Hog::start).collect();
+    for hog in &mut hogs {
+        hog.wait(KILL_TIMEOUT);
+    }
+    // Let anything extra arrive before counting.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, lines) = collector.stop();
+    assert!(status.success(), "{status}");
+
+    for (hog, cgroup) in hogs.iter().zip(&cgroups) {
+        let kills: Vec<_> = lines
+            .iter()
+            .filter(|l| l.json["event"]["action"] == "oom_kill")
+            .filter(|l| l.json["oom"]["victim"]["memcg"]["path"] == cgroup.path.as_str())
+            .collect();
+        assert_eq!(kills.len(), 1, "exactly one kill line for {}", cgroup.path);
+        assert_eq!(kills[0].json["process"]["pid"], hog.pid());
+        assert_eq!(
+            kills[0].json["oom"]["victim"]["memcg"]["limit_bytes"],
+            cgroup.limit_bytes
+        );
+    }
+}
+
+/// Measures what the closing figures quote: kernel timestamp to line read,
+/// and the collector's resident memory idle and after 20 kills. Run with
+/// `cargo xtask test -- --nocapture twenty` to see them.
+#[test]
+fn twenty_kills_in_a_row_arrive_quickly_with_bounded_memory() {
+    if !require_root("twenty_kills_in_a_row_arrive_quickly_with_bounded_memory") {
+        return;
+    }
+    const KILLS: usize = 20;
+    let collector = Collector::start(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_kib = resident_kib(collector.pid());
+    let mut latencies = Vec::with_capacity(KILLS);
+    for round in 0..KILLS {
+        let cgroup = ScratchCgroup::new(&format!("series-{round}"), 32 * MIB);
+        let mut hog = Hog::start(&cgroup);
+        hog.wait(KILL_TIMEOUT);
+        let line = collector.kill_of(hog.pid(), EVENT_TIMEOUT);
+        let latency = line
+            .read_at
+            .duration_since(timestamp(&line.json))
+            .unwrap_or_default();
+        latencies.push(latency);
+    }
+    let after_kib = resident_kib(collector.pid());
+    latencies.sort();
+    let median = latencies[KILLS / 2];
+    let max = latencies[KILLS - 1];
+    eprintln!(
+        "figures: {KILLS} kills; kernel timestamp -> line read: median {median:?}, max {max:?}; \
+         collector RSS idle {idle_kib} KiB, after {KILLS} kills {after_kib} KiB"
+    );
+    assert!(
+        max < Duration::from_secs(1),
+        "every kill within a second, max {max:?}"
+    );
+    assert!(
+        after_kib < idle_kib + 16 * 1024,
+        "resident memory grew from {idle_kib} KiB to {after_kib} KiB over {KILLS} kills"
+    );
+    let (status, _) = collector.stop();
+    assert!(status.success(), "{status}");
+}
