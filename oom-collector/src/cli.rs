@@ -146,7 +146,7 @@ fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a number of bytes"))?;
     let page = rustix::param::page_size() as u32;
-    if !bytes.is_power_of_two() || bytes % page != 0 {
+    if !bytes.is_power_of_two() || !bytes.is_multiple_of(page) {
         return Err(format!(
             "{bytes} is not a power of two and a multiple of the page size ({page}); \
              try 262144 (256 KiB) or 1048576 (1 MiB)"

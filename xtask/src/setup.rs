@@ -30,7 +30,19 @@ pub struct Toolchain {
 impl Toolchain {
     /// `cargo` with bpf-linker on its PATH.
     pub fn cargo(&self) -> Command {
-        let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        self.with_path(Command::new(
+            env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        ))
+    }
+
+    /// The nightly toolchain's `cargo`, with bpf-linker on its PATH.
+    pub fn nightly_cargo(&self) -> Command {
+        let mut command = Command::new("rustup");
+        command.args(["run", NIGHTLY, "cargo"]);
+        self.with_path(command)
+    }
+
+    fn with_path(&self, mut command: Command) -> Command {
         let path = env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![self.bin_dir.clone()];
         paths.extend(env::split_paths(&path));
@@ -181,10 +193,9 @@ fn ensure_bpf_linker(nightly: &Nightly, bin_dir: &Path) -> Result<()> {
 
 /// clippy for the eBPF crate, on its own target.
 pub fn clippy_ebpf(toolchain: &Toolchain, root: &Path) -> Result<()> {
-    let mut clippy = toolchain.cargo();
+    let mut clippy = toolchain.nightly_cargo();
     clippy
         .current_dir(root)
-        .env("RUSTUP_TOOLCHAIN", NIGHTLY)
         .args(["clippy", "--package", "oom-ebpf", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .args(["--", "-D", "warnings"]);
