@@ -20,7 +20,7 @@ pub mod tracefs;
 
 use std::process::ExitCode;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     cli::{Cli, Command, RunArgs},
@@ -90,7 +90,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     for hook in pipeline.hooks() {
         match &hook.state {
             Ok(()) => info!(hook = hook.hook, "hook active"),
-            Err(reason) => info!(hook = hook.hook, %reason, "hook unavailable"),
+            Err(reason) => warn!(hook = hook.hook, %reason, "hook unavailable"),
         }
     }
     let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;

@@ -188,8 +188,15 @@ pub struct Collector {
 impl Collector {
     /// Starts `oom-collector ARGS` and waits until it is attached.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(collector_bin())
-            .args(args)
+        let mut command = Command::new(collector_bin());
+        command.args(args);
+        Self::spawn(command)
+    }
+
+    /// Starts the collector through `command` (which runs the binary
+    /// somehow, e.g. inside `unshare`) and waits until it is attached.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -231,6 +238,12 @@ impl Collector {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends the collector a signal (SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("signal the collector");
     }
 
     pub fn stderr(&self) -> String {
@@ -282,8 +295,7 @@ impl Collector {
     /// Sends SIGTERM, waits for the exit, and returns its status with every
     /// line not yet read.
     pub fn stop(mut self) -> (ExitStatus, Vec<Line>) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        self.signal(rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
