@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// The kernel programs, compiled by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom"));
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oom-ebpf"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -271,12 +271,25 @@ impl Collector {
 
     /// The next line for which `matches` holds, skipping others.
     pub fn next_line(&self, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Line {
+        self.lines_until(timeout, matches)
+            .pop()
+            .expect("lines_until ends with the match")
+    }
+
+    /// Every line up to and including the first for which `matches` holds.
+    pub fn lines_until(&self, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Vec<Line> {
         let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if matches(&line.json) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    let done = matches(&line.json);
+                    lines.push(line);
+                    if done {
+                        return lines;
+                    }
+                }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
                     "no matching line from oom-collector within {timeout:?}; its log:\n{}",
                     self.stderr()

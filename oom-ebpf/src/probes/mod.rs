@@ -38,9 +38,13 @@ pub fn fill_kill_part(
     let same_kill = pending_parts != 0
         && pending_parts & this_part == 0
         && (record.victim_tid == victim_tid || record.victim_tid == 0 || victim_tid == 0);
+    // A send that fails is counted once, in `send`, and the record is then
+    // gone: the slot is always emptied after a send, so a full ring buffer
+    // neither counts one kill twice nor blocks the next kill's record.
+    let mut result = Ok(());
     if !same_kill {
         if pending_parts & part::TRACEPOINT != 0 {
-            send(record)?;
+            result = send(record);
         }
         start_record(record, victim_tid);
     } else if record.victim_tid == 0 {
@@ -52,10 +56,11 @@ pub fn fill_kill_part(
 
     let expected = expected_parts();
     if record.flags & expected == expected {
-        send(record)?;
+        let sent = send(record);
         record.flags = 0;
+        result = result.and(sent);
     }
-    Ok(())
+    result
 }
 
 #[inline(always)]
