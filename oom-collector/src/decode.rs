@@ -5,7 +5,7 @@
 //! ([`TracepointFormat`]). Anything the kernel could not supply decodes to
 //! `None`, never to a zero that would read as a real value.
 
-use oom_common::{flag, part, OomKillRecord, RecordKind, COMM_LEN};
+use oom_common::{part, OomKillRecord, RecordKind, COMM_LEN};
 
 use crate::tracefs::{RecordView, TracepointFormat};
 
@@ -101,8 +101,7 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
         bytes: &record.tracepoint,
     };
     let unsigned = |name| view.integer(name).and_then(|v| u64::try_from(v).ok());
-    let have_task =
-        record.flags & part::VICTIM_TASK != 0 && record.flags & flag::VICTIM_TASK_UNREADABLE == 0;
+    let have_task = record.flags & part::VICTIM_TASK != 0;
     let from_task = |value: u64| (have_task && value != 0).then_some(value);
     let tracepoint_pid = view.integer("pid").and_then(|p| u32::try_from(p).ok());
 
@@ -113,9 +112,7 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
             pid: record.trigger_tgid,
             comm: comm_string(&record.trigger_comm),
             cgroup_id: (record.trigger_cgroup_id != 0).then_some(record.trigger_cgroup_id),
-            memcg_id: (record.flags & flag::TRIGGER_MEMCG_UNREADABLE == 0
-                && record.trigger_memcg_id != 0)
-                .then_some(record.trigger_memcg_id),
+            memcg_id: (record.trigger_memcg_id != 0).then_some(record.trigger_memcg_id),
         },
         victim: Victim {
             tid: tracepoint_pid.unwrap_or(record.victim_tid),
@@ -253,15 +250,23 @@ mod tests {
             "the tracepoint's pid is still there"
         );
 
-        let bytes =
-            record_6_18(part::TRACEPOINT | part::VICTIM_TASK | flag::VICTIM_TASK_UNREADABLE);
+        // A kernel without the memory controller: that one read fails.
+        let mut bytes = record_6_18(part::TRACEPOINT | part::VICTIM_TASK);
+        let memcg = std::mem::offset_of!(OomKillRecord, victim_memcg_id);
+        bytes[memcg..memcg + 8].copy_from_slice(&0u64.to_ne_bytes());
         let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_6_18)) else {
             panic!("decodes");
         };
         assert_eq!(
-            kill.victim.cgroup_id, None,
-            "an unreadable task gives no ids"
+            kill.victim.memcg_id, None,
+            "an id the kernel could not read"
         );
+        assert_eq!(
+            kill.victim.pid,
+            Some(15_579),
+            "the reads that worked still count"
+        );
+        assert_eq!(kill.victim.cgroup_id, Some(1));
     }
 
     #[test]

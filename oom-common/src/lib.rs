@@ -36,22 +36,16 @@ pub mod part {
     pub const VICTIM_TASK: u32 = 1 << 1;
 }
 
-/// Bits of [`OomKillRecord::flags`] beyond the parts.
-pub mod flag {
-    /// A read of the victim's `task_struct` failed; its fields are zero and
-    /// must be treated as unknown.
-    pub const VICTIM_TASK_UNREADABLE: u32 = 1 << 8;
-    /// A read of the trigger's memory cgroup failed.
-    pub const TRIGGER_MEMCG_UNREADABLE: u32 = 1 << 9;
-}
-
 /// One OOM kill, as the kernel saw it at `mark_victim`.
+///
+/// An id field the kernel side could not read is 0, which no real pid,
+/// tgid or cgroup id is; the collector treats 0 as unknown.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OomKillRecord {
     /// [`RecordKind::OomKill`].
     pub kind: u32,
-    /// [`part`] and [`flag`] bits.
+    /// [`part`] bits.
     pub flags: u32,
     /// `bpf_ktime_get_boot_ns()` when the first program ran.
     pub boot_ns: u64,
@@ -62,7 +56,7 @@ pub struct OomKillRecord {
     pub trigger_comm: [u8; COMM_LEN],
     /// The trigger's cgroup on the unified (v2) hierarchy.
     pub trigger_cgroup_id: u64,
-    /// The trigger's memory cgroup (v1 memory controller or v2), 0 if unknown.
+    /// The trigger's memory cgroup (v1 memory controller or v2).
     pub trigger_memcg_id: u64,
     /// The victim's thread id, as `mark_victim` reports it.
     pub victim_tid: u32,

@@ -247,3 +247,29 @@ fn output_file_gets_the_kill_and_is_complete_after_sigterm() {
         cgroup.path.as_str()
     );
 }
+
+#[test]
+fn sigterm_delivers_what_the_kernel_already_holds() {
+    if !require_root("sigterm_delivers_what_the_kernel_already_holds") {
+        return;
+    }
+    let collector = Collector::start(&[]);
+    // Stopped, the collector cannot read: the kill waits in the ring buffer,
+    // and SIGTERM is pending when it wakes up.
+    collector.signal(rustix::process::Signal::STOP);
+    let cgroup = ScratchCgroup::new("drain", 32 * MIB);
+    let mut hog = Hog::start(&cgroup);
+    hog.wait(KILL_TIMEOUT);
+    collector.signal(rustix::process::Signal::TERM);
+    collector.signal(rustix::process::Signal::CONT);
+    let (status, lines) = collector.stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.json["process"]["pid"] == hog.pid())
+            .count(),
+        1,
+        "the kill that reached the ring buffer before SIGTERM is written"
+    );
+}

@@ -22,7 +22,7 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::warn;
-use oom_common::{flag, part, Stat, TRACEPOINT_PID_OFFSET_UNKNOWN};
+use oom_common::{part, Stat, TRACEPOINT_PID_OFFSET_UNKNOWN};
 
 use super::fill_kill_part;
 use crate::{maps::count, task};
@@ -74,9 +74,6 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
         record.trigger_tgid = (pid_tgid >> 32) as u32;
         record.trigger_comm = trigger_comm;
         record.trigger_cgroup_id = trigger_cgroup_id;
-        match trigger_memcg_id {
-            Some(id) => record.trigger_memcg_id = id,
-            None => record.flags |= flag::TRIGGER_MEMCG_UNREADABLE,
-        }
+        record.trigger_memcg_id = trigger_memcg_id.unwrap_or(0);
     })
 }

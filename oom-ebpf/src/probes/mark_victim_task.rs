@@ -11,7 +11,7 @@
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use aya_log_ebpf::warn;
-use oom_common::{flag, part, Stat};
+use oom_common::{part, Stat};
 
 use super::fill_kill_part;
 use crate::{maps::count, task};
@@ -32,8 +32,9 @@ fn try_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let ids = task::task_ids(victim).ok();
     let cgroup_id = task::unified_cgroup_id(victim).ok();
     let memcg_id = task::memory_cgroup_id(victim).ok();
-    let complete = ids.is_some() && cgroup_id.is_some() && memcg_id.is_some();
-    if !complete {
+    // Each read stands alone: a kernel without a memory controller still
+    // gives the victim's process and cgroup. What fails is left 0.
+    if ids.is_none() || cgroup_id.is_none() || memcg_id.is_none() {
         count(Stat::ReadFailed);
         warn!(
             ctx,
@@ -49,8 +50,5 @@ fn try_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
         record.victim_cgroup_id = cgroup_id.unwrap_or(0);
         record.victim_memcg_id = memcg_id.unwrap_or(0);
-        if !complete {
-            record.flags |= flag::VICTIM_TASK_UNREADABLE;
-        }
     })
 }
