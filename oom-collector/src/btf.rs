@@ -68,6 +68,36 @@ impl KernelBtf {
         })
     }
 
+    /// Offsets in `struct pt_regs` of the first three system-call arguments
+    /// as the user passed them, still intact when the call returns.
+    pub fn syscall_arg_offsets(&self) -> Result<[u32; 3], BtfError> {
+        // x86_64: rdi, rsi, rdx. arm64: x0 is overwritten by the return
+        // value, so its original is kept in orig_x0; x1 and x2 stay.
+        #[cfg(target_arch = "x86_64")]
+        {
+            Ok([
+                self.member_offset("pt_regs", "di")?,
+                self.member_offset("pt_regs", "si")?,
+                self.member_offset("pt_regs", "dx")?,
+            ])
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            let regs = self.member_offset("pt_regs", "regs")?;
+            Ok([
+                self.member_offset("pt_regs", "orig_x0")?,
+                regs + 8,
+                regs + 16,
+            ])
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            Err(BtfError::Missing(
+                "system-call argument registers for this architecture".into(),
+            ))
+        }
+    }
+
     /// Whether the BTF-typed `mark_victim` tracepoint passes the victim's
     /// `task_struct` (6.1+) rather than just its pid. Its BTF is the typedef
     /// `btf_trace_mark_victim`: a pointer to `void (void *, <args>...)`.

@@ -1,6 +1,6 @@
 //! The command line: `oom-collector [run] [OPTIONS]`, `probes`, `selftest`.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -69,6 +69,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
           value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
+
+    /// Allocation failures (mmap, mremap, brk returning ENOMEM) are counted in
+    /// the kernel and written as one `memory_allocation_failed` event per
+    /// process and system call per window of this length, so a storm of a
+    /// million failures costs a handful of lines. E.g. `500ms`, `1s`, `1m`.
+    #[arg(long, value_name = "DURATION", default_value = "1s",
+          value_parser = parse_window)]
+    pub enomem_window: Duration,
 
     #[command(flatten)]
     pub kernel_log: KernelLogArgs,
@@ -153,4 +161,13 @@ fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
         ));
     }
     Ok(bytes)
+}
+
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 1s or 1m ({e})"))?;
+    if window < Duration::from_millis(10) {
+        return Err(format!("{text} is shorter than the 10ms minimum"));
+    }
+    Ok(window)
 }

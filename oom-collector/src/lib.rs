@@ -4,6 +4,7 @@
 //! ([`source`]) -> [`decode`] -> [`enrich`] -> [`sink`], driven by
 //! [`pipeline`]. [`record`] defines the documents written.
 
+pub mod alloc;
 pub mod btf;
 pub mod cli;
 pub mod decode;
@@ -86,6 +87,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     let mut pipeline = Pipeline::start(&LoadOptions {
         kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
         ring_buffer_bytes: args.ring_buffer_bytes,
+        alloc_window: args.enomem_window,
     })?;
     for hook in pipeline.hooks() {
         match &hook.state {

@@ -8,11 +8,14 @@
 use std::path::Path;
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use oom_common::{part, KernelOffsets, CONFIG_EXPECTED_PARTS};
+use oom_common::{
+    part, AllocFailureCounts, AllocFailureKey, AllocSyscall, KernelOffsets, SyscallOffsets,
+    CONFIG_EXPECTED_PARTS,
+};
 
 use crate::{
     btf::{KernelBtf, VMLINUX_BTF},
@@ -69,6 +72,9 @@ pub struct KernelSupport {
     pub mark_victim: Result<TracepointFormat, TracefsError>,
     pub offsets: Result<KernelOffsets, String>,
     pub mark_victim_passes_task: Result<bool, String>,
+    /// What the allocation-failure programs read; `Err` when the
+    /// `sys_exit_*` tracepoints are unusable.
+    pub syscall_offsets: Result<SyscallOffsets, String>,
 }
 
 impl KernelSupport {
@@ -86,11 +92,43 @@ impl KernelSupport {
             ),
             Err(e) => (Err(e.to_string()), Err(e.to_string())),
         };
+        let syscall_offsets = match &tracefs {
+            Ok(dir) => syscall_exit_ret_offset(dir).map(|exit_ret| SyscallOffsets {
+                exit_ret,
+                regs_arg: btf
+                    .as_ref()
+                    .ok()
+                    .and_then(|btf| btf.syscall_arg_offsets().ok())
+                    .unwrap_or([KernelOffsets::UNKNOWN; 3]),
+            }),
+            Err(e) => Err(e.to_string()),
+        };
         Self {
             tracefs,
             mark_victim,
             offsets,
             mark_victim_passes_task,
+            syscall_offsets,
+        }
+    }
+
+    /// Why the allocation-failure hook on `syscall` cannot be used, if not.
+    fn alloc_hook_unavailable(&self, syscall: AllocSyscall) -> Option<String> {
+        match &self.syscall_offsets {
+            Err(e) => Some(e.clone()),
+            // brk reports failure by returning less than was asked: without
+            // the request there is nothing to compare.
+            Ok(offsets)
+                if syscall == AllocSyscall::Brk
+                    && offsets.regs_arg[0] == KernelOffsets::UNKNOWN =>
+            {
+                Some(
+                    "the requested break is unreadable without BTF (pt_regs), \
+                     and brk signals failure only by comparison with it"
+                        .into(),
+                )
+            }
+            Ok(_) => None,
         }
     }
 
@@ -125,7 +163,70 @@ impl KernelSupport {
                 state: self.victim_task_unavailable().map_or(Ok(()), Err),
             },
         ]
+        .into_iter()
+        .chain(ALLOC_HOOKS.iter().map(|hook| {
+            HookStatus {
+                hook: hook.hook,
+                provides: hook.provides,
+                state: self
+                    .alloc_hook_unavailable(hook.syscall)
+                    .map_or(Ok(()), Err),
+            }
+        }))
+        .collect()
     }
+}
+
+/// An allocation-failure hook: program name, tracepoint and system call.
+struct AllocHook {
+    program: &'static str,
+    tracepoint: &'static str,
+    hook: &'static str,
+    syscall: AllocSyscall,
+    provides: &'static str,
+}
+
+const ALLOC_HOOKS: [AllocHook; 3] = [
+    AllocHook {
+        program: "sys_exit_mmap",
+        tracepoint: "sys_exit_mmap",
+        hook: "tracepoint/syscalls/sys_exit_mmap",
+        syscall: AllocSyscall::Mmap,
+        provides: "mmap failures with ENOMEM, counted per process, with the size asked for",
+    },
+    AllocHook {
+        program: "sys_exit_mremap",
+        tracepoint: "sys_exit_mremap",
+        hook: "tracepoint/syscalls/sys_exit_mremap",
+        syscall: AllocSyscall::Mremap,
+        provides: "mremap failures with ENOMEM, counted per process, with the size asked for",
+    },
+    AllocHook {
+        program: "sys_exit_brk",
+        tracepoint: "sys_exit_brk",
+        hook: "tracepoint/syscalls/sys_exit_brk",
+        syscall: AllocSyscall::Brk,
+        provides: "heap (brk) growth refused, counted per process, with the size asked for",
+    },
+];
+
+/// The offset of `ret` in the `sys_exit_*` records, the same in all three.
+fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
+    let mut offset = None;
+    for hook in &ALLOC_HOOKS {
+        let format = tracefs::read_format(tracefs, "syscalls", hook.tracepoint)
+            .map_err(|e| e.to_string())?;
+        let field = format
+            .field("ret")
+            .filter(|f| f.size == 8)
+            .ok_or_else(|| format!("{} has no 8-byte `ret` field", hook.tracepoint))?;
+        match offset {
+            None => offset = Some(field.offset as u32),
+            Some(seen) if seen == field.offset as u32 => {}
+            Some(_) => return Err("the sys_exit_* records disagree on where `ret` is".into()),
+        }
+    }
+    offset.ok_or_else(|| "no sys_exit tracepoints".into())
 }
 
 pub const HOOK_MARK_VICTIM: &str = "tracepoint/oom/mark_victim";
@@ -165,6 +266,9 @@ pub struct LoadOptions {
     /// 1 error .. 5 trace; 0 silences the kernel side).
     pub kernel_log_level: u8,
     pub ring_buffer_bytes: u32,
+    /// Allocation failures are folded into one event per process and
+    /// system call per window of this length.
+    pub alloc_window: std::time::Duration,
 }
 
 /// The loaded, attached programs and the maps the collector reads.
@@ -172,6 +276,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub stats: PerCpuArray<MapData, u64>,
+    pub config: Array<MapData, u32>,
+    pub alloc_failures: PerCpuHashMap<MapData, AllocFailureKey, AllocFailureCounts>,
     pub mark_victim: TracepointFormat,
     pub hooks: Vec<HookStatus>,
 }
@@ -180,6 +286,14 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     check_capabilities()?;
     let support = KernelSupport::probe();
     let victim_task_blocker = support.victim_task_unavailable();
+    let alloc_blockers: Vec<Option<String>> = ALLOC_HOOKS
+        .iter()
+        .map(|hook| support.alloc_hook_unavailable(hook.syscall))
+        .collect();
+    let syscall_offsets = support
+        .syscall_offsets
+        .clone()
+        .unwrap_or_else(|_| SyscallOffsets::unknown());
     let mark_victim = support.mark_victim?;
     let pid_offset = match mark_victim.field("pid") {
         Some(field) if field.size == 4 => field.offset as u32,
@@ -190,6 +304,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
         .override_global("MARK_VICTIM_PID_OFFSET", &pid_offset, true)
+        .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
         .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
         .load(EBPF_OBJECT)
@@ -232,44 +347,68 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         state: victim_task,
     });
 
-    let mut config: Array<_, u32> = Array::try_from(
-        ebpf.map_mut("CONFIG")
-            .ok_or(LoadError::Missing("map CONFIG"))?,
-    )
-    .map_err(|source| LoadError::Map {
-        map: "CONFIG",
-        source,
-    })?;
+    for (hook, blocker) in ALLOC_HOOKS.iter().zip(alloc_blockers) {
+        let state = match blocker {
+            Some(reason) => Err(reason),
+            None => attach_tracepoint(&mut ebpf, hook.program, "syscalls", hook.tracepoint),
+        };
+        hooks.push(HookStatus {
+            hook: hook.hook,
+            provides: hook.provides,
+            state,
+        });
+    }
+
+    let mut config: Array<_, u32> = take_map(&mut ebpf, "CONFIG")?;
     config
         .set(CONFIG_EXPECTED_PARTS, expected_parts, 0)
         .map_err(|source| LoadError::Map {
             map: "CONFIG",
             source,
         })?;
+    let alloc_failures = take_map(&mut ebpf, "ALLOC_FAILURES")?;
 
-    let events = RingBuf::try_from(
-        ebpf.take_map("EVENTS")
-            .ok_or(LoadError::Missing("map EVENTS"))?,
-    )
-    .map_err(|source| LoadError::Map {
-        map: "EVENTS",
-        source,
-    })?;
-    let stats = PerCpuArray::try_from(
-        ebpf.take_map("STATS")
-            .ok_or(LoadError::Missing("map STATS"))?,
-    )
-    .map_err(|source| LoadError::Map {
-        map: "STATS",
-        source,
-    })?;
+    let events = take_map(&mut ebpf, "EVENTS")?;
+    let stats = take_map(&mut ebpf, "STATS")?;
     Ok(Loaded {
         ebpf,
         events,
         stats,
+        config,
+        alloc_failures,
         mark_victim,
         hooks,
     })
+}
+
+/// Takes a map out of the object as its typed handle.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { map: name, source })
+}
+
+/// Loads and attaches an optional tracepoint program; `Err` says why not.
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<(), String> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("eBPF object has no program {program}"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    program
+        .load()
+        .map_err(|e| format!("cannot load: {}", error_chain(&e)))?;
+    program
+        .attach(category, name)
+        .map_err(|e| format!("cannot attach: {}", error_chain(&e)))?;
+    Ok(())
 }
 
 fn attach_victim_task(ebpf: &mut Ebpf) -> Result<(), String> {

@@ -10,6 +10,7 @@ use std::{future::Future, io, time::Duration};
 use tracing::{debug, info, warn};
 
 use crate::{
+    alloc::AllocFailureTable,
     decode::{decode, Record},
     enrich::{cgroup::CgroupMounts, Enricher},
     host::{boot_ns_now, HostInfo},
@@ -44,6 +45,8 @@ pub enum Flow {
 
 pub struct Pipeline {
     source: KernelSource,
+    alloc_failures: AllocFailureTable,
+    alloc_window: Duration,
     kernel_log: KernelLog,
     enricher: Enricher,
     mark_victim: TracepointFormat,
@@ -76,6 +79,8 @@ impl Pipeline {
         let kernel_log = KernelLog::new(kernel_log).map_err(PipelineError::Poll)?;
         Ok(Self {
             source,
+            alloc_failures: AllocFailureTable::new(loaded.alloc_failures, loaded.config),
+            alloc_window: options.alloc_window,
             kernel_log,
             enricher: Enricher::new(host, mounts),
             mark_victim: loaded.mark_victim,
@@ -104,6 +109,8 @@ impl Pipeline {
         D: FnMut(Document) -> Result<Flow, SinkError>,
     {
         let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+        let mut alloc_tick = tokio::time::interval(self.alloc_window);
+        alloc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut read_failures_reported = 0;
         tokio::pin!(stop);
         let mut flow = Flow::Continue;
@@ -127,6 +134,7 @@ impl Pipeline {
                     }
                 }) => batch.map_err(PipelineError::Poll)?,
                 log = kernel_log.forward() => log.map_err(PipelineError::Poll)?,
+                _ = alloc_tick.tick() => self.report_alloc_failures(&mut deliver).await?,
                 _ = stats_tick.tick() => {
                     self.report_lost(&mut deliver)?;
                     read_failures_reported = self.warn_read_failures(read_failures_reported);
@@ -136,7 +144,29 @@ impl Pipeline {
         if let Some(error) = failure {
             return Err(error.into());
         }
-        self.drain(&mut deliver)
+        self.drain(&mut deliver)?;
+        // Two windows' worth: the one being counted and the one before.
+        self.report_alloc_failures(&mut deliver).await?;
+        self.report_alloc_failures(&mut deliver).await
+    }
+
+    /// Ends the allocation-failure window and delivers its tallies.
+    async fn report_alloc_failures<D>(&mut self, deliver: &mut D) -> Result<(), PipelineError>
+    where
+        D: FnMut(Document) -> Result<Flow, SinkError>,
+    {
+        let tallies = match self.alloc_failures.drain().await {
+            Ok(tallies) => tallies,
+            Err(error) => {
+                warn!(%error, "cannot read the kernel's allocation-failure table");
+                return Ok(());
+            }
+        };
+        let window_ms = self.alloc_window.as_millis() as u64;
+        for tally in &tallies {
+            deliver(self.enricher.alloc_failures(tally, window_ms))?;
+        }
+        Ok(())
     }
 
     /// Delivers what the ring buffer holds now, and any lost-event count.
@@ -172,13 +202,11 @@ impl Pipeline {
         D: FnMut(Document) -> Result<Flow, SinkError>,
     {
         match self.source.newly_lost() {
-            Ok(0) => Ok(()),
-            Ok(lost) => {
-                warn!(lost, "the kernel's ring buffer was full; events were lost");
-                let document = self
-                    .enricher
-                    .events_lost(lost, "ring_buffer_full", boot_ns_now());
-                deliver(document)?;
+            Ok(losses) => {
+                for (lost, reason) in losses {
+                    warn!(lost, reason, "the kernel could not hand over some events");
+                    deliver(self.enricher.events_lost(lost, reason, boot_ns_now()))?;
+                }
                 Ok(())
             }
             Err(error) => {

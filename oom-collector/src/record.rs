@@ -29,6 +29,13 @@
 //!                    "memcg":{"path":"/..."}}}}
 //! ```
 //!
+//! `event.action: "memory_allocation_failed"` — a process's `mmap`,
+//! `mremap` or `brk` was refused (`ENOMEM`) `oom.alloc.count` times within
+//! one window of `oom.alloc.window_ms` (`@timestamp` is the first failure):
+//! `event.type: ["info"]`, `event.outcome: "failure"`, `error.code:
+//! "ENOMEM"`, `oom.alloc.syscall`, `oom.alloc.request_bytes` (the largest
+//! request refused), and the same process and container fields as a kill.
+//!
 //! `event.action: "events_lost"` — the kernel could not hand over
 //! `oom.lost.count` events (`oom.lost.reason`, e.g. `ring_buffer_full`), so
 //! a gap shows in Kibana instead of passing silently.
@@ -46,6 +53,7 @@ pub const EVENT_DATASET: &str = "oom.events";
 
 pub const ACTION_OOM_KILL: &str = "oom_kill";
 pub const ACTION_EVENTS_LOST: &str = "events_lost";
+pub const ACTION_ALLOC_FAILED: &str = "memory_allocation_failed";
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Document {
@@ -63,6 +71,13 @@ pub struct Document {
     pub kubernetes: Option<Kubernetes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oom: Option<Oom>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorFields>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ErrorFields {
+    pub code: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -77,6 +92,8 @@ pub struct Event {
     pub dataset: &'static str,
     /// When the collector wrote the document.
     pub created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -164,6 +181,21 @@ pub struct Oom {
     pub trigger: Option<OomTrigger>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<OomLost>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alloc: Option<OomAlloc>,
+}
+
+/// Failed memory requests of one process's system call, folded over a
+/// window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OomAlloc {
+    pub syscall: &'static str,
+    /// Failures folded into this document.
+    pub count: u64,
+    pub window_ms: u64,
+    /// The largest request that failed, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

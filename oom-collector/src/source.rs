@@ -12,8 +12,16 @@ use tokio::io::{unix::AsyncFd, Interest};
 pub struct KernelSource {
     events: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
-    lost_reported: u64,
+    /// Per loss counter: how much of it has been reported.
+    lost_reported: [u64; LOSSES.len()],
 }
+
+/// The kernel counters that mean events were lost, and the reason each
+/// gives in `events_lost`.
+const LOSSES: [(Stat, &str); 2] = [
+    (Stat::RingBufFull, "ring_buffer_full"),
+    (Stat::AllocFailureTableFull, "allocation_failure_table_full"),
+];
 
 /// The kernel programs' diagnostics, forwarded to the collector's log.
 pub struct KernelLog {
@@ -32,7 +40,7 @@ impl KernelSource {
         Ok(Self {
             events: register(events)?,
             stats,
-            lost_reported: 0,
+            lost_reported: [0; LOSSES.len()],
         })
     }
 
@@ -60,12 +68,17 @@ impl KernelSource {
         Ok(self.stats.get(&(stat as u32), 0)?.iter().sum())
     }
 
-    /// Events the kernel dropped since the last call (ring buffer full).
-    pub fn newly_lost(&mut self) -> Result<u64, aya::maps::MapError> {
-        let lost = self.stat(Stat::RingBufFull)?;
-        let new = lost.saturating_sub(self.lost_reported);
-        self.lost_reported = lost;
-        Ok(new)
+    /// Events the kernel dropped since the last call, by reason.
+    pub fn newly_lost(&mut self) -> Result<Vec<(u64, &'static str)>, aya::maps::MapError> {
+        let mut lost = Vec::new();
+        for ((stat, reason), reported) in LOSSES.iter().zip(&mut self.lost_reported) {
+            let total = self.stats.get(&(*stat as u32), 0)?.iter().sum::<u64>();
+            if total > *reported {
+                lost.push((total - *reported, *reason));
+                *reported = total;
+            }
+        }
+        Ok(lost)
     }
 
     /// Kernel reads that failed while building records (partial events).

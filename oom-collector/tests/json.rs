@@ -13,11 +13,13 @@ use std::{
 };
 
 use oom_collector::{
+    alloc::AllocFailures,
     decode::{KernelKill, Trigger, Victim},
-    enrich::{kill_document, lost_document, KillContext},
+    enrich::{alloc_document, kill_document, lost_document, KillContext},
     host::HostInfo,
     record::{Document, Memcg},
 };
+use oom_common::AllocSyscall;
 use serde_json::Value;
 
 /// Namespaces that are not ECS: this project's `oom.*`, and the
@@ -128,6 +130,33 @@ fn events_lost() -> Document {
     )
 }
 
+/// A JVM in a CRI-O container whose heap growth was refused 1 523 times in
+/// one window.
+fn alloc_failed() -> Document {
+    let failures = AllocFailures {
+        pid: 7_001,
+        syscall: AllocSyscall::Mmap,
+        count: 1_523,
+        first_boot_ns: 675_000_000_000,
+        last_boot_ns: 675_900_000_000,
+        max_request_bytes: Some(67_108_864),
+        comm: Some("java".into()),
+        cgroup_id: Some(77),
+        memcg_id: Some(77),
+    };
+    let path = "/kubepods.slice/kubepods-besteffort.slice/\
+                kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/\
+                crio-9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b.scope";
+    alloc_document(
+        &failures,
+        1000,
+        &host(),
+        [Some(path), Some(path)],
+        at(1_795_980_955, 500_000),
+        at(1_795_980_956, 600_000),
+    )
+}
+
 fn golden_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
@@ -156,6 +185,11 @@ fn golden_oom_kill_in_a_kubernetes_pod() {
 #[test]
 fn golden_oom_kill_with_only_the_pid() {
     check_golden("oom_kill_pid_only.ndjson", &bare_kill());
+}
+
+#[test]
+fn golden_memory_allocation_failed() {
+    check_golden("memory_allocation_failed.ndjson", &alloc_failed());
 }
 
 #[test]
@@ -246,7 +280,12 @@ fn every_field_follows_ecs_or_is_our_own() {
         Value::from(oom_collector::record::ECS_VERSION)
     );
     let fields = reference["fields"].as_object().expect("fields object");
-    for document in [kubernetes_kill(), bare_kill(), events_lost()] {
+    for document in [
+        kubernetes_kill(),
+        bare_kill(),
+        events_lost(),
+        alloc_failed(),
+    ] {
         let value = serde_json::to_value(&document).expect("serializes");
         for (name, leaf) in leaves(&value) {
             let Some(spec) = fields.get(&name) else {

@@ -106,15 +106,109 @@ pub enum Stat {
     RingBufFull = 0,
     /// A kernel memory read failed while building a record.
     ReadFailed = 1,
+    /// An allocation failure found the `ALLOC_FAILURES` table full: it is
+    /// counted here instead, so the total stays exact.
+    AllocFailureTableFull = 2,
 }
 
 /// Number of [`Stat`] counters.
-pub const STAT_COUNT: u32 = 2;
+pub const STAT_COUNT: u32 = 3;
 
 /// Index of the expected-parts word in the `CONFIG` array.
 pub const CONFIG_EXPECTED_PARTS: u32 = 0;
+/// Index of the allocation-failure epoch in the `CONFIG` array: the kernel
+/// counts under the current epoch's parity while the collector drains the
+/// other (see [`AllocFailureKey`]).
+pub const CONFIG_ALLOC_EPOCH: u32 = 1;
 /// Number of `CONFIG` words.
-pub const CONFIG_COUNT: u32 = 1;
+pub const CONFIG_COUNT: u32 = 2;
+
+/// The system calls whose `ENOMEM` failures are counted.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocSyscall {
+    Mmap = 1,
+    Mremap = 2,
+    Brk = 3,
+}
+
+impl AllocSyscall {
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Mmap),
+            2 => Some(Self::Mremap),
+            3 => Some(Self::Brk),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Mmap => "mmap",
+            Self::Mremap => "mremap",
+            Self::Brk => "brk",
+        }
+    }
+}
+
+/// Key of the per-CPU `ALLOC_FAILURES` table: one process, one system call,
+/// one epoch parity.
+///
+/// Exact counts without locks: the kernel only ever adds to keys of the
+/// current epoch's parity. To drain, the collector flips the epoch, waits
+/// for programs that read the old one to finish (they run for
+/// microseconds, without sleeping), then reads and deletes the old parity's
+/// keys, which nothing writes any more.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AllocFailureKey {
+    pub tgid: u32,
+    /// An [`AllocSyscall`].
+    pub syscall: u8,
+    /// The epoch's parity (0 or 1).
+    pub epoch: u8,
+    pub _pad0: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<AllocFailureKey>() == 8);
+
+/// One CPU's tally of failures for an [`AllocFailureKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocFailureCounts {
+    pub count: u64,
+    /// `bpf_ktime_get_boot_ns()` of the first and last failure.
+    pub first_boot_ns: u64,
+    pub last_boot_ns: u64,
+    /// The largest request that failed (bytes); 0 if unknown.
+    pub max_request_bytes: u64,
+    pub cgroup_id: u64,
+    pub memcg_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<AllocFailureCounts>() == 64);
+
+/// Where the collector found things the allocation-failure programs read:
+/// the `ret` field of the `sys_exit_*` tracepoints (from tracefs) and the
+/// first three system-call arguments in `struct pt_regs` (from BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallOffsets {
+    pub exit_ret: u32,
+    pub regs_arg: [u32; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<SyscallOffsets>() == 16);
+
+impl SyscallOffsets {
+    pub const fn unknown() -> Self {
+        Self {
+            exit_ret: KernelOffsets::UNKNOWN,
+            regs_arg: [KernelOffsets::UNKNOWN; 3],
+        }
+    }
+}
 
 /// Byte offsets into kernel structs, resolved by the collector from
 /// `/sys/kernel/btf/vmlinux` and handed to the programs as one global.
@@ -165,10 +259,15 @@ pub const TRACEPOINT_PID_OFFSET_UNKNOWN: u32 = u32::MAX;
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{KernelOffsets, OomKillRecord};
+    use super::{
+        AllocFailureCounts, AllocFailureKey, KernelOffsets, OomKillRecord, SyscallOffsets,
+    };
 
-    // SAFETY: both are `repr(C)`, consist only of integers and integer
+    // SAFETY: all are `repr(C)`, consist only of integers and integer
     // arrays, and have no padding (checked by the size assertions above).
     unsafe impl aya::Pod for OomKillRecord {}
     unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for AllocFailureKey {}
+    unsafe impl aya::Pod for AllocFailureCounts {}
+    unsafe impl aya::Pod for SyscallOffsets {}
 }

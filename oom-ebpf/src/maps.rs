@@ -2,9 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use oom_common::{OomKillRecord, Stat, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, STAT_COUNT};
+use oom_common::{
+    AllocFailureCounts, AllocFailureKey, OomKillRecord, Stat, CONFIG_ALLOC_EPOCH, CONFIG_COUNT,
+    CONFIG_EXPECTED_PARTS, STAT_COUNT,
+};
 
 /// Records for the collector. Its size is set at load time
 /// (`--ring-buffer-bytes`); this is the default.
@@ -40,4 +43,18 @@ pub fn expected_parts() -> u32 {
         Some(&parts) if parts != 0 => parts,
         _ => oom_common::part::TRACEPOINT,
     }
+}
+
+/// Allocation failures per process, system call and epoch parity; see
+/// `oom_common::AllocFailureKey`. Not an LRU: eviction would lose counts.
+#[map]
+pub static ALLOC_FAILURES: PerCpuHashMap<AllocFailureKey, AllocFailureCounts> =
+    PerCpuHashMap::with_max_entries(8192, 0);
+
+/// The parity allocation failures are counted under now.
+#[inline(always)]
+pub fn alloc_epoch() -> u8 {
+    CONFIG
+        .get(CONFIG_ALLOC_EPOCH)
+        .map_or(0, |&epoch| (epoch & 1) as u8)
 }

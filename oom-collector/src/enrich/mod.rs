@@ -10,15 +10,17 @@ pub mod container;
 use std::time::SystemTime;
 
 use cgroup::{memcg_usage, CgroupMounts, CgroupPaths, CgroupVersion};
-use container::parse_cgroup_path;
+use container::{parse_cgroup_path, ContainerInfo};
 
 use crate::{
+    alloc::AllocFailures,
     decode::KernelKill,
     host::{wall_clock_of_boot_ns, HostInfo},
     record::{
-        non_empty, rfc3339, CgroupRef, Container, Document, Ecs, Event, Host, HostBoot, HostOs,
-        Kubernetes, KubernetesPod, Memcg, Oom, OomLost, OomTrigger, OomVictim, Parent, Process,
-        Rss, Thread, User, ACTION_EVENTS_LOST, ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
+        non_empty, rfc3339, CgroupRef, Container, Document, Ecs, ErrorFields, Event, Host,
+        HostBoot, HostOs, Kubernetes, KubernetesPod, Memcg, Oom, OomAlloc, OomLost, OomTrigger,
+        OomVictim, Parent, Process, Rss, Thread, User, ACTION_ALLOC_FAILED, ACTION_EVENTS_LOST,
+        ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
     },
 };
 
@@ -76,6 +78,20 @@ impl Enricher {
         kill_document(kill, &self.host, context)
     }
 
+    /// Looks up the failing process's cgroups and shapes the document.
+    pub fn alloc_failures(&mut self, failures: &AllocFailures, window_ms: u64) -> Document {
+        let memcg_path = self.memory_path(failures.memcg_id);
+        let cgroup_path = self.unified_path(failures.cgroup_id);
+        alloc_document(
+            failures,
+            window_ms,
+            &self.host,
+            [memcg_path.as_deref(), cgroup_path.as_deref()],
+            wall_clock_of_boot_ns(failures.first_boot_ns),
+            SystemTime::now(),
+        )
+    }
+
     /// A document saying `count` kernel events never reached the collector.
     pub fn events_lost(&self, count: u64, reason: &'static str, boot_ns: u64) -> Document {
         lost_document(
@@ -121,6 +137,86 @@ pub fn lost_document(
             lost: Some(OomLost { count, reason }),
             ..Oom::default()
         }),
+        error: None,
+    }
+}
+
+/// The container a process is in, from the first of its cgroup paths
+/// that names one (the memory cgroup first: a runtime always makes it).
+fn container_of(paths: [Option<&str>; 2]) -> ContainerInfo {
+    paths
+        .into_iter()
+        .flatten()
+        .map(parse_cgroup_path)
+        .find(|info| !info.is_empty())
+        .unwrap_or_default()
+}
+
+fn container_fields(container: ContainerInfo) -> (Option<Container>, Option<Kubernetes>) {
+    (
+        container.id.map(|id| Container {
+            id,
+            runtime: container.runtime,
+        }),
+        container.pod_uid.map(|uid| Kubernetes {
+            pod: KubernetesPod { uid },
+        }),
+    )
+}
+
+/// Shapes the `memory_allocation_failed` document; no I/O.
+pub fn alloc_document(
+    failures: &AllocFailures,
+    window_ms: u64,
+    host: &HostInfo,
+    cgroup_paths: [Option<&str>; 2],
+    timestamp: SystemTime,
+    created: SystemTime,
+) -> Document {
+    let syscall = failures.syscall.name();
+    let name = failures.comm.as_deref().unwrap_or("?");
+    let mut message = format!(
+        "{syscall} failed with ENOMEM {} time(s) in {name}[{}] within {window_ms} ms",
+        failures.count, failures.pid
+    );
+    if let Some(bytes) = failures.max_request_bytes {
+        message.push_str(&format!(" (largest request {bytes} bytes)"));
+    }
+    let (container, kubernetes) = container_fields(container_of(cgroup_paths));
+    let mut event = event(
+        format!(
+            "{}-{}-{}-{syscall}",
+            host.boot_id, failures.first_boot_ns, failures.pid
+        ),
+        ACTION_ALLOC_FAILED,
+        "process",
+        "info",
+        created,
+    );
+    event.outcome = Some("failure");
+    Document {
+        timestamp: rfc3339(timestamp),
+        message,
+        event,
+        host: host_fields(host),
+        ecs: Ecs::default(),
+        process: Some(Process {
+            pid: failures.pid,
+            name: failures.comm.clone(),
+            ..Process::default()
+        }),
+        container,
+        kubernetes,
+        oom: Some(Oom {
+            alloc: Some(OomAlloc {
+                syscall,
+                count: failures.count,
+                window_ms,
+                request_bytes: failures.max_request_bytes,
+            }),
+            ..Oom::default()
+        }),
+        error: Some(ErrorFields { code: "ENOMEM" }),
     }
 }
 
@@ -155,6 +251,7 @@ fn event(
         module: EVENT_MODULE,
         dataset: EVENT_DATASET,
         created: rfc3339(created),
+        outcome: None,
     }
 }
 
@@ -174,17 +271,10 @@ fn host_fields(host: &HostInfo) -> Host {
 pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -> Document {
     let victim = &kill.victim;
     let kib = |v: Option<u64>| v.map(|kib| kib * 1024);
-    // The memory cgroup is the one a container runtime always creates; the
-    // unified one may be only systemd's view of it on a hybrid host.
-    let container = [
+    let container = container_of([
         context.victim_memcg.as_ref().map(|m| m.path.as_str()),
         context.victim_cgroup_path.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(parse_cgroup_path)
-    .find(|info| !info.is_empty())
-    .unwrap_or_default();
+    ]);
 
     let pid = victim.pid.unwrap_or(victim.tid);
     let oom = Oom {
@@ -207,10 +297,12 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
             memcg: context.trigger_memcg_path.map(|path| CgroupRef { path }),
         }),
         lost: None,
+        alloc: None,
     };
 
     let name = victim.comm.clone().or(context.victim_comm_from_proc);
     let message = kill_message(pid, name.as_deref(), kill, &oom, container.id.as_deref());
+    let (container, kubernetes) = container_fields(container);
     Document {
         timestamp: rfc3339(context.timestamp),
         message,
@@ -232,14 +324,10 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
             }),
             parent: victim.parent_pid.map(|pid| Parent { pid }),
         }),
-        container: container.id.map(|id| Container {
-            id,
-            runtime: container.runtime,
-        }),
-        kubernetes: container.pod_uid.map(|uid| Kubernetes {
-            pod: KubernetesPod { uid },
-        }),
+        container,
+        kubernetes,
         oom: Some(oom),
+        error: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! One file per kernel hook. Each hook's entry point is a thin wrapper over
 //! `try_<name>`, so the error path is explicit and counted.
 
+mod alloc_failure;
 mod mark_victim;
 mod mark_victim_task;
 

@@ -1,0 +1,167 @@
+//! `tracepoint/syscalls/sys_exit_{mmap,mremap,brk}`: memory requests the
+//! kernel refused, the failures that come before an OOM kill.
+//!
+//! ```text
+//! sys_exit_mmap, sys_exit_mremap, sys_exit_brk (field `long ret`)   2.6.37+
+//! bpf_task_pt_regs(), bpf_get_current_task_btf()                     5.15+
+//! ```
+//!
+//! `mmap` and `mremap` fail with `-ENOMEM`. `brk` never returns an error: it
+//! returns the unchanged break when it cannot grow, so a failure is a
+//! return below the break asked for. The size asked for is read from the
+//! task's saved user registers (`pt_regs`, offsets from BTF), only on the
+//! failure path, so the common case costs one comparison.
+//!
+//! Failures are counted in `ALLOC_FAILURES`, never sent one by one: a storm
+//! of a million costs a bounded number of events.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_ktime_get_boot_ns, bpf_task_pt_regs,
+        },
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+    Global,
+};
+use oom_common::{
+    AllocFailureCounts, AllocFailureKey, AllocSyscall, KernelOffsets, Stat, SyscallOffsets,
+};
+
+use crate::{
+    maps::{alloc_epoch, count, ALLOC_FAILURES},
+    task,
+};
+
+const ENOMEM: i64 = 12;
+
+#[unsafe(no_mangle)]
+static SYSCALL_OFFSETS: Global<SyscallOffsets> = Global::new(SyscallOffsets::unknown());
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
+pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    if exit_ret(&ctx) == -ENOMEM {
+        // mmap(addr, length, ...)
+        record_failure(AllocSyscall::Mmap, syscall_arg(1));
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
+pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
+    if exit_ret(&ctx) == -ENOMEM {
+        // mremap(old_address, old_size, new_size, ...)
+        record_failure(AllocSyscall::Mremap, syscall_arg(2));
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_brk")]
+pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
+    let current_break = exit_ret(&ctx) as u64;
+    // brk(addr): 0 only asks where the break is.
+    if let Some(wanted) = syscall_arg(0) {
+        if wanted > current_break && current_break != 0 {
+            record_failure(AllocSyscall::Brk, Some(wanted - current_break));
+        }
+    }
+    0
+}
+
+/// The system call's return value; 0 if it cannot be read.
+#[inline(always)]
+fn exit_ret(ctx: &TracePointContext) -> i64 {
+    let offset = SYSCALL_OFFSETS.load().exit_ret;
+    if offset == KernelOffsets::UNKNOWN {
+        return 0;
+    }
+    // SAFETY: a probe read inside the tracepoint's record.
+    unsafe { ctx.read_at::<i64>(offset as usize) }.unwrap_or(0)
+}
+
+/// Argument `n` (0-2) of the current system call, from the saved user
+/// registers.
+#[inline(always)]
+fn syscall_arg(n: usize) -> Option<u64> {
+    let offset = *SYSCALL_OFFSETS.load().regs_arg.get(n)?;
+    if offset == KernelOffsets::UNKNOWN {
+        return None;
+    }
+    // SAFETY: helpers on the current task; the verifier checks the BTF
+    // pointer, and the register read is a probe read.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        if regs.is_null() {
+            return None;
+        }
+        bpf_probe_read_kernel(regs.wrapping_add(offset as usize).cast::<u64>()).ok()
+    }
+}
+
+#[inline(always)]
+fn record_failure(syscall: AllocSyscall, request_bytes: Option<u64>) {
+    let key = AllocFailureKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        syscall: syscall as u8,
+        epoch: alloc_epoch(),
+        _pad0: 0,
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let request = request_bytes.unwrap_or(0);
+
+    if let Some(counts) = ALLOC_FAILURES.get_ptr_mut(key) {
+        add_failure(counts, now, request);
+        return;
+    }
+
+    // SAFETY: helpers without pointer arguments.
+    let (cgroup_id, current) = unsafe {
+        (
+            bpf_get_current_cgroup_id(),
+            bpf_get_current_task() as *const u8,
+        )
+    };
+    let first = AllocFailureCounts {
+        count: 1,
+        first_boot_ns: now,
+        last_boot_ns: now,
+        max_request_bytes: request,
+        cgroup_id,
+        memcg_id: task::memory_cgroup_id(current).unwrap_or(0),
+        comm: bpf_get_current_comm().unwrap_or([0; oom_common::COMM_LEN]),
+    };
+    // NOEXIST: if another CPU created the key meanwhile, replacing its
+    // element would lose its count; add to it instead.
+    if ALLOC_FAILURES
+        .insert(key, first, BPF_NOEXIST.into())
+        .is_err()
+    {
+        match ALLOC_FAILURES.get_ptr_mut(key) {
+            Some(counts) => add_failure(counts, now, request),
+            None => count(Stat::AllocFailureTableFull),
+        }
+    }
+}
+
+/// Adds one failure to this CPU's slot of an existing key. A slot another
+/// CPU's insert created starts zeroed, without first time or cgroups; the
+/// collector takes those from whichever CPU has them.
+#[inline(always)]
+fn add_failure(counts: *mut AllocFailureCounts, now: u64, request: u64) {
+    // SAFETY: this CPU's slot of a per-CPU value; programs on one CPU do
+    // not run concurrently.
+    let counts = unsafe { &mut *counts };
+    counts.count += 1;
+    counts.last_boot_ns = now;
+    if counts.first_boot_ns == 0 {
+        counts.first_boot_ns = now;
+    }
+    if request > counts.max_request_bytes {
+        counts.max_request_bytes = request;
+    }
+}

@@ -1,0 +1,84 @@
+//! Test helper: fails memory requests on purpose, a given number of times.
+//!
+//! `enomem mmap N` asks `mmap` for 1 GiB N times; `enomem brk N` asks `brk`
+//! to grow the heap by 1 GiB N times. Both run under an address-space limit
+//! (RLIMIT_AS) of 256 MiB set first, so every request is refused. It prints
+//! how many were refused and exits non-zero if any was granted.
+
+use std::process::ExitCode;
+
+const REQUEST_BYTES: usize = 1 << 30;
+const ADDRESS_SPACE_LIMIT: u64 = 256 << 20;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(mode), Some(count)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
+    else {
+        eprintln!("usage: enomem mmap|brk COUNT");
+        return ExitCode::from(2);
+    };
+    let limit = libc::rlimit {
+        rlim_cur: ADDRESS_SPACE_LIMIT,
+        rlim_max: ADDRESS_SPACE_LIMIT,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+        eprintln!("setrlimit(RLIMIT_AS): {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
+    let mut refused = 0u64;
+    for _ in 0..count {
+        let granted = match mode.as_str() {
+            "mmap" => try_mmap(),
+            "brk" => try_brk(),
+            _ => {
+                eprintln!("unknown mode {mode}");
+                return ExitCode::from(2);
+            }
+        };
+        if granted {
+            eprintln!("a {mode} of {REQUEST_BYTES} bytes was granted under RLIMIT_AS");
+            return ExitCode::FAILURE;
+        }
+        refused += 1;
+    }
+    println!("{refused}");
+    ExitCode::SUCCESS
+}
+
+fn try_mmap() -> bool {
+    // SAFETY: an anonymous private mapping; unmapped at once if granted.
+    unsafe {
+        let address = libc::mmap(
+            std::ptr::null_mut(),
+            REQUEST_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if address == libc::MAP_FAILED {
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENOMEM)
+            );
+            return false;
+        }
+        libc::munmap(address, REQUEST_BYTES);
+        true
+    }
+}
+
+fn try_brk() -> bool {
+    // SAFETY: raw brk: brk(0) reads the break; a refused growth leaves it.
+    unsafe {
+        let current = libc::syscall(libc::SYS_brk, 0usize) as usize;
+        let wanted = current + REQUEST_BYTES;
+        let now = libc::syscall(libc::SYS_brk, wanted) as usize;
+        if now >= wanted {
+            libc::syscall(libc::SYS_brk, current);
+            return true;
+        }
+        false
+    }
+}

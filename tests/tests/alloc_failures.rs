@@ -1,0 +1,117 @@
+//! Allocation failures: real `ENOMEM`s under RLIMIT_AS, folded per window,
+//! counted exactly.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use oom_e2e::{require_root, resident_kib, Collector, Line};
+
+const FAILURES: u64 = 100_000;
+
+fn enomem_helper() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_enomem"))
+}
+
+/// Runs the helper; returns its pid and how long it ran.
+fn fail_on_purpose(mode: &str, count: u64) -> (u32, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(enomem_helper())
+        .args([mode, &count.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the enomem helper");
+    let pid = child.id();
+    let status = child.wait().expect("wait for the helper");
+    assert!(
+        status.success(),
+        "the helper could not fail {count} {mode}s: {status}"
+    );
+    (pid, started.elapsed())
+}
+
+fn failure_lines<'a>(lines: &'a [Line], pid: u32, syscall: &str) -> Vec<&'a Line> {
+    lines
+        .iter()
+        .filter(|l| l.json["event"]["action"] == "memory_allocation_failed")
+        .filter(|l| l.json["process"]["pid"] == pid && l.json["oom"]["alloc"]["syscall"] == syscall)
+        .collect()
+}
+
+#[test]
+fn a_storm_of_mmap_failures_is_a_few_lines_that_add_up_exactly() {
+    if !require_root("a_storm_of_mmap_failures_is_a_few_lines_that_add_up_exactly") {
+        return;
+    }
+    // Short windows, so the storm spans several and every epoch flip is
+    // crossed while the kernel is counting.
+    let window = Duration::from_millis(25);
+    let collector = Collector::start(&["--enomem-window", "25ms"]);
+    let idle_kib = resident_kib(collector.pid());
+    let (pid, ran_for) = fail_on_purpose("mmap", FAILURES);
+    std::thread::sleep(Duration::from_millis(500));
+    let after_kib = resident_kib(collector.pid());
+    let (status, lines) = collector.stop();
+    assert!(status.success(), "{status}");
+
+    let failures = failure_lines(&lines, pid, "mmap");
+    let total: u64 = failures
+        .iter()
+        .map(|l| l.json["oom"]["alloc"]["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(
+        total, FAILURES,
+        "the counts add up to the failures that happened"
+    );
+    let windows = (ran_for.as_millis() / window.as_millis()) as usize + 2;
+    assert!(
+        failures.len() <= windows,
+        "{} lines for {ran_for:?} of failures: at most one per {window:?} window ({windows})",
+        failures.len()
+    );
+    let first = &failures[0].json;
+    assert_eq!(first["error"]["code"], "ENOMEM");
+    assert_eq!(first["event"]["outcome"], "failure");
+    assert_eq!(first["event"]["type"][0], "info");
+    assert_eq!(first["process"]["name"], "enomem");
+    assert_eq!(first["oom"]["alloc"]["request_bytes"], 1u64 << 30);
+    assert_eq!(first["oom"]["alloc"]["window_ms"], 25);
+    assert!(
+        after_kib < idle_kib + 8 * 1024,
+        "resident memory grew from {idle_kib} KiB to {after_kib} KiB"
+    );
+    eprintln!(
+        "figures: {FAILURES} mmap failures in {ran_for:?} -> {} lines; collector RSS {idle_kib} -> {after_kib} KiB",
+        failures.len()
+    );
+}
+
+#[test]
+fn refused_heap_growth_through_brk_is_counted_too() {
+    if !require_root("refused_heap_growth_through_brk_is_counted_too") {
+        return;
+    }
+    let collector = Collector::start(&["--enomem-window", "100ms"]);
+    let (pid, _) = fail_on_purpose("brk", 1_000);
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, lines) = collector.stop();
+    assert!(status.success(), "{status}");
+    let failures = failure_lines(&lines, pid, "brk");
+    let total: u64 = failures
+        .iter()
+        .map(|l| l.json["oom"]["alloc"]["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(
+        total,
+        1_000,
+        "{:?}",
+        failures.iter().map(|l| &l.json).collect::<Vec<_>>()
+    );
+    // brk reports the growth it was asked for: 1 GiB beyond the break.
+    assert_eq!(
+        failures[0].json["oom"]["alloc"]["request_bytes"],
+        1u64 << 30
+    );
+}
