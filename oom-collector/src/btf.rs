@@ -64,7 +64,9 @@ impl KernelBtf {
             css_cgroup: self.member_offset("cgroup_subsys_state", "cgroup")?,
             cgroup_kn: self.member_offset("cgroup", "kn")?,
             kernfs_node_id: self.kernfs_node_id_offset()?,
-            _pad0: 0,
+            task_mm: self.member_offset("task_struct", "mm")?,
+            mm_arg_start: self.member_offset("mm_struct", "arg_start")?,
+            mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
         })
     }
 

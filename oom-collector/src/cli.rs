@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::sink::Format;
+use crate::{cmdline::CmdlineMode, sink::Format};
 
 /// Turns every Linux OOM kill into one structured JSON line (ECS), attributed
 /// to its process, cgroup, container and Kubernetes pod.
@@ -79,7 +79,33 @@ pub struct RunArgs {
     pub enomem_window: Duration,
 
     #[command(flatten)]
+    pub cmdline: CmdlineArgs,
+
+    #[command(flatten)]
     pub kernel_log: KernelLogArgs,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct CmdlineArgs {
+    /// How much of the victim's command line events carry
+    /// (`process.args`, `process.command_line`, `process.executable`).
+    /// `redacted` masks the values of options and `key=value` arguments
+    /// whose name contains a secret word, and URL passwords; `full` keeps
+    /// everything; `off` captures nothing.
+    #[arg(long = "cmdline", value_enum, default_value_t = CmdlineMode::Redacted)]
+    pub mode: CmdlineMode,
+
+    /// More secret words for `--cmdline redacted`, comma-separated, added to
+    /// password, passwd, secret, token, key, credential, auth, cookie,
+    /// signature and private. Matching ignores case and is by substring.
+    #[arg(long, value_name = "WORDS", value_delimiter = ',')]
+    pub secret_words: Vec<String>,
+
+    /// How many processes' command lines the kernel keeps (least recently
+    /// executed forgotten first). Each takes about 2.3 KiB of kernel memory.
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub cmdline_cache_entries: u32,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -100,6 +126,9 @@ pub struct SelftestArgs {
     /// How long to wait for the kill's event.
     #[arg(long, default_value_t = 30)]
     pub timeout_secs: u64,
+
+    #[command(flatten)]
+    pub cmdline: CmdlineArgs,
 
     #[command(flatten)]
     pub kernel_log: KernelLogArgs,

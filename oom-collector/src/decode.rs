@@ -7,7 +7,10 @@
 
 use oom_common::{part, OomKillRecord, RecordKind, COMM_LEN};
 
-use crate::tracefs::{RecordView, TracepointFormat};
+use crate::{
+    cmdline::CapturedCmdline,
+    tracefs::{RecordView, TracepointFormat},
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -30,6 +33,8 @@ pub struct KernelKill {
     pub boot_ns: u64,
     pub trigger: Trigger,
     pub victim: Victim,
+    /// The victim's command line, as captured at its exec.
+    pub cmdline: Option<CapturedCmdline>,
 }
 
 /// The task whose allocation ran the system or a cgroup out of memory.
@@ -131,6 +136,7 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
             pgtables_kib: unsigned("pgtables"),
             oom_score_adj: view.integer("oom_score_adj").map(|v| v as i16),
         },
+        cmdline: CapturedCmdline::from_entry(&record.cmdline),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod btf;
 pub mod cli;
+pub mod cmdline;
 pub mod decode;
 pub mod enrich;
 pub mod host;
@@ -88,6 +89,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
         kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
         ring_buffer_bytes: args.ring_buffer_bytes,
         alloc_window: args.enomem_window,
+        cmdline: args.cmdline.clone(),
     })?;
     for hook in pipeline.hooks() {
         match &hook.state {

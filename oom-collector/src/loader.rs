@@ -13,13 +13,15 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use oom_common::{
-    part, AllocFailureCounts, AllocFailureKey, AllocSyscall, KernelOffsets, SyscallOffsets,
-    CONFIG_EXPECTED_PARTS,
+    part, AllocFailureCounts, AllocFailureKey, AllocSyscall, Cmdline, KernelOffsets,
+    SyscallOffsets, CONFIG_EXPECTED_PARTS, TRACEPOINT_PID_OFFSET_UNKNOWN,
 };
+use tracing::{debug, warn};
 
 use crate::{
     btf::{KernelBtf, VMLINUX_BTF},
-    tracefs::{self, TracefsError, TracepointFormat},
+    cmdline::{self, CmdlineMode},
+    tracefs::{self, FieldKind, TracefsError, TracepointFormat},
 };
 
 /// The kernel programs, compiled by `build.rs`.
@@ -75,6 +77,8 @@ pub struct KernelSupport {
     /// What the allocation-failure programs read; `Err` when the
     /// `sys_exit_*` tracepoints are unusable.
     pub syscall_offsets: Result<SyscallOffsets, String>,
+    /// Offset of `filename` in `sched_process_exec` records.
+    pub exec_filename_offset: Result<u32, String>,
 }
 
 impl KernelSupport {
@@ -103,12 +107,36 @@ impl KernelSupport {
             }),
             Err(e) => Err(e.to_string()),
         };
+        let exec_filename_offset = match &tracefs {
+            Ok(dir) => tracefs::read_format(dir, "sched", "sched_process_exec")
+                .map_err(|e| e.to_string())
+                .and_then(|format| {
+                    format
+                        .field("filename")
+                        .filter(|f| f.kind == FieldKind::DataLoc)
+                        .map(|f| f.offset as u32)
+                        .ok_or_else(|| "sched_process_exec has no __data_loc filename".into())
+                }),
+            Err(e) => Err(e.to_string()),
+        };
         Self {
             tracefs,
             mark_victim,
             offsets,
             mark_victim_passes_task,
             syscall_offsets,
+            exec_filename_offset,
+        }
+    }
+
+    /// Why the exec hook cannot capture command lines, if it cannot.
+    fn exec_unavailable(&self) -> Option<String> {
+        match (&self.exec_filename_offset, &self.offsets) {
+            (Err(e), _) => Some(e.clone()),
+            (_, Err(e)) => Some(format!(
+                "process arguments are unreadable without BTF offsets ({e})"
+            )),
+            (Ok(_), Ok(_)) => None,
         }
     }
 
@@ -164,6 +192,11 @@ impl KernelSupport {
             },
         ]
         .into_iter()
+        .chain(std::iter::once(HookStatus {
+            hook: HOOK_EXEC,
+            provides: PROVIDES_EXEC,
+            state: self.exec_unavailable().map_or(Ok(()), Err),
+        }))
         .chain(ALLOC_HOOKS.iter().map(|hook| {
             HookStatus {
                 hook: hook.hook,
@@ -230,6 +263,9 @@ fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
 }
 
 pub const HOOK_MARK_VICTIM: &str = "tracepoint/oom/mark_victim";
+const HOOK_EXEC: &str = "tracepoint/sched/sched_process_exec";
+const PROVIDES_EXEC: &str =
+    "the victim's executable and arguments, even once it is gone (process.args)";
 const PROVIDES_MARK_VICTIM: &str =
     "every OOM kill: victim pid, name, memory sizes, uid, oom_score_adj; the trigger";
 pub const HOOK_MARK_VICTIM_TASK: &str = "tp_btf/mark_victim";
@@ -269,6 +305,7 @@ pub struct LoadOptions {
     /// Allocation failures are folded into one event per process and
     /// system call per window of this length.
     pub alloc_window: std::time::Duration,
+    pub cmdline: crate::cli::CmdlineArgs,
 }
 
 /// The loaded, attached programs and the maps the collector reads.
@@ -286,6 +323,18 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     check_capabilities()?;
     let support = KernelSupport::probe();
     let victim_task_blocker = support.victim_task_unavailable();
+    let exec_blocker = match options.cmdline.mode {
+        CmdlineMode::Off => Some("off (--cmdline off)".to_owned()),
+        _ => support.exec_unavailable(),
+    };
+    let exec_filename_offset = support
+        .exec_filename_offset
+        .clone()
+        .unwrap_or(TRACEPOINT_PID_OFFSET_UNKNOWN);
+    let cmdline_entries = match options.cmdline.mode {
+        CmdlineMode::Off => 1,
+        _ => options.cmdline.cmdline_cache_entries,
+    };
     let alloc_blockers: Vec<Option<String>> = ALLOC_HOOKS
         .iter()
         .map(|hook| support.alloc_hook_unavailable(hook.syscall))
@@ -305,8 +354,10 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .override_global("OFFSETS", &offsets, true)
         .override_global("MARK_VICTIM_PID_OFFSET", &pid_offset, true)
         .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
+        .override_global("EXEC_FILENAME_OFFSET", &exec_filename_offset, true)
         .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
+        .map_max_entries("CMDLINES", cmdline_entries)
         .load(EBPF_OBJECT)
         .map_err(LoadError::Load)?;
 
@@ -345,6 +396,32 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         hook: HOOK_MARK_VICTIM_TASK,
         provides: PROVIDES_MARK_VICTIM_TASK,
         state: victim_task,
+    });
+
+    // Attached before seeding, so a process that executes meanwhile is
+    // caught by the hook, and seeding does not overwrite it.
+    let exec_state = match exec_blocker {
+        Some(reason) => Err(reason),
+        None => attach_tracepoint(
+            &mut ebpf,
+            "sched_process_exec",
+            "sched",
+            "sched_process_exec",
+        ),
+    };
+    let mut cmdlines: aya::maps::HashMap<_, u32, Cmdline> = take_map(&mut ebpf, "CMDLINES")?;
+    if exec_state.is_ok() {
+        match cmdline::seed_from_proc(&mut cmdlines, Path::new("/proc")) {
+            Ok(seeded) => debug!(seeded, "command lines of running processes read from /proc"),
+            Err(error) => {
+                warn!(%error, "cannot read /proc: older processes' command lines are unknown")
+            }
+        }
+    }
+    hooks.push(HookStatus {
+        hook: HOOK_EXEC,
+        provides: PROVIDES_EXEC,
+        state: exec_state,
     });
 
     for (hook, blocker) in ALLOC_HOOKS.iter().zip(alloc_blockers) {

@@ -130,6 +130,15 @@ impl Default for Ecs {
 pub struct Process {
     pub pid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Known only when the arguments were captured whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thread: Option<Thread>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

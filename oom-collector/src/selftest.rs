@@ -131,6 +131,7 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
         kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
         ring_buffer_bytes: 256 * 1024,
         alloc_window: std::time::Duration::from_secs(1),
+        cmdline: args.cmdline.clone(),
     })?;
 
     let limit_bytes = args.limit_mib * 1024 * 1024;

@@ -14,6 +14,7 @@ use std::{
 
 use oom_collector::{
     alloc::AllocFailures,
+    cmdline::CapturedCmdline,
     decode::{KernelKill, Trigger, Victim},
     enrich::{alloc_document, kill_document, lost_document, KillContext},
     host::HostInfo,
@@ -65,6 +66,7 @@ fn kubernetes_kill() -> Document {
             pgtables_kib: Some(700),
             oom_score_adj: Some(984),
         },
+        cmdline: None,
     };
     let path = "/kubepods.slice/kubepods-burstable.slice/\
                 kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice/\
@@ -83,6 +85,19 @@ fn kubernetes_kill() -> Document {
             }),
             trigger_cgroup_path: Some(path.into()),
             trigger_memcg_path: Some(path.into()),
+            cmdline: Some(CapturedCmdline {
+                executable: Some("/usr/local/bin/python3".into()),
+                args: [
+                    "python3",
+                    "-m",
+                    "celery",
+                    "worker",
+                    "--broker-password=<redacted>",
+                ]
+                .map(String::from)
+                .to_vec(),
+                truncated: false,
+            }),
             victim_comm_from_proc: None,
         },
     )
@@ -103,6 +118,7 @@ fn bare_kill() -> Document {
             tid: 901,
             ..Victim::default()
         },
+        cmdline: None,
     };
     kill_document(
         &kill,
@@ -114,6 +130,7 @@ fn bare_kill() -> Document {
             victim_memcg: None,
             trigger_cgroup_path: None,
             trigger_memcg_path: None,
+            cmdline: None,
             victim_comm_from_proc: None,
         },
     )

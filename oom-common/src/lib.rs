@@ -15,6 +15,38 @@ pub const TRACEPOINT_BYTES: usize = 256;
 /// Length of a kernel task's `comm` (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
+/// Bytes of a command line kept per process: the arguments as the process
+/// received them, NUL-separated (like `/proc/<pid>/cmdline`). Longer ones
+/// are cut and flagged [`Cmdline::TRUNCATED`].
+pub const CMDLINE_ARGS_BYTES: usize = 2048;
+/// Bytes of the executable's path kept per process.
+pub const CMDLINE_PATH_BYTES: usize = 256;
+
+/// A process's command line, captured when it executes a program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Cmdline {
+    /// Bytes of `args` in use; 0 when nothing was captured.
+    pub args_len: u32,
+    /// Bytes of `path` in use, without a NUL.
+    pub path_len: u32,
+    /// [`Cmdline::TRUNCATED`] and friends.
+    pub flags: u32,
+    pub _pad0: u32,
+    /// The program's path as given to `execve` (from the tracepoint) or,
+    /// for processes older than the collector, `/proc/<pid>/exe`.
+    pub path: [u8; CMDLINE_PATH_BYTES],
+    pub args: [u8; CMDLINE_ARGS_BYTES],
+}
+
+const _: () =
+    assert!(core::mem::size_of::<Cmdline>() == 16 + CMDLINE_PATH_BYTES + CMDLINE_ARGS_BYTES);
+
+impl Cmdline {
+    /// The arguments did not fit in [`CMDLINE_ARGS_BYTES`].
+    pub const TRUNCATED: u32 = 1 << 0;
+}
+
 /// First field of every ring-buffer record: what follows it.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,9 +103,14 @@ pub struct OomKillRecord {
     pub victim_memcg_id: u64,
     /// The raw `oom/mark_victim` record; layout from tracefs.
     pub tracepoint: [u8; TRACEPOINT_BYTES],
+    /// The victim's command line, from the `CMDLINES` table.
+    pub cmdline: Cmdline,
 }
 
-const _: () = assert!(core::mem::size_of::<OomKillRecord>() == 88 + TRACEPOINT_BYTES);
+const _: () = assert!(
+    core::mem::size_of::<OomKillRecord>()
+        == 88 + TRACEPOINT_BYTES + core::mem::size_of::<Cmdline>()
+);
 
 impl OomKillRecord {
     pub const fn zeroed() -> Self {
@@ -93,6 +130,14 @@ impl OomKillRecord {
             victim_cgroup_id: 0,
             victim_memcg_id: 0,
             tracepoint: [0; TRACEPOINT_BYTES],
+            cmdline: Cmdline {
+                args_len: 0,
+                path_len: 0,
+                flags: 0,
+                _pad0: 0,
+                path: [0; CMDLINE_PATH_BYTES],
+                args: [0; CMDLINE_ARGS_BYTES],
+            },
         }
     }
 }
@@ -229,10 +274,12 @@ pub struct KernelOffsets {
     pub css_cgroup: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
-    pub _pad0: u32,
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
 
 impl KernelOffsets {
     pub const UNKNOWN: u32 = u32::MAX;
@@ -248,7 +295,9 @@ impl KernelOffsets {
             css_cgroup: Self::UNKNOWN,
             cgroup_kn: Self::UNKNOWN,
             kernfs_node_id: Self::UNKNOWN,
-            _pad0: 0,
+            task_mm: Self::UNKNOWN,
+            mm_arg_start: Self::UNKNOWN,
+            mm_arg_end: Self::UNKNOWN,
         }
     }
 }
@@ -260,7 +309,7 @@ pub const TRACEPOINT_PID_OFFSET_UNKNOWN: u32 = u32::MAX;
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        AllocFailureCounts, AllocFailureKey, KernelOffsets, OomKillRecord, SyscallOffsets,
+        AllocFailureCounts, AllocFailureKey, Cmdline, KernelOffsets, OomKillRecord, SyscallOffsets,
     };
 
     // SAFETY: all are `repr(C)`, consist only of integers and integer
@@ -270,4 +319,5 @@ mod user {
     unsafe impl aya::Pod for AllocFailureKey {}
     unsafe impl aya::Pod for AllocFailureCounts {}
     unsafe impl aya::Pod for SyscallOffsets {}
+    unsafe impl aya::Pod for Cmdline {}
 }

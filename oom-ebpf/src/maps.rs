@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use oom_common::{
-    AllocFailureCounts, AllocFailureKey, OomKillRecord, Stat, CONFIG_ALLOC_EPOCH, CONFIG_COUNT,
-    CONFIG_EXPECTED_PARTS, STAT_COUNT,
+    AllocFailureCounts, AllocFailureKey, Cmdline, OomKillRecord, Stat, CONFIG_ALLOC_EPOCH,
+    CONFIG_COUNT, CONFIG_EXPECTED_PARTS, STAT_COUNT,
 };
 
 /// Records for the collector. Its size is set at load time
@@ -58,3 +58,14 @@ pub fn alloc_epoch() -> u8 {
         .get(CONFIG_ALLOC_EPOCH)
         .map_or(0, |&epoch| (epoch & 1) as u8)
 }
+
+/// Command lines by process id, filled at exec (and by the collector from
+/// `/proc` at start-up), so a kill can name the victim's whole command line
+/// after the victim is gone. Its size is set at load time.
+#[map]
+pub static CMDLINES: LruHashMap<u32, Cmdline> = LruHashMap::with_max_entries(4096, 0);
+
+/// Where a command line is assembled before it goes into `CMDLINES`: too
+/// big for the 512-byte eBPF stack.
+#[map]
+pub static CMDLINE_SCRATCH: PerCpuArray<Cmdline> = PerCpuArray::with_max_entries(1, 0);

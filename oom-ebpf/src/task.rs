@@ -76,3 +76,13 @@ pub fn memory_cgroup_id(task: *const u8) -> Result<u64, ReadError> {
     let cgroup: *const u8 = read_field(css, offsets.css_cgroup)?;
     cgroup_id(cgroup, &offsets)
 }
+
+/// The user-space range holding a task's arguments:
+/// `task->mm->arg_start .. arg_end`. `None` for kernel threads.
+pub fn arg_range(task: *const u8) -> Result<(u64, u64), ReadError> {
+    let offsets = OFFSETS.load();
+    let mm: *const u8 = read_field(task, offsets.task_mm)?;
+    let start: u64 = read_field(mm, offsets.mm_arg_start)?;
+    let end: u64 = read_field(mm, offsets.mm_arg_end)?;
+    Ok((start, end))
+}

@@ -143,6 +143,23 @@ impl Hog {
         Self { child }
     }
 
+    /// Runs `argv` inside `cgroup` instead: the shell joins the cgroup, then
+    /// executes `argv[0]` with `argv` as its arguments.
+    pub fn exec(cgroup: &ScratchCgroup, argv: &[String]) -> Self {
+        let script = format!(
+            "echo $$ > '{}' && exec \"$@\"",
+            cgroup.procs_file().display()
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the hog");
+        Self { child }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -340,6 +357,16 @@ impl Drop for Collector {
 pub fn timestamp(json: &Value) -> SystemTime {
     let text = json["@timestamp"].as_str().expect("@timestamp is a string");
     humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("@timestamp {text}: {e}"))
+}
+
+/// The absolute path of a program on `PATH`, as a shell would find it.
+pub fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on PATH"))
 }
 
 /// Resident memory of a process, from `/proc/<pid>/status`.

@@ -14,6 +14,8 @@ use container::{parse_cgroup_path, ContainerInfo};
 
 use crate::{
     alloc::AllocFailures,
+    cli::CmdlineArgs,
+    cmdline::{CapturedCmdline, CmdlineMode, Redactor},
     decode::KernelKill,
     host::{wall_clock_of_boot_ns, HostInfo},
     record::{
@@ -27,14 +29,18 @@ use crate::{
 /// Turns kernel records into documents.
 pub struct Enricher {
     host: HostInfo,
+    cmdline_mode: CmdlineMode,
+    redactor: Redactor,
     unified: Option<CgroupPaths>,
     memory: Option<(CgroupPaths, CgroupVersion)>,
 }
 
 impl Enricher {
-    pub fn new(host: HostInfo, mounts: CgroupMounts) -> Self {
+    pub fn new(host: HostInfo, mounts: CgroupMounts, cmdline: &CmdlineArgs) -> Self {
         Self {
             host,
+            cmdline_mode: cmdline.mode,
+            redactor: Redactor::new(&cmdline.secret_words),
             unified: mounts.unified.map(CgroupPaths::new),
             memory: mounts.memory.map(|m| (CgroupPaths::new(m.root), m.version)),
         }
@@ -70,12 +76,26 @@ impl Enricher {
             victim_memcg,
             trigger_cgroup_path: self.unified_path(kill.trigger.cgroup_id),
             trigger_memcg_path: self.memory_path(kill.trigger.memcg_id),
+            cmdline: self.shown_cmdline(kill.cmdline.as_ref()),
             victim_comm_from_proc: match &kill.victim.comm {
                 Some(_) => None,
                 None => proc_comm(kill.victim.pid.unwrap_or(kill.victim.tid)),
             },
         };
         kill_document(kill, &self.host, context)
+    }
+
+    /// The command line as `--cmdline` says to show it.
+    fn shown_cmdline(&self, cmdline: Option<&CapturedCmdline>) -> Option<CapturedCmdline> {
+        let cmdline = cmdline?;
+        match self.cmdline_mode {
+            CmdlineMode::Off => None,
+            CmdlineMode::Full => Some(cmdline.clone()),
+            CmdlineMode::Redacted => Some(CapturedCmdline {
+                args: self.redactor.redact(&cmdline.args),
+                ..cmdline.clone()
+            }),
+        }
     }
 
     /// Looks up the failing process's cgroups and shapes the document.
@@ -231,6 +251,8 @@ pub struct KillContext {
     pub victim_memcg: Option<Memcg>,
     pub trigger_cgroup_path: Option<String>,
     pub trigger_memcg_path: Option<String>,
+    /// The victim's command line, redacted as configured.
+    pub cmdline: Option<CapturedCmdline>,
     /// The victim's comm from `/proc` when the kernel's record has none.
     pub victim_comm_from_proc: Option<String>,
 }
@@ -317,6 +339,14 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
         ecs: Ecs::default(),
         process: Some(Process {
             pid,
+            executable: context.cmdline.as_ref().and_then(|c| c.executable.clone()),
+            args_count: context
+                .cmdline
+                .as_ref()
+                .filter(|c| !c.truncated)
+                .map(|c| c.args.len() as u64),
+            command_line: context.cmdline.as_ref().map(CapturedCmdline::command_line),
+            args: context.cmdline.map(|c| c.args),
             thread: Some(Thread { id: victim.tid }),
             name,
             user: victim.uid.map(|uid| User {

@@ -2,13 +2,14 @@
 //! `try_<name>`, so the error path is explicit and counted.
 
 mod alloc_failure;
+mod exec;
 mod mark_victim;
 mod mark_victim_task;
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
-use oom_common::{part, OomKillRecord, RecordKind, Stat};
+use aya_ebpf::helpers::generated::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel};
+use oom_common::{part, Cmdline, OomKillRecord, RecordKind, Stat};
 
-use crate::maps::{count, expected_parts, EVENTS, PENDING_KILL};
+use crate::maps::{count, expected_parts, CMDLINES, EVENTS, PENDING_KILL};
 
 /// Error codes a probe returns to its wrapper (never seen by the kernel).
 pub const ERR_NO_SLOT: i64 = 1;
@@ -84,8 +85,39 @@ fn start_record(record: &mut OomKillRecord, victim_tid: u32) {
     record.victim_memcg_id = 0;
 }
 
+/// Copies the victim's command line from `CMDLINES` into the record.
 #[inline(always)]
-fn send(record: &OomKillRecord) -> Result<(), i64> {
+fn attach_cmdline(record: &mut OomKillRecord) {
+    let pid = if record.victim_tgid != 0 {
+        record.victim_tgid
+    } else {
+        record.victim_tid
+    };
+    record.cmdline.args_len = 0;
+    record.cmdline.path_len = 0;
+    // SAFETY: a lookup by value; the entry may be evicted concurrently,
+    // which the probe read below tolerates.
+    let Some(entry) = (unsafe { CMDLINES.get(pid) }) else {
+        return;
+    };
+    // SAFETY: copies one map value into another of the same type; a
+    // probe read, so an entry freed meanwhile cannot fault.
+    let copied = unsafe {
+        bpf_probe_read_kernel(
+            (&mut record.cmdline as *mut Cmdline).cast(),
+            size_of::<Cmdline>() as u32,
+            (entry as *const Cmdline).cast(),
+        )
+    };
+    if copied != 0 {
+        record.cmdline.args_len = 0;
+        record.cmdline.path_len = 0;
+    }
+}
+
+#[inline(always)]
+fn send(record: &mut OomKillRecord) -> Result<(), i64> {
+    attach_cmdline(record);
     if EVENTS.output::<OomKillRecord>(record, 0).is_err() {
         count(Stat::RingBufFull);
         return Err(ERR_RINGBUF_FULL);

@@ -1,0 +1,358 @@
+//! Command lines: captured by the kernel at exec (`CMDLINES`), seeded from
+//! `/proc` for processes older than the collector, and redacted before they
+//! are written.
+//!
+//! ## Redaction (`--cmdline redacted`, the default)
+//!
+//! Command lines carry secrets often enough that they must not reach a log
+//! store as they are. A *secret word* is one of [`DEFAULT_SECRET_WORDS`]
+//! (extend it with `--secret-words`); matching ignores case and is by
+//! substring, so `--db-password`, `API_KEY` and `x-auth-token` all match.
+//! In redacted mode, these are replaced by [`REDACTED`]:
+//!
+//! - the value of `--name=value`, `-name=value` and `NAME=value` when `name`
+//!   contains a secret word;
+//! - the argument after `--name` or `-name` when `name` contains a secret
+//!   word and that argument is not itself an option;
+//! - the password of a URL's user information, `scheme://user:password@host`.
+//!
+//! Nothing else is touched: a secret given as a bare positional argument
+//! cannot be told apart from any other argument.
+
+use std::{fs, io, path::Path};
+
+use aya::maps::{HashMap, MapData};
+use oom_common::{Cmdline, CMDLINE_ARGS_BYTES, CMDLINE_PATH_BYTES};
+
+/// What replaces a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Words that mark an argument's value as secret (see the module doc).
+pub const DEFAULT_SECRET_WORDS: [&str; 10] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+    "cookie",
+    "signature",
+    "private",
+];
+
+/// How much of a command line goes into events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CmdlineMode {
+    /// Every argument as the process received it.
+    Full,
+    /// Secret values masked (see `--secret-words`).
+    Redacted,
+    /// No command line at all; it is not even captured.
+    Off,
+}
+
+/// A command line as the kernel or `/proc` gave it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapturedCmdline {
+    /// The executable's path, when known.
+    pub executable: Option<String>,
+    pub args: Vec<String>,
+    /// The arguments were longer than the kernel keeps.
+    pub truncated: bool,
+}
+
+impl CapturedCmdline {
+    /// Decodes a `CMDLINES` entry; `None` when it holds nothing.
+    pub fn from_entry(entry: &Cmdline) -> Option<Self> {
+        let args_len = (entry.args_len as usize).min(CMDLINE_ARGS_BYTES);
+        if args_len == 0 {
+            return None;
+        }
+        let path_len = (entry.path_len as usize).min(CMDLINE_PATH_BYTES);
+        Some(Self {
+            executable: (path_len > 0)
+                .then(|| String::from_utf8_lossy(&entry.path[..path_len]).into_owned()),
+            args: split_args(&entry.args[..args_len]),
+            truncated: entry.flags & Cmdline::TRUNCATED != 0,
+        })
+    }
+
+    /// `process.command_line`: the arguments joined by spaces.
+    pub fn command_line(&self) -> String {
+        self.args.join(" ")
+    }
+}
+
+/// Splits NUL-separated arguments (`/proc/<pid>/cmdline` format); a
+/// trailing NUL ends the last argument rather than starting an empty one.
+pub fn split_args(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+/// Masks secrets in arguments.
+#[derive(Clone, Debug)]
+pub struct Redactor {
+    words: Vec<String>,
+}
+
+impl Redactor {
+    /// The default words plus `extra` (case-insensitive).
+    pub fn new(extra: &[String]) -> Self {
+        let mut words: Vec<String> = DEFAULT_SECRET_WORDS.iter().map(|w| w.to_string()).collect();
+        words.extend(
+            extra
+                .iter()
+                .map(|w| w.to_lowercase())
+                .filter(|w| !w.is_empty()),
+        );
+        Self { words }
+    }
+
+    fn is_secret_name(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        self.words.iter().any(|word| name.contains(word.as_str()))
+    }
+
+    pub fn redact(&self, args: &[String]) -> Vec<String> {
+        let mut out = Vec::with_capacity(args.len());
+        let mut mask_next = false;
+        for arg in args {
+            if mask_next && !arg.starts_with('-') {
+                out.push(REDACTED.to_owned());
+                mask_next = false;
+                continue;
+            }
+            mask_next = false;
+            if let Some((name, _value)) = arg.split_once('=') {
+                if is_option_name(name) && self.is_secret_name(name) {
+                    out.push(format!("{name}={REDACTED}"));
+                    continue;
+                }
+            } else if arg.starts_with('-') && self.is_secret_name(arg) {
+                mask_next = true;
+            }
+            out.push(redact_url_password(arg));
+        }
+        out
+    }
+}
+
+/// `--name`, `-name` or `NAME`: letters, digits, `-`, `_`, `.` only (so a
+/// URL's query string is not taken for an option).
+fn is_option_name(name: &str) -> bool {
+    let bare = name.trim_start_matches('-');
+    !bare.is_empty()
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `scheme://user:password@host...` -> `scheme://user:<redacted>@host...`.
+fn redact_url_password(arg: &str) -> String {
+    let Some(scheme_end) = arg.find("://") else {
+        return arg.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &arg[authority_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return arg.to_owned();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return arg.to_owned();
+    };
+    format!(
+        "{}{}:{REDACTED}{}",
+        &arg[..authority_start],
+        &authority[..colon],
+        &arg[authority_start + at..]
+    )
+}
+
+/// Fills `CMDLINES` from `/proc` for processes that were running before
+/// the exec hook was attached; entries the hook already made are kept.
+/// Returns how many were added.
+pub fn seed_from_proc(
+    table: &mut HashMap<MapData, u32, Cmdline>,
+    proc_root: &Path,
+) -> io::Result<usize> {
+    let mut added = 0;
+    for entry in fs::read_dir(proc_root)? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(cmdline) = read_proc_cmdline(&entry.path()) else {
+            continue;
+        };
+        // Refused when the exec hook already has a newer program for it.
+        if table.insert(pid, cmdline, BPF_NOEXIST).is_ok() {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// Map update flag: only add, never replace (`include/uapi/linux/bpf.h`).
+const BPF_NOEXIST: u64 = 1;
+
+/// A `CMDLINES` entry from `/proc/<pid>`; `None` for kernel threads and
+/// processes that went away.
+pub fn read_proc_cmdline(dir: &Path) -> Option<Cmdline> {
+    let args = fs::read(dir.join("cmdline")).ok()?;
+    if args.is_empty() {
+        return None;
+    }
+    let mut entry = Cmdline {
+        args_len: 0,
+        path_len: 0,
+        flags: 0,
+        _pad0: 0,
+        path: [0; CMDLINE_PATH_BYTES],
+        args: [0; CMDLINE_ARGS_BYTES],
+    };
+    let len = args.len().min(CMDLINE_ARGS_BYTES);
+    entry.args[..len].copy_from_slice(&args[..len]);
+    entry.args_len = len as u32;
+    if args.len() > CMDLINE_ARGS_BYTES {
+        entry.flags |= Cmdline::TRUNCATED;
+    }
+    if let Ok(exe) = fs::read_link(dir.join("exe")) {
+        let exe = exe.as_os_str().as_encoded_bytes();
+        let len = exe.len().min(CMDLINE_PATH_BYTES);
+        entry.path[..len].copy_from_slice(&exe[..len]);
+        entry.path_len = len as u32;
+    }
+    Some(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn splits_proc_style_arguments() {
+        assert_eq!(
+            split_args(b"java\0-Xmx2g\0-jar\0app.jar\0"),
+            args(&["java", "-Xmx2g", "-jar", "app.jar"])
+        );
+        assert_eq!(
+            split_args(b"nginx: worker process"),
+            args(&["nginx: worker process"])
+        );
+        assert_eq!(
+            split_args(b"a\0\0b\0"),
+            args(&["a", "", "b"]),
+            "empty arguments stay"
+        );
+        assert!(split_args(b"").is_empty());
+        assert_eq!(split_args(b"bad\xff\0"), args(&["bad\u{fffd}"]));
+    }
+
+    #[test]
+    fn masks_secret_values_in_every_common_form() {
+        let redactor = Redactor::new(&[]);
+        let given = args(&[
+            "/usr/bin/app",
+            "--password=hunter2",
+            "--db-password",
+            "hunter3",
+            "-token",
+            "abc",
+            "AWS_SECRET_ACCESS_KEY=xyz",
+            "--api_key=k",
+            "--user=alice",
+            "--verbose",
+            "postgres://alice:s3cret@db:5432/app?sslmode=require",
+            "https://example.com/?token=x",
+            "--auth",
+            "--next-flag",
+        ]);
+        assert_eq!(
+            redactor.redact(&given),
+            args(&[
+                "/usr/bin/app",
+                "--password=<redacted>",
+                "--db-password",
+                "<redacted>",
+                "-token",
+                "<redacted>",
+                "AWS_SECRET_ACCESS_KEY=<redacted>",
+                "--api_key=<redacted>",
+                "--user=alice",
+                "--verbose",
+                "postgres://alice:<redacted>@db:5432/app?sslmode=require",
+                "https://example.com/?token=x",
+                "--auth",
+                "--next-flag",
+            ])
+        );
+    }
+
+    #[test]
+    fn secret_words_are_extensible_and_case_blind() {
+        let redactor = Redactor::new(&["Pin".to_owned()]);
+        assert_eq!(
+            redactor.redact(&args(&["--PIN=1234", "--Password=x", "--spin=3"])),
+            args(&[
+                "--PIN=<redacted>",
+                "--Password=<redacted>",
+                "--spin=<redacted>"
+            ]),
+            "substring matching errs on the side of masking"
+        );
+    }
+
+    #[test]
+    fn decodes_entries_and_marks_truncation() {
+        let mut entry = Cmdline {
+            args_len: 0,
+            path_len: 0,
+            flags: 0,
+            _pad0: 0,
+            path: [0; CMDLINE_PATH_BYTES],
+            args: [0; CMDLINE_ARGS_BYTES],
+        };
+        assert_eq!(
+            CapturedCmdline::from_entry(&entry),
+            None,
+            "nothing captured"
+        );
+        let raw = b"tail\0/dev/zero\0";
+        entry.args[..raw.len()].copy_from_slice(raw);
+        entry.args_len = raw.len() as u32;
+        entry.path[..13].copy_from_slice(b"/usr/bin/tail");
+        entry.path_len = 13;
+        entry.flags = Cmdline::TRUNCATED;
+        let captured = CapturedCmdline::from_entry(&entry).expect("captured");
+        assert_eq!(captured.executable.as_deref(), Some("/usr/bin/tail"));
+        assert_eq!(captured.args, args(&["tail", "/dev/zero"]));
+        assert!(captured.truncated);
+        assert_eq!(captured.command_line(), "tail /dev/zero");
+    }
+
+    #[test]
+    fn reads_this_process_from_proc() {
+        let entry = read_proc_cmdline(Path::new("/proc/self")).expect("our own cmdline");
+        let captured = CapturedCmdline::from_entry(&entry).expect("non-empty");
+        let exe = std::env::current_exe().expect("current exe");
+        assert_eq!(captured.executable.as_deref(), exe.to_str());
+        assert_eq!(captured.args.len(), std::env::args().count());
+    }
+}

@@ -1,0 +1,156 @@
+//! The victim's whole command line: captured at exec in the kernel (or
+//! from `/proc` for processes older than the collector), redacted by
+//! default.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use oom_e2e::{require_root, which, Collector, Hog, ScratchCgroup};
+use serde_json::Value;
+
+const MIB: u64 = 1024 * 1024;
+const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `tail -- /dev/zero --password=hunter2 --opt-00=value-00 ...`: tail reads
+/// its files in order and never gets past /dev/zero, so the rest are just
+/// arguments, over a kilobyte of them.
+fn long_tail_argv() -> Vec<String> {
+    let mut argv = vec![
+        which("tail").display().to_string(),
+        "--".to_owned(),
+        "/dev/zero".to_owned(),
+        "--password=hunter2".to_owned(),
+    ];
+    argv.extend((0..60).map(|i| format!("--opt-{i:02}=value-{i:02}")));
+    argv
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().expect("string").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_password_is_masked_by_default_kept_with_full_and_absent_with_off() {
+    if !require_root("the_password_is_masked_by_default_kept_with_full_and_absent_with_off") {
+        return;
+    }
+    // Three collectors see the same kill, each with its own --cmdline.
+    let redacted = Collector::start(&[]);
+    let full = Collector::start(&["--cmdline", "full"]);
+    let off = Collector::start(&["--cmdline", "off"]);
+    let cgroup = ScratchCgroup::new("cmdline", 32 * MIB);
+    let argv = long_tail_argv();
+    assert!(argv.join(" ").len() > 1024, "a long command line");
+    let mut hog = Hog::exec(&cgroup, &argv);
+    hog.wait(KILL_TIMEOUT);
+    let pid = hog.pid();
+
+    let full_event = full.kill_of(pid, EVENT_TIMEOUT).json;
+    assert_eq!(strings(&full_event["process"]["args"]), argv);
+    assert_eq!(full_event["process"]["executable"], argv[0].as_str());
+    assert_eq!(
+        full_event["process"]["command_line"],
+        argv.join(" ").as_str()
+    );
+    assert_eq!(full_event["process"]["args_count"], argv.len());
+
+    let redacted_event = redacted.kill_of(pid, EVENT_TIMEOUT).json;
+    let mut expected = argv.clone();
+    expected[3] = "--password=<redacted>".to_owned();
+    assert_eq!(strings(&redacted_event["process"]["args"]), expected);
+    let command_line = redacted_event["process"]["command_line"]
+        .as_str()
+        .expect("command_line");
+    assert!(!command_line.contains("hunter2"), "{command_line}");
+    assert!(
+        command_line.contains("--opt-59=value-59"),
+        "the rest is intact"
+    );
+
+    let off_event = off.kill_of(pid, EVENT_TIMEOUT).json;
+    for field in ["args", "command_line", "executable", "args_count"] {
+        assert!(
+            off_event["process"].get(field).is_none(),
+            "--cmdline off: no process.{field}"
+        );
+    }
+    assert_eq!(off_event["process"]["name"], "tail", "the name stays");
+}
+
+#[test]
+fn a_victim_gone_before_the_collector_looks_still_has_its_command_line() {
+    if !require_root("a_victim_gone_before_the_collector_looks_still_has_its_command_line") {
+        return;
+    }
+    let collector = Collector::start(&["--cmdline", "full"]);
+    // Stopped, the collector can read nothing: the hog execs, is killed and
+    // reaped, and its /proc entry is gone when the collector wakes up.
+    collector.signal(rustix::process::Signal::STOP);
+    let cgroup = ScratchCgroup::new("gone", 32 * MIB);
+    let argv = vec![
+        which("tail").display().to_string(),
+        "-n".to_owned(),
+        "1".to_owned(),
+        "/dev/zero".to_owned(),
+    ];
+    let mut hog = Hog::exec(&cgroup, &argv);
+    hog.wait(KILL_TIMEOUT);
+    let pid = hog.pid();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the victim is reaped before the collector runs again"
+    );
+    collector.signal(rustix::process::Signal::CONT);
+    let event = collector.kill_of(pid, EVENT_TIMEOUT).json;
+    assert_eq!(strings(&event["process"]["args"]), argv);
+}
+
+#[test]
+fn a_process_older_than_the_collector_has_its_command_line_from_proc() {
+    if !require_root("a_process_older_than_the_collector_has_its_command_line_from_proc") {
+        return;
+    }
+    let cgroup = ScratchCgroup::new("seeded", 32 * MIB);
+    let fifo = std::env::temp_dir().join(format!("oom-e2e-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    // tail executes now, before the collector runs, and blocks on the FIFO.
+    let argv = vec![
+        which("tail").display().to_string(),
+        fifo.display().to_string(),
+    ];
+    let mut hog = Hog::exec(&cgroup, &argv);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let collector = Collector::start(&["--cmdline", "full"]);
+    // Feed it an endless line from outside its cgroup.
+    let mut feeder = Command::new("sh")
+        .args(["-c", &format!("exec cat /dev/zero > '{}'", fifo.display())])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the feeder");
+    hog.wait(KILL_TIMEOUT);
+    let _ = feeder.kill();
+    let _ = feeder.wait();
+    let _ = std::fs::remove_file(&fifo);
+
+    let event = collector.kill_of(hog.pid(), EVENT_TIMEOUT).json;
+    assert_eq!(strings(&event["process"]["args"]), argv);
+    assert_eq!(
+        event["process"]["executable"],
+        std::fs::canonicalize(&argv[0])
+            .expect("tail's real path")
+            .display()
+            .to_string(),
+        "from /proc/<pid>/exe, which resolves links"
+    );
+}
