@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod decode;
 pub mod enrich;
 pub mod host;
+pub mod kmsg;
 pub mod loader;
 pub mod pipeline;
 pub mod probes;

@@ -184,6 +184,18 @@ pub struct KubernetesPod {
 /// Fields of this project's own `oom` namespace.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Oom {
+    /// `memcg`, `global`, `cpuset` or `memory_policy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<&'static str>,
+    /// The memory cgroup whose limit was hit: the victim's own or an
+    /// ancestor's (a pod-level limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memcg: Option<Memcg>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<OomIncident>,
+    /// Whether `memory.oom.group` killed the victim's whole cgroup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_kill: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub victim: Option<OomVictim>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,17 +206,33 @@ pub struct Oom {
     pub alloc: Option<OomAlloc>,
 }
 
-/// Failed memory requests of one process's system call, folded over a
-/// window.
+/// A failing allocation: on `memory_allocation_failed`, one process's
+/// refused system calls folded over a window; on `oom_kill`, the kernel
+/// allocation that ran out of memory.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct OomAlloc {
-    pub syscall: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<&'static str>,
     /// Failures folded into this document.
-    pub count: u64,
-    pub window_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
     /// The largest request that failed, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_bytes: Option<u64>,
+    /// log2 of the pages the kernel allocation asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<u32>,
+    /// Its GFP flags, by the kernel's names (`GFP_KERNEL`, `__GFP_COMP`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gfp_flags: Option<Vec<String>>,
+}
+
+/// One OOM: every victim it made shares the id.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OomIncident {
+    pub id: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

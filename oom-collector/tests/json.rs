@@ -18,6 +18,7 @@ use oom_collector::{
     decode::{KernelKill, Trigger, Victim},
     enrich::{alloc_document, kill_document, lost_document, KillContext},
     host::HostInfo,
+    kmsg::OomContext,
     record::{Document, Memcg},
 };
 use oom_common::AllocSyscall;
@@ -68,6 +69,8 @@ fn kubernetes_kill() -> Document {
         },
         cmdline: None,
     };
+    let pod = "/kubepods.slice/kubepods-burstable.slice/\
+               kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice";
     let path = "/kubepods.slice/kubepods-burstable.slice/\
                 kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice/\
                 cri-containerd-3f1a9c0e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a.scope";
@@ -97,6 +100,20 @@ fn kubernetes_kill() -> Document {
                 .map(String::from)
                 .to_vec(),
                 truncated: false,
+            }),
+            // The pod-level limit was hit, not the container's own.
+            oom_log: Some(OomContext {
+                incident_seq: 88_417,
+                constraint: Some("memcg"),
+                oom_memcg: Some(pod.into()),
+                gfp_flags: Some(vec!["GFP_HIGHUSER_MOVABLE".into(), "__GFP_COMP".into()]),
+                order: Some(0),
+                group: None,
+            }),
+            oom_memcg: Some(Memcg {
+                path: pod.into(),
+                limit_bytes: Some(536_870_912),
+                usage_bytes: Some(536_608_768),
             }),
             victim_comm_from_proc: None,
         },
@@ -131,6 +148,8 @@ fn bare_kill() -> Document {
             trigger_cgroup_path: None,
             trigger_memcg_path: None,
             cmdline: None,
+            oom_log: None,
+            oom_memcg: None,
             victim_comm_from_proc: None,
         },
     )

@@ -97,6 +97,17 @@ impl ScratchCgroup {
         cgroup
     }
 
+    /// A child cgroup without a limit of its own; drop it before `self`.
+    pub fn child(&self, name: &str) -> Self {
+        let dir = self.dir.join(name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        Self {
+            dir,
+            path: format!("{}/{name}", self.path),
+            limit_bytes: self.limit_bytes,
+        }
+    }
+
     pub fn procs_file(&self) -> PathBuf {
         self.dir.join("cgroup.procs")
     }

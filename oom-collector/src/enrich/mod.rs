@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use cgroup::{memcg_usage, CgroupMounts, CgroupPaths, CgroupVersion};
 use container::{parse_cgroup_path, ContainerInfo};
+use tracing::warn;
 
 use crate::{
     alloc::AllocFailures,
@@ -18,17 +19,20 @@ use crate::{
     cmdline::{CapturedCmdline, CmdlineMode, Redactor},
     decode::KernelKill,
     host::{wall_clock_of_boot_ns, HostInfo},
+    kmsg::{Kmsg, OomContext},
     record::{
         non_empty, rfc3339, CgroupRef, Container, Document, Ecs, ErrorFields, Event, Host,
-        HostBoot, HostOs, Kubernetes, KubernetesPod, Memcg, Oom, OomAlloc, OomLost, OomTrigger,
-        OomVictim, Parent, Process, Rss, Thread, User, ACTION_ALLOC_FAILED, ACTION_EVENTS_LOST,
-        ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
+        HostBoot, HostOs, Kubernetes, KubernetesPod, Memcg, Oom, OomAlloc, OomIncident, OomLost,
+        OomTrigger, OomVictim, Parent, Process, Rss, Thread, User, ACTION_ALLOC_FAILED,
+        ACTION_EVENTS_LOST, ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
     },
 };
 
 /// Turns kernel records into documents.
 pub struct Enricher {
     host: HostInfo,
+    /// The kernel log, for what the OOM tracepoint does not say.
+    kmsg: Option<Kmsg>,
     cmdline_mode: CmdlineMode,
     redactor: Redactor,
     unified: Option<CgroupPaths>,
@@ -37,8 +41,18 @@ pub struct Enricher {
 
 impl Enricher {
     pub fn new(host: HostInfo, mounts: CgroupMounts, cmdline: &CmdlineArgs) -> Self {
+        let kmsg = Kmsg::open()
+            .map_err(|error| {
+                warn!(
+                    %error,
+                    "cannot read /dev/kmsg (needs CAP_SYSLOG): OOM constraint, limited cgroup, \
+                     failing allocation and incident grouping will be missing"
+                );
+            })
+            .ok();
         Self {
             host,
+            kmsg,
             cmdline_mode: cmdline.mode,
             redactor: Redactor::new(&cmdline.secret_words),
             unified: mounts.unified.map(CgroupPaths::new),
@@ -58,16 +72,28 @@ impl Enricher {
         self.memory.as_mut()?.0.path_of(id?)
     }
 
+    /// A memory cgroup path with its limit and usage as cgroupfs shows them.
+    fn memcg_with_usage(&self, path: String) -> Memcg {
+        let usage = self
+            .memory
+            .as_ref()
+            .map(|(paths, version)| memcg_usage(&paths.directory(&path), *version))
+            .unwrap_or_default();
+        Memcg {
+            path,
+            limit_bytes: usage.limit_bytes,
+            usage_bytes: usage.usage_bytes,
+        }
+    }
+
     /// Looks up what the kernel's ids refer to and shapes the document.
     pub fn oom_kill(&mut self, kill: &KernelKill) -> Document {
-        let victim_memcg = self.memory_path(kill.victim.memcg_id).map(|path| {
-            let (paths, version) = self.memory.as_ref().expect("path came from it");
-            let usage = memcg_usage(&paths.directory(&path), *version);
-            Memcg {
-                path,
-                limit_bytes: usage.limit_bytes,
-                usage_bytes: usage.usage_bytes,
-            }
+        let victim_memcg = self
+            .memory_path(kill.victim.memcg_id)
+            .map(|path| self.memcg_with_usage(path));
+        let oom_log = self.kmsg.as_mut().and_then(|kmsg| {
+            kmsg.poll();
+            kmsg.log.context_of(kill.victim.tid).cloned()
         });
         let context = KillContext {
             timestamp: wall_clock_of_boot_ns(kill.boot_ns),
@@ -77,6 +103,11 @@ impl Enricher {
             trigger_cgroup_path: self.unified_path(kill.trigger.cgroup_id),
             trigger_memcg_path: self.memory_path(kill.trigger.memcg_id),
             cmdline: self.shown_cmdline(kill.cmdline.as_ref()),
+            oom_memcg: oom_log
+                .as_ref()
+                .and_then(|l| l.oom_memcg.clone())
+                .map(|path| self.memcg_with_usage(path)),
+            oom_log,
             victim_comm_from_proc: match &kill.victim.comm {
                 Some(_) => None,
                 None => proc_comm(kill.victim.pid.unwrap_or(kill.victim.tid)),
@@ -229,10 +260,11 @@ pub fn alloc_document(
         kubernetes,
         oom: Some(Oom {
             alloc: Some(OomAlloc {
-                syscall,
-                count: failures.count,
-                window_ms,
+                syscall: Some(syscall),
+                count: Some(failures.count),
+                window_ms: Some(window_ms),
                 request_bytes: failures.max_request_bytes,
+                ..OomAlloc::default()
             }),
             ..Oom::default()
         }),
@@ -253,6 +285,10 @@ pub struct KillContext {
     pub trigger_memcg_path: Option<String>,
     /// The victim's command line, redacted as configured.
     pub cmdline: Option<CapturedCmdline>,
+    /// What the kernel's log said about this OOM.
+    pub oom_log: Option<OomContext>,
+    /// The memory cgroup whose limit was hit, with its limit and usage.
+    pub oom_memcg: Option<Memcg>,
     /// The victim's comm from `/proc` when the kernel's record has none.
     pub victim_comm_from_proc: Option<String>,
 }
@@ -299,7 +335,21 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
     ]);
 
     let pid = victim.pid.unwrap_or(victim.tid);
+    let logged = context.oom_log;
     let oom = Oom {
+        constraint: logged.as_ref().and_then(|l| l.constraint),
+        memcg: context.oom_memcg,
+        incident: logged.as_ref().map(|l| OomIncident {
+            id: format!("{}-oom-{}", host.boot_id, l.incident_seq),
+        }),
+        group_kill: logged.as_ref().map(|l| l.group.is_some()),
+        alloc: logged.as_ref().and_then(|l| {
+            non_empty(OomAlloc {
+                order: l.order,
+                gfp_flags: l.gfp_flags.clone(),
+                ..OomAlloc::default()
+            })
+        }),
         victim: non_empty(OomVictim {
             rss: non_empty(Rss {
                 anon_bytes: kib(victim.anon_rss_kib),
@@ -319,7 +369,6 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
             memcg: context.trigger_memcg_path.map(|path| CgroupRef { path }),
         }),
         lost: None,
-        alloc: None,
     };
 
     let name = victim.comm.clone().or(context.victim_comm_from_proc);
@@ -406,6 +455,12 @@ fn kill_message(
         message.push_str(&format!(" in memory cgroup {}", memcg.path));
         if let Some(limit) = memcg.limit_bytes {
             message.push_str(&format!(" (limit {}kB)", limit / 1024));
+        }
+    }
+    if let Some(hit) = oom.memcg.as_ref() {
+        let own = oom.victim.as_ref().and_then(|v| v.memcg.as_ref());
+        if own.is_none_or(|own| own.path != hit.path) {
+            message.push_str(&format!(", limit of {} hit", hit.path));
         }
     }
     if let Some(id) = container_id {
