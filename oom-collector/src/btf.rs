@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, BtfType, Type};
-use oom_common::KernelOffsets;
+use oom_common::{KernelOffsets, OomControlOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -67,6 +67,22 @@ impl KernelBtf {
             task_mm: self.member_offset("task_struct", "mm")?,
             mm_arg_start: self.member_offset("mm_struct", "arg_start")?,
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
+        })
+    }
+
+    /// Offsets into `struct oom_control` (and `mem_cgroup::css`) for the
+    /// `oom_kill_process` hooks.
+    pub fn oom_control_offsets(&self) -> Result<OomControlOffsets, BtfError> {
+        let field = |name| self.member_offset("oom_control", name);
+        Ok(OomControlOffsets {
+            memcg: field("memcg")?,
+            gfp_mask: field("gfp_mask")?,
+            order: field("order")?,
+            totalpages: field("totalpages")?,
+            chosen: field("chosen")?,
+            chosen_points: field("chosen_points")?,
+            constraint: field("constraint")?,
+            memcg_css: self.member_offset("mem_cgroup", "css")?,
         })
     }
 

@@ -35,6 +35,37 @@ pub struct KernelKill {
     pub victim: Victim,
     /// The victim's command line, as captured at its exec.
     pub cmdline: Option<CapturedCmdline>,
+    /// The OOM's context from a hook on `oom_kill_process`, where one ran.
+    pub oom_control: Option<OomControlInfo>,
+}
+
+/// What `oom_kill_process` knew (see `oom_common::OomControl`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OomControlInfo {
+    /// Identifies the OOM: the same for every victim it made.
+    pub incident_boot_ns: u64,
+    /// The size of the OOM domain, in pages.
+    pub domain_pages: u64,
+    /// The chosen victim's badness score.
+    pub chosen_points: i64,
+    /// The limited memory cgroup; `None` for a global OOM.
+    pub memcg_id: Option<u64>,
+    pub gfp_mask: u32,
+    pub order: u32,
+    pub constraint: Option<&'static str>,
+    /// The victim the OOM chose (others were killed with it as a group).
+    pub chosen_tid: u32,
+}
+
+/// `enum oom_constraint`, unchanged since 4.6.
+fn constraint_name(value: u32) -> Option<&'static str> {
+    Some(match value {
+        0 => "global",
+        1 => "cpuset",
+        2 => "memory_policy",
+        3 => "memcg",
+        _ => return None,
+    })
 }
 
 /// The task whose allocation ran the system or a cgroup out of memory.
@@ -137,6 +168,16 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
             oom_score_adj: view.integer("oom_score_adj").map(|v| v as i16),
         },
         cmdline: CapturedCmdline::from_entry(&record.cmdline),
+        oom_control: (record.oom.incident_boot_ns != 0).then(|| OomControlInfo {
+            incident_boot_ns: record.oom.incident_boot_ns,
+            domain_pages: record.oom.totalpages,
+            chosen_points: record.oom.chosen_points,
+            memcg_id: (record.oom.memcg_id != 0).then_some(record.oom.memcg_id),
+            gfp_mask: record.oom.gfp_mask,
+            order: record.oom.order.max(0) as u32,
+            constraint: constraint_name(record.oom.constraint),
+            chosen_tid: record.oom.chosen_tid,
+        }),
     }
 }
 
@@ -285,6 +326,52 @@ mod tests {
         assert_eq!(kill.victim.comm, None);
         assert_eq!(kill.victim.anon_rss_kib, None);
         assert_eq!(kill.victim.oom_score_adj, None);
+    }
+
+    #[test]
+    fn the_oom_kill_process_context_decodes_when_a_hook_stashed_it() {
+        let mut bytes = record_6_18(part::TRACEPOINT | part::VICTIM_TASK);
+        let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_6_18)) else {
+            panic!("decodes");
+        };
+        assert_eq!(kill.oom_control, None, "no hook, no context");
+
+        let oom = std::mem::offset_of!(OomKillRecord, oom);
+        let control = oom_common::OomControl {
+            incident_boot_ns: 675_923_690_004,
+            totalpages: 8_192,
+            chosen_points: 1_965,
+            memcg_id: 0,
+            gfp_mask: 0xcc0,
+            order: 3,
+            constraint: 0,
+            chosen_tid: 15_579,
+        };
+        // SAFETY: a plain-integer repr(C) struct viewed as its bytes.
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                (&control as *const oom_common::OomControl).cast::<u8>(),
+                size_of::<oom_common::OomControl>(),
+            )
+        };
+        bytes[oom..oom + raw.len()].copy_from_slice(raw);
+        let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_6_18)) else {
+            panic!("decodes");
+        };
+        assert_eq!(
+            kill.oom_control,
+            Some(OomControlInfo {
+                incident_boot_ns: 675_923_690_004,
+                domain_pages: 8_192,
+                chosen_points: 1_965,
+                memcg_id: None,
+                gfp_mask: 0xcc0,
+                order: 3,
+                constraint: Some("global"),
+                chosen_tid: 15_579,
+            }),
+            "memcg 0 is a global OOM: no memory cgroup"
+        );
     }
 
     #[test]

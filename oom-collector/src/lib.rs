@@ -53,7 +53,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
         None => collect(&cli.run).await,
         Some(Command::Run(args)) => collect(&args).await,
         Some(Command::Probes) => {
-            let hooks = probes::probe_kernel();
+            let hooks = probes::probe_kernel(&cli.run);
             print!("{}", probes::report(&hooks));
             let required_ok = hooks.first().is_some_and(|hook| hook.state.is_ok());
             Ok(if required_ok {

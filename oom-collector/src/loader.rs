@@ -9,12 +9,12 @@ use std::path::Path;
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Ebpf, EbpfLoader,
 };
 use oom_common::{
     part, AllocFailureCounts, AllocFailureKey, AllocSyscall, Cmdline, KernelOffsets,
-    SyscallOffsets, CONFIG_EXPECTED_PARTS, TRACEPOINT_PID_OFFSET_UNKNOWN,
+    OomControlOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS, TRACEPOINT_PID_OFFSET_UNKNOWN,
 };
 use tracing::{debug, warn};
 
@@ -79,6 +79,8 @@ pub struct KernelSupport {
     pub syscall_offsets: Result<SyscallOffsets, String>,
     /// Offset of `filename` in `sched_process_exec` records.
     pub exec_filename_offset: Result<u32, String>,
+    /// Offsets into `struct oom_control`, for the `oom_kill_process` hooks.
+    pub oom_control_offsets: Result<OomControlOffsets, String>,
 }
 
 impl KernelSupport {
@@ -119,6 +121,10 @@ impl KernelSupport {
                 }),
             Err(e) => Err(e.to_string()),
         };
+        let oom_control_offsets = match &btf {
+            Ok(btf) => btf.oom_control_offsets().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         Self {
             tracefs,
             mark_victim,
@@ -126,6 +132,7 @@ impl KernelSupport {
             mark_victim_passes_task,
             syscall_offsets,
             exec_filename_offset,
+            oom_control_offsets,
         }
     }
 
@@ -192,6 +199,14 @@ impl KernelSupport {
             },
         ]
         .into_iter()
+        .chain(std::iter::once(HookStatus {
+            hook: HOOK_OOM_KILL_PROCESS,
+            provides: PROVIDES_OOM_KILL_PROCESS,
+            state: match &self.oom_control_offsets {
+                Ok(_) => Err("not tried: run `probes` as root to attach and see".into()),
+                Err(e) => Err(e.clone()),
+            },
+        }))
         .chain(std::iter::once(HookStatus {
             hook: HOOK_EXEC,
             provides: PROVIDES_EXEC,
@@ -264,6 +279,9 @@ fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
 
 pub const HOOK_MARK_VICTIM: &str = "tracepoint/oom/mark_victim";
 const HOOK_EXEC: &str = "tracepoint/sched/sched_process_exec";
+const HOOK_OOM_KILL_PROCESS: &str = "fentry or kprobe/oom_kill_process";
+const PROVIDES_OOM_KILL_PROCESS: &str = "the OOM's constraint, limited cgroup, domain size, \
+     victim's points, failing allocation and incident, without reading the kernel log";
 const PROVIDES_EXEC: &str =
     "the victim's executable and arguments, even once it is gone (process.args)";
 const PROVIDES_MARK_VICTIM: &str =
@@ -327,6 +345,12 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         CmdlineMode::Off => Some("off (--cmdline off)".to_owned()),
         _ => support.exec_unavailable(),
     };
+    let oom_control_offsets = support.oom_control_offsets.clone();
+    let oom_control_state = oom_control_offsets
+        .as_ref()
+        .map(|_| ())
+        .map_err(Clone::clone);
+    let oom_control_offsets = oom_control_offsets.unwrap_or_else(|_| OomControlOffsets::unknown());
     let exec_filename_offset = support
         .exec_filename_offset
         .clone()
@@ -355,6 +379,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .override_global("MARK_VICTIM_PID_OFFSET", &pid_offset, true)
         .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename_offset, true)
+        .override_global("OOM_CONTROL_OFFSETS", &oom_control_offsets, true)
         .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
         .map_max_entries("CMDLINES", cmdline_entries)
@@ -396,6 +421,13 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         hook: HOOK_MARK_VICTIM_TASK,
         provides: PROVIDES_MARK_VICTIM_TASK,
         state: victim_task,
+    });
+
+    let oom_control_state = oom_control_state.and_then(|()| attach_oom_kill_process(&mut ebpf));
+    hooks.push(HookStatus {
+        hook: HOOK_OOM_KILL_PROCESS,
+        provides: PROVIDES_OOM_KILL_PROCESS,
+        state: oom_control_state,
     });
 
     // Attached before seeding, so a process that executes meanwhile is
@@ -456,6 +488,66 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         mark_victim,
         hooks,
     })
+}
+
+/// fentry/fexit where the kernel allows them (cheapest), else
+/// kprobe/kretprobe; both the entry and the return hook, or neither.
+fn attach_oom_kill_process(ebpf: &mut Ebpf) -> Result<(), String> {
+    let Err(fentry_error) = attach_fentry_pair(ebpf) else {
+        return Ok(());
+    };
+    attach_kprobe_pair(ebpf)
+        .map_err(|kprobe_error| format!("fentry: {fentry_error}; kprobe: {kprobe_error}"))
+}
+
+fn attach_fentry_pair(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no BTF: {e}"))?;
+    let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
+    entry
+        .load("oom_kill_process", &btf)
+        .map_err(|e| error_chain(&e))?;
+    let link = entry.attach().map_err(|e| error_chain(&e))?;
+    let exit: &mut FExit = program(ebpf, "oom_kill_process_fexit")?;
+    let exit_attached = exit
+        .load("oom_kill_process", &btf)
+        .and_then(|()| exit.attach().map(drop))
+        .map_err(|e| error_chain(&e));
+    if let Err(error) = exit_attached {
+        let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
+        let _ = entry.detach(link);
+        return Err(error);
+    }
+    Ok(())
+}
+
+fn attach_kprobe_pair(ebpf: &mut Ebpf) -> Result<(), String> {
+    let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
+    entry.load().map_err(|e| error_chain(&e))?;
+    let link = entry
+        .attach("oom_kill_process", 0)
+        .map_err(|e| error_chain(&e))?;
+    let exit: &mut KProbe = program(ebpf, "oom_kill_process_return")?;
+    let exit_attached = exit
+        .load()
+        .and_then(|()| exit.attach("oom_kill_process", 0).map(drop))
+        .map_err(|e| error_chain(&e));
+    if let Err(error) = exit_attached {
+        let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
+        let _ = entry.detach(link);
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// A program of the object, as its type.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("eBPF object has no program {name}"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())
 }
 
 /// Takes a map out of the object as its typed handle.

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::loader::{HookStatus, KernelSupport};
+use crate::{
+    cli::RunArgs,
+    loader::{self, HookStatus, KernelSupport, LoadOptions},
+};
 
 /// The report `probes` prints, one hook a line.
 pub fn report(hooks: &[HookStatus]) -> String {
@@ -12,13 +15,33 @@ pub fn report(hooks: &[HookStatus]) -> String {
             Ok(()) => "active".to_owned(),
             Err(reason) => format!("unavailable: {reason}"),
         };
-        let _ = writeln!(text, "{:<30} {state}", hook.hook);
-        let _ = writeln!(text, "{:<30} provides {}", "", hook.provides);
+        let _ = writeln!(text, "{:<36} {state}", hook.hook);
+        let _ = writeln!(text, "{:<36} provides {}", "", hook.provides);
     }
     text
 }
 
-/// Checks this kernel without loading anything.
-pub fn probe_kernel() -> Vec<HookStatus> {
-    KernelSupport::probe().hook_statuses()
+/// With the privileges to load programs, loads and attaches every hook the
+/// way the collector does (and detaches them again): "active" then means
+/// it worked. Without them, says what the kernel's files suggest.
+pub fn probe_kernel(args: &RunArgs) -> Vec<HookStatus> {
+    if loader::check_capabilities().is_err() {
+        return KernelSupport::probe().hook_statuses();
+    }
+    let options = LoadOptions {
+        kernel_log_level: 0,
+        ring_buffer_bytes: args.ring_buffer_bytes,
+        alloc_window: args.enomem_window,
+        cmdline: args.cmdline.clone(),
+    };
+    match loader::load(&options) {
+        Ok(loaded) => loaded.hooks,
+        Err(error) => {
+            let mut hooks = KernelSupport::probe().hook_statuses();
+            if let Some(first) = hooks.first_mut() {
+                first.state = Err(loader::error_chain(&error));
+            }
+            hooks
+        }
+    }
 }

@@ -196,6 +196,11 @@ pub struct Oom {
     /// Whether `memory.oom.group` killed the victim's whole cgroup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_kill: Option<bool>,
+    /// The size of the OOM domain (`oc->totalpages`): the limited cgroup's
+    /// limit, or all of RAM and swap for a global OOM. Not the victim's
+    /// size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub victim: Option<OomVictim>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -245,6 +250,9 @@ pub struct OomVictim {
     pub pgtables_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oom_score_adj: Option<i16>,
+    /// The badness score that made the OOM killer choose this victim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<i64>,
     /// The victim's cgroup on the unified (v2) hierarchy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<CgroupRef>,

@@ -15,7 +15,7 @@ use std::{
 use oom_collector::{
     alloc::AllocFailures,
     cmdline::CapturedCmdline,
-    decode::{KernelKill, Trigger, Victim},
+    decode::{KernelKill, OomControlInfo, Trigger, Victim},
     enrich::{alloc_document, kill_document, lost_document, KillContext},
     host::HostInfo,
     kmsg::OomContext,
@@ -68,6 +68,17 @@ fn kubernetes_kill() -> Document {
             oom_score_adj: Some(984),
         },
         cmdline: None,
+        // The pod-level limit of 512 MiB was hit, not the container's own.
+        oom_control: Some(OomControlInfo {
+            incident_boot_ns: 675_923_690_004,
+            domain_pages: 131_072,
+            chosen_points: 1_965,
+            memcg_id: Some(4_711),
+            gfp_mask: 0x140cca,
+            order: 0,
+            constraint: Some("memcg"),
+            chosen_tid: 15_579,
+        }),
     };
     let pod = "/kubepods.slice/kubepods-burstable.slice/\
                kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice";
@@ -101,7 +112,6 @@ fn kubernetes_kill() -> Document {
                 .to_vec(),
                 truncated: false,
             }),
-            // The pod-level limit was hit, not the container's own.
             oom_log: Some(OomContext {
                 incident_seq: 88_417,
                 constraint: Some("memcg"),
@@ -136,6 +146,7 @@ fn bare_kill() -> Document {
             ..Victim::default()
         },
         cmdline: None,
+        oom_control: None,
     };
     kill_document(
         &kill,
@@ -370,6 +381,18 @@ fn sizes_are_bytes_and_the_cgroup_names_container_and_pod() {
         Value::from(312_748u64 * 1024)
     );
     assert_eq!(leaves["oom.victim.oom_score_adj"], Value::from(984));
+    assert_eq!(leaves["oom.victim.points"], Value::from(1_965));
+    assert_eq!(
+        leaves["oom.domain_bytes"],
+        Value::from(131_072u64 * rustix::param::page_size() as u64),
+        "the domain is the limited cgroup's size in bytes, not the victim's"
+    );
+    assert_eq!(
+        leaves["oom.incident.id"],
+        Value::from("f2f81b13-e3d2-4ddd-a3a7-68de18cc2592-675923690004"),
+        "the hook's incident wins over the log's"
+    );
+    assert_eq!(leaves["oom.group_kill"], Value::from(false));
     assert_eq!(
         leaves["container.id"],
         Value::from("3f1a9c0e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a")

@@ -68,6 +68,69 @@ pub mod part {
     pub const VICTIM_TASK: u32 = 1 << 1;
 }
 
+/// What `oom_kill_process(struct oom_control *oc, ...)` knew about the OOM
+/// that chose a victim, where a kprobe or fentry hook on it is possible.
+/// Stashed per trigger task on entry and merged into the kill record at
+/// `mark_victim`, which the same task reaches synchronously.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomControl {
+    /// `bpf_ktime_get_boot_ns()` at entry: one OOM, one value, shared by
+    /// every victim it makes (a `memory.oom.group` kill makes several).
+    /// 0: no hook saw this kill, and the other fields are unknown.
+    pub incident_boot_ns: u64,
+    /// `oc->totalpages`: the size of the OOM domain (the memory cgroup's
+    /// limit, or all RAM and swap for a global OOM), in pages.
+    pub totalpages: u64,
+    /// `oc->chosen_points`: the badness score of the chosen victim.
+    pub chosen_points: i64,
+    /// `oc->memcg`'s cgroup id; 0 for a global OOM.
+    pub memcg_id: u64,
+    /// `oc->gfp_mask` of the failing allocation.
+    pub gfp_mask: u32,
+    /// `oc->order` of the failing allocation.
+    pub order: i32,
+    /// `oc->constraint` (`enum oom_constraint`).
+    pub constraint: u32,
+    /// `oc->chosen`'s thread id: the victim the OOM chose; others in the
+    /// same incident were killed with it by `memory.oom.group`.
+    pub chosen_tid: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<OomControl>() == 48);
+
+/// Offsets into `struct oom_control`, from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomControlOffsets {
+    pub memcg: u32,
+    pub gfp_mask: u32,
+    pub order: u32,
+    pub totalpages: u32,
+    pub chosen: u32,
+    pub chosen_points: u32,
+    pub constraint: u32,
+    /// `struct mem_cgroup::css`.
+    pub memcg_css: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<OomControlOffsets>() == 32);
+
+impl OomControlOffsets {
+    pub const fn unknown() -> Self {
+        Self {
+            memcg: KernelOffsets::UNKNOWN,
+            gfp_mask: KernelOffsets::UNKNOWN,
+            order: KernelOffsets::UNKNOWN,
+            totalpages: KernelOffsets::UNKNOWN,
+            chosen: KernelOffsets::UNKNOWN,
+            chosen_points: KernelOffsets::UNKNOWN,
+            constraint: KernelOffsets::UNKNOWN,
+            memcg_css: KernelOffsets::UNKNOWN,
+        }
+    }
+}
+
 /// One OOM kill, as the kernel saw it at `mark_victim`.
 ///
 /// An id field the kernel side could not read is 0, which no real pid,
@@ -103,13 +166,18 @@ pub struct OomKillRecord {
     pub victim_memcg_id: u64,
     /// The raw `oom/mark_victim` record; layout from tracefs.
     pub tracepoint: [u8; TRACEPOINT_BYTES],
+    /// The OOM's context from `oom_kill_process`, when hooked.
+    pub oom: OomControl,
     /// The victim's command line, from the `CMDLINES` table.
     pub cmdline: Cmdline,
 }
 
 const _: () = assert!(
     core::mem::size_of::<OomKillRecord>()
-        == 88 + TRACEPOINT_BYTES + core::mem::size_of::<Cmdline>()
+        == 88
+            + TRACEPOINT_BYTES
+            + core::mem::size_of::<OomControl>()
+            + core::mem::size_of::<Cmdline>()
 );
 
 impl OomKillRecord {
@@ -130,6 +198,16 @@ impl OomKillRecord {
             victim_cgroup_id: 0,
             victim_memcg_id: 0,
             tracepoint: [0; TRACEPOINT_BYTES],
+            oom: OomControl {
+                incident_boot_ns: 0,
+                totalpages: 0,
+                chosen_points: 0,
+                memcg_id: 0,
+                gfp_mask: 0,
+                order: 0,
+                constraint: 0,
+                chosen_tid: 0,
+            },
             cmdline: Cmdline {
                 args_len: 0,
                 path_len: 0,
@@ -309,7 +387,8 @@ pub const TRACEPOINT_PID_OFFSET_UNKNOWN: u32 = u32::MAX;
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        AllocFailureCounts, AllocFailureKey, Cmdline, KernelOffsets, OomKillRecord, SyscallOffsets,
+        AllocFailureCounts, AllocFailureKey, Cmdline, KernelOffsets, OomControlOffsets,
+        OomKillRecord, SyscallOffsets,
     };
 
     // SAFETY: all are `repr(C)`, consist only of integers and integer
@@ -320,4 +399,5 @@ mod user {
     unsafe impl aya::Pod for AllocFailureCounts {}
     unsafe impl aya::Pod for SyscallOffsets {}
     unsafe impl aya::Pod for Cmdline {}
+    unsafe impl aya::Pod for OomControlOffsets {}
 }

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use oom_common::{
-    AllocFailureCounts, AllocFailureKey, Cmdline, OomKillRecord, Stat, CONFIG_ALLOC_EPOCH,
-    CONFIG_COUNT, CONFIG_EXPECTED_PARTS, STAT_COUNT,
+    AllocFailureCounts, AllocFailureKey, Cmdline, OomControl, OomKillRecord, Stat,
+    CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, STAT_COUNT,
 };
 
 /// Records for the collector. Its size is set at load time
@@ -44,6 +44,11 @@ pub fn expected_parts() -> u32 {
         _ => oom_common::part::TRACEPOINT,
     }
 }
+
+/// `oom_kill_process` context by trigger thread id, from its entry hook
+/// until `mark_victim` takes it (see `oom_common::OomControl`).
+#[map]
+pub static OOM_CONTROLS: HashMap<u32, OomControl> = HashMap::with_max_entries(1024, 0);
 
 /// Allocation failures per process, system call and epoch parity; see
 /// `oom_common::AllocFailureKey`. Not an LRU: eviction would lose counts.

@@ -57,6 +57,13 @@ fn cgroup_id(cgroup: *const u8, offsets: &KernelOffsets) -> Result<u64, ReadErro
     read_field(kn, offsets.kernfs_node_id)
 }
 
+/// The cgroup id of a `cgroup_subsys_state`: `css->cgroup->kn->id`.
+pub fn css_cgroup_id(css: *const u8) -> Result<u64, ReadError> {
+    let offsets = OFFSETS.load();
+    let cgroup: *const u8 = read_field(css, offsets.css_cgroup)?;
+    cgroup_id(cgroup, &offsets)
+}
+
 /// The task's cgroup on the unified hierarchy: `task->cgroups->dfl_cgrp`.
 pub fn unified_cgroup_id(task: *const u8) -> Result<u64, ReadError> {
     let offsets = OFFSETS.load();

@@ -95,6 +95,12 @@ impl Enricher {
             kmsg.poll();
             kmsg.log.context_of(kill.victim.tid).cloned()
         });
+        // The limited cgroup: exact from the oom_kill_process hook, else as
+        // the kernel logged it.
+        let oom_memcg_path = match &kill.oom_control {
+            Some(control) => self.memory_path(control.memcg_id),
+            None => oom_log.as_ref().and_then(|l| l.oom_memcg.clone()),
+        };
         let context = KillContext {
             timestamp: wall_clock_of_boot_ns(kill.boot_ns),
             created: SystemTime::now(),
@@ -103,10 +109,7 @@ impl Enricher {
             trigger_cgroup_path: self.unified_path(kill.trigger.cgroup_id),
             trigger_memcg_path: self.memory_path(kill.trigger.memcg_id),
             cmdline: self.shown_cmdline(kill.cmdline.as_ref()),
-            oom_memcg: oom_log
-                .as_ref()
-                .and_then(|l| l.oom_memcg.clone())
-                .map(|path| self.memcg_with_usage(path)),
+            oom_memcg: oom_memcg_path.map(|path| self.memcg_with_usage(path)),
             oom_log,
             victim_comm_from_proc: match &kill.victim.comm {
                 Some(_) => None,
@@ -336,19 +339,33 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
 
     let pid = victim.pid.unwrap_or(victim.tid);
     let logged = context.oom_log;
+    let control = kill.oom_control.as_ref();
+    let chosen = control.map(|c| c.chosen_tid == victim.tid);
+    let incident = match (control, &logged) {
+        (Some(c), _) => Some(format!("{}-{}", host.boot_id, c.incident_boot_ns)),
+        (None, Some(l)) => Some(format!("{}-oom-{}", host.boot_id, l.incident_seq)),
+        (None, None) => None,
+    };
     let oom = Oom {
-        constraint: logged.as_ref().and_then(|l| l.constraint),
+        constraint: control
+            .and_then(|c| c.constraint)
+            .or_else(|| logged.as_ref().and_then(|l| l.constraint)),
         memcg: context.oom_memcg,
-        incident: logged.as_ref().map(|l| OomIncident {
-            id: format!("{}-oom-{}", host.boot_id, l.incident_seq),
-        }),
-        group_kill: logged.as_ref().map(|l| l.group.is_some()),
-        alloc: logged.as_ref().and_then(|l| {
-            non_empty(OomAlloc {
-                order: l.order,
-                gfp_flags: l.gfp_flags.clone(),
-                ..OomAlloc::default()
-            })
+        incident: incident.map(|id| OomIncident { id }),
+        // The log names the group; without it, a victim the OOM did not
+        // choose can only have been killed with the chosen one's group.
+        group_kill: match (&logged, chosen) {
+            (Some(l), _) => Some(l.group.is_some()),
+            (None, Some(false)) => Some(true),
+            _ => None,
+        },
+        domain_bytes: control.map(|c| c.domain_pages * page_size()),
+        alloc: non_empty(OomAlloc {
+            order: control
+                .map(|c| c.order)
+                .or_else(|| logged.as_ref().and_then(|l| l.order)),
+            gfp_flags: logged.as_ref().and_then(|l| l.gfp_flags.clone()),
+            ..OomAlloc::default()
         }),
         victim: non_empty(OomVictim {
             rss: non_empty(Rss {
@@ -359,6 +376,9 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
             total_vm_bytes: kib(victim.total_vm_kib),
             pgtables_bytes: kib(victim.pgtables_kib),
             oom_score_adj: victim.oom_score_adj,
+            points: control
+                .filter(|_| chosen == Some(true))
+                .map(|c| c.chosen_points),
             cgroup: context.victim_cgroup_path.map(|path| CgroupRef { path }),
             memcg: context.victim_memcg,
         }),
@@ -408,6 +428,10 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
         oom: Some(oom),
         error: None,
     }
+}
+
+fn page_size() -> u64 {
+    rustix::param::page_size() as u64
 }
 
 /// The victim's name where the kernel's record lacks it (5.10): the process

@@ -22,10 +22,13 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::warn;
-use oom_common::{part, Stat, TRACEPOINT_PID_OFFSET_UNKNOWN};
+use oom_common::{part, OomControl, Stat, TRACEPOINT_PID_OFFSET_UNKNOWN};
 
 use super::fill_kill_part;
-use crate::{maps::count, task};
+use crate::{
+    maps::{count, OOM_CONTROLS},
+    task,
+};
 
 /// Offset of `pid` in the tracepoint record, from tracefs' `format`.
 #[unsafe(no_mangle)]
@@ -75,5 +78,12 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
         record.trigger_comm = trigger_comm;
         record.trigger_cgroup_id = trigger_cgroup_id;
         record.trigger_memcg_id = trigger_memcg_id.unwrap_or(0);
+        // The OOM's context, if a hook on oom_kill_process stashed it for
+        // this (trigger) task; see `oom_kill_process.rs`.
+        // SAFETY: a lookup by value, copied out at once.
+        record.oom = match unsafe { OOM_CONTROLS.get(pid_tgid as u32) } {
+            Some(context) => *context,
+            None => OomControl::default(),
+        };
     })
 }

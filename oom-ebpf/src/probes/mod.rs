@@ -5,6 +5,7 @@ mod alloc_failure;
 mod exec;
 mod mark_victim;
 mod mark_victim_task;
+mod oom_kill_process;
 
 use aya_ebpf::helpers::generated::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel};
 use oom_common::{part, Cmdline, OomKillRecord, RecordKind, Stat};
