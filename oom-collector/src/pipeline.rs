@@ -112,46 +112,80 @@ impl Pipeline {
         let mut alloc_tick = tokio::time::interval(self.alloc_window);
         alloc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut read_failures_reported = 0;
+        let mut batch: Vec<Vec<u8>> = Vec::new();
         tokio::pin!(stop);
-        let mut flow = Flow::Continue;
-        let mut failure = None;
-        while flow == Flow::Continue && failure.is_none() {
-            let Self {
-                source,
-                kernel_log,
-                enricher,
-                mark_victim,
-                ..
-            } = self;
+        loop {
             tokio::select! {
                 () = &mut stop => break,
-                batch = source.next_batch(|bytes| {
-                    if flow == Flow::Continue && failure.is_none() {
-                        match deliver_record(bytes, mark_victim, enricher, &mut deliver) {
-                            Ok(next) => flow = next,
-                            Err(error) => failure = Some(error),
-                        }
+                polled = self.source.next_batch(|bytes| batch.push(bytes.to_vec())) => {
+                    polled.map_err(PipelineError::Poll)?;
+                }
+                log = self.kernel_log.forward() => log.map_err(PipelineError::Poll)?,
+                _ = alloc_tick.tick() => {
+                    if self.report_alloc_failures(&mut deliver).await? == Flow::Stop {
+                        return Ok(());
                     }
-                }) => batch.map_err(PipelineError::Poll)?,
-                log = kernel_log.forward() => log.map_err(PipelineError::Poll)?,
-                _ = alloc_tick.tick() => self.report_alloc_failures(&mut deliver).await?,
+                }
                 _ = stats_tick.tick() => {
                     self.report_lost(&mut deliver)?;
                     read_failures_reported = self.warn_read_failures(read_failures_reported);
                 }
             }
+            if self
+                .deliver_records(std::mem::take(&mut batch), &mut deliver)
+                .await?
+                == Flow::Stop
+            {
+                return Ok(());
+            }
         }
-        if let Some(error) = failure {
-            return Err(error.into());
+        self.source.drain(|bytes| batch.push(bytes.to_vec()));
+        debug!(records = batch.len(), "drained the ring buffer");
+        if self.deliver_records(batch, &mut deliver).await? == Flow::Stop {
+            return Ok(());
         }
-        self.drain(&mut deliver)?;
+        self.report_lost(&mut deliver)?;
         // Two windows' worth: the one being counted and the one before.
         self.report_alloc_failures(&mut deliver).await?;
-        self.report_alloc_failures(&mut deliver).await
+        self.report_alloc_failures(&mut deliver).await.map(drop)
+    }
+
+    /// Decodes, enriches and delivers ring-buffer records. Before the first
+    /// kill, the allocation failures counted so far are delivered, so they
+    /// come before the kill they led to, as they happened.
+    async fn deliver_records<D>(
+        &mut self,
+        records: Vec<Vec<u8>>,
+        deliver: &mut D,
+    ) -> Result<Flow, PipelineError>
+    where
+        D: FnMut(Document) -> Result<Flow, SinkError>,
+    {
+        let mut failures_reported = false;
+        for bytes in records {
+            let kill = match decode(&bytes, &self.mark_victim) {
+                Ok(Record::OomKill(kill)) => kill,
+                Err(error) => {
+                    warn!(%error, "skipping a ring-buffer record the collector cannot read");
+                    continue;
+                }
+            };
+            if !failures_reported {
+                failures_reported = true;
+                if self.report_alloc_failures(deliver).await? == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+            }
+            info!(pid = kill.victim.tid, "OOM kill");
+            if deliver(self.enricher.oom_kill(&kill))? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
     }
 
     /// Ends the allocation-failure window and delivers its tallies.
-    async fn report_alloc_failures<D>(&mut self, deliver: &mut D) -> Result<(), PipelineError>
+    async fn report_alloc_failures<D>(&mut self, deliver: &mut D) -> Result<Flow, PipelineError>
     where
         D: FnMut(Document) -> Result<Flow, SinkError>,
     {
@@ -159,42 +193,16 @@ impl Pipeline {
             Ok(tallies) => tallies,
             Err(error) => {
                 warn!(%error, "cannot read the kernel's allocation-failure table");
-                return Ok(());
+                return Ok(Flow::Continue);
             }
         };
         let window_ms = self.alloc_window.as_millis() as u64;
         for tally in &tallies {
-            deliver(self.enricher.alloc_failures(tally, window_ms))?;
-        }
-        Ok(())
-    }
-
-    /// Delivers what the ring buffer holds now, and any lost-event count.
-    fn drain<D>(&mut self, deliver: &mut D) -> Result<(), PipelineError>
-    where
-        D: FnMut(Document) -> Result<Flow, SinkError>,
-    {
-        let Self {
-            source,
-            enricher,
-            mark_victim,
-            ..
-        } = self;
-        let mut failure = None;
-        let mut drained = 0;
-        source.drain(|bytes| {
-            drained += 1;
-            if failure.is_none() {
-                if let Err(error) = deliver_record(bytes, mark_victim, enricher, deliver) {
-                    failure = Some(error);
-                }
+            if deliver(self.enricher.alloc_failures(tally, window_ms))? == Flow::Stop {
+                return Ok(Flow::Stop);
             }
-        });
-        debug!(records = drained, "drained the ring buffer");
-        if let Some(error) = failure {
-            return Err(error.into());
         }
-        self.report_lost(deliver)
+        Ok(Flow::Continue)
     }
 
     fn report_lost<D>(&mut self, deliver: &mut D) -> Result<(), PipelineError>
@@ -226,28 +234,6 @@ impl Pipeline {
                 failures
             }
             _ => reported,
-        }
-    }
-}
-
-fn deliver_record<D>(
-    bytes: &[u8],
-    mark_victim: &TracepointFormat,
-    enricher: &mut Enricher,
-    deliver: &mut D,
-) -> Result<Flow, SinkError>
-where
-    D: FnMut(Document) -> Result<Flow, SinkError>,
-{
-    match decode(bytes, mark_victim) {
-        Ok(Record::OomKill(kill)) => {
-            let document = enricher.oom_kill(&kill);
-            info!(pid = kill.victim.tid, "OOM kill");
-            deliver(document)
-        }
-        Err(error) => {
-            warn!(%error, "skipping a ring-buffer record the collector cannot read");
-            Ok(Flow::Continue)
         }
     }
 }

@@ -412,3 +412,28 @@ fn sizes_are_bytes_and_the_cgroup_names_container_and_pod() {
         Value::from("2026-11-29T19:35:56.333562Z")
     );
 }
+
+#[test]
+fn pretty_lines_tell_what_happened_where() {
+    let kill = kubernetes_kill().pretty();
+    for part in [
+        "2026-11-29T19:35:56.333562Z OOM KILL",
+        "python3[15579] rss 265.3 MiB", // (261 120 + 10 548) KiB
+        "limit 512.0 MiB of /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice hit",
+        "container 3f1a9c0e5b7d",
+        "pod 6b3c2a1e-4f5d-4c2b-9a8e-1f2e3d4c5b6a",
+        "cmd python3 -m celery worker --broker-password=<redacted>",
+        "by python3[15579]",
+    ] {
+        assert!(kill.contains(part), "{part:?} missing from {kill}");
+    }
+    assert!(!kill.contains('\n'), "one line");
+
+    let failed = alloc_failed().pretty();
+    assert!(
+        failed.contains("ENOMEM   java[7001] mmap refused 1523x in 1000 ms, largest 64.0 MiB"),
+        "{failed}"
+    );
+    let lost = events_lost().pretty();
+    assert!(lost.contains("LOST     17 OOM event(s) lost"), "{lost}");
+}

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oom_e2e::{require_root, resident_kib, Collector, Line};
+use oom_e2e::{require_root, resident_kib, Collector, Hog, Line, ScratchCgroup};
 
 const FAILURES: u64 = 100_000;
 
@@ -114,4 +114,30 @@ fn refused_heap_growth_through_brk_is_counted_too() {
         failures[0].json["oom"]["alloc"]["request_bytes"],
         1u64 << 30
     );
+}
+
+#[test]
+fn failures_come_before_the_kill_they_led_to() {
+    if !require_root("failures_come_before_the_kill_they_led_to") {
+        return;
+    }
+    // A window far longer than the test: only the kill can end it.
+    let collector = Collector::start(&["--enomem-window", "60s"]);
+    let cgroup = ScratchCgroup::new("story", 32 * 1024 * 1024);
+    let argv = [
+        enomem_helper().display().to_string(),
+        "mmap-then-hog".to_owned(),
+        "1000".to_owned(),
+    ];
+    let mut hog = Hog::exec(&cgroup, &argv);
+    hog.wait(Duration::from_secs(30));
+    let pid = hog.pid();
+    let story = collector.lines_until(Duration::from_secs(10), |json| {
+        json["event"]["action"] == "oom_kill" && json["process"]["pid"] == pid
+    });
+    let failures = failure_lines(&story, pid, "mmap");
+    assert_eq!(failures.len(), 1, "the failures, folded, before the kill");
+    assert_eq!(failures[0].json["oom"]["alloc"]["count"], 1000);
+    let (status, _) = collector.stop();
+    assert!(status.success(), "{status}");
 }

@@ -4,6 +4,10 @@
 //! to grow the heap by 1 GiB N times. Both run under an address-space limit
 //! (RLIMIT_AS) of 256 MiB set first, so every request is refused. It prints
 //! how many were refused and exits non-zero if any was granted.
+//!
+//! `enomem mmap-then-hog N` fails N mmaps like `mmap`, then allocates and
+//! touches memory 1 MiB at a time: inside a memory cgroup with a smaller
+//! limit than 256 MiB, the OOM killer ends it. The story of a real leak.
 
 use std::process::ExitCode;
 
@@ -29,7 +33,7 @@ fn main() -> ExitCode {
     let mut refused = 0u64;
     for _ in 0..count {
         let granted = match mode.as_str() {
-            "mmap" => try_mmap(),
+            "mmap" | "mmap-then-hog" => try_mmap(),
             "brk" => try_brk(),
             _ => {
                 eprintln!("unknown mode {mode}");
@@ -43,6 +47,16 @@ fn main() -> ExitCode {
         refused += 1;
     }
     println!("{refused}");
+    if mode == "mmap-then-hog" {
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        loop {
+            held.push(vec![0x5a; 1 << 20]);
+            if held.len() >= 240 {
+                eprintln!("240 MiB allocated without an OOM kill: is the cgroup limited?");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     ExitCode::SUCCESS
 }
 
