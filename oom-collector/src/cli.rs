@@ -38,7 +38,9 @@ pub enum Command {
     /// Stream OOM kills as JSON lines (the default command).
     Run(RunArgs),
     /// Show which kernel hooks this kernel supports, and why not where not.
-    Probes,
+    /// As root it attaches each hook the way `run` with the same options
+    /// would (then detaches): "active" means it worked.
+    Probes(RunArgs),
     /// OOM-kill a memory hog of our own in a scratch memory cgroup and check
     /// that its event comes through. Exits 0 on success, 1 with the reason.
     Selftest(SelftestArgs),
@@ -77,6 +79,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s",
           value_parser = parse_window)]
     pub enomem_window: Duration,
+
+    /// Also count kernel page allocations that fail (`kmem/mm_page_alloc`
+    /// with no page), per process, like the system calls above. That hook
+    /// runs on every page allocation on the host, so it is off by default.
+    #[arg(long)]
+    pub page_alloc_failures: bool,
 
     #[command(flatten)]
     pub cmdline: CmdlineArgs,

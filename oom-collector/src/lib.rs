@@ -52,8 +52,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         None => collect(&cli.run).await,
         Some(Command::Run(args)) => collect(&args).await,
-        Some(Command::Probes) => {
-            let hooks = probes::probe_kernel(&cli.run);
+        Some(Command::Probes(args)) => {
+            let hooks = probes::probe_kernel(&args);
             print!("{}", probes::report(&hooks));
             let required_ok = hooks.first().is_some_and(|hook| hook.state.is_ok());
             Ok(if required_ok {
@@ -91,6 +91,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
         ring_buffer_bytes: args.ring_buffer_bytes,
         alloc_window: args.enomem_window,
         cmdline: args.cmdline.clone(),
+        page_alloc_failures: args.page_alloc_failures,
     })?;
     for hook in pipeline.hooks() {
         match &hook.state {

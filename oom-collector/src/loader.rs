@@ -14,7 +14,8 @@ use aya::{
 };
 use oom_common::{
     part, AllocFailureCounts, AllocFailureKey, AllocSyscall, Cmdline, KernelOffsets,
-    OomControlOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS, TRACEPOINT_PID_OFFSET_UNKNOWN,
+    OomControlOffsets, PageAllocOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS,
+    TRACEPOINT_PID_OFFSET_UNKNOWN,
 };
 use tracing::{debug, warn};
 
@@ -81,6 +82,8 @@ pub struct KernelSupport {
     pub exec_filename_offset: Result<u32, String>,
     /// Offsets into `struct oom_control`, for the `oom_kill_process` hooks.
     pub oom_control_offsets: Result<OomControlOffsets, String>,
+    /// Where `kmem/mm_page_alloc` records keep `pfn` and `order`.
+    pub page_alloc_offsets: Result<PageAllocOffsets, String>,
 }
 
 impl KernelSupport {
@@ -121,6 +124,10 @@ impl KernelSupport {
                 }),
             Err(e) => Err(e.to_string()),
         };
+        let page_alloc_offsets = match &tracefs {
+            Ok(dir) => page_alloc_offsets(dir),
+            Err(e) => Err(e.to_string()),
+        };
         let oom_control_offsets = match &btf {
             Ok(btf) => btf.oom_control_offsets().map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -133,6 +140,7 @@ impl KernelSupport {
             syscall_offsets,
             exec_filename_offset,
             oom_control_offsets,
+            page_alloc_offsets,
         }
     }
 
@@ -208,6 +216,15 @@ impl KernelSupport {
             },
         }))
         .chain(std::iter::once(HookStatus {
+            hook: HOOK_PAGE_ALLOC,
+            provides: PROVIDES_PAGE_ALLOC,
+            state: self
+                .page_alloc_offsets
+                .as_ref()
+                .map(drop)
+                .map_err(Clone::clone),
+        }))
+        .chain(std::iter::once(HookStatus {
             hook: HOOK_EXEC,
             provides: PROVIDES_EXEC,
             state: self.exec_unavailable().map_or(Ok(()), Err),
@@ -258,6 +275,25 @@ const ALLOC_HOOKS: [AllocHook; 3] = [
     },
 ];
 
+fn page_alloc_offsets(tracefs: &Path) -> Result<PageAllocOffsets, String> {
+    let format =
+        tracefs::read_format(tracefs, "kmem", "mm_page_alloc").map_err(|e| e.to_string())?;
+    let pfn = format
+        .field("pfn")
+        .filter(|f| f.size == 8)
+        .ok_or("mm_page_alloc has no 8-byte pfn")?;
+    let order = format
+        .field("order")
+        .filter(|f| f.size == 4)
+        .ok_or("mm_page_alloc has no 4-byte order")?;
+    Ok(PageAllocOffsets {
+        pfn: pfn.offset as u32,
+        order: order.offset as u32,
+        page_size: rustix::param::page_size() as u32,
+        _pad0: 0,
+    })
+}
+
 /// The offset of `ret` in the `sys_exit_*` records, the same in all three.
 fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
     let mut offset = None;
@@ -279,6 +315,9 @@ fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
 
 pub const HOOK_MARK_VICTIM: &str = "tracepoint/oom/mark_victim";
 const HOOK_EXEC: &str = "tracepoint/sched/sched_process_exec";
+const HOOK_PAGE_ALLOC: &str = "tracepoint/kmem/mm_page_alloc";
+const PROVIDES_PAGE_ALLOC: &str =
+    "kernel page allocations that failed, counted per process (--page-alloc-failures)";
 const HOOK_OOM_KILL_PROCESS: &str = "fentry or kprobe/oom_kill_process";
 const PROVIDES_OOM_KILL_PROCESS: &str = "the OOM's constraint, limited cgroup, domain size, \
      victim's points, failing allocation and incident, without reading the kernel log";
@@ -324,6 +363,8 @@ pub struct LoadOptions {
     /// system call per window of this length.
     pub alloc_window: std::time::Duration,
     pub cmdline: crate::cli::CmdlineArgs,
+    /// Attach the (hot) page-allocator hook.
+    pub page_alloc_failures: bool,
 }
 
 /// The loaded, attached programs and the maps the collector reads.
@@ -345,6 +386,15 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         CmdlineMode::Off => Some("off (--cmdline off)".to_owned()),
         _ => support.exec_unavailable(),
     };
+    let page_alloc_state = if options.page_alloc_failures {
+        support.page_alloc_offsets.clone().map(drop)
+    } else {
+        Err("off (enable with --page-alloc-failures)".to_owned())
+    };
+    let page_alloc_offsets = support
+        .page_alloc_offsets
+        .clone()
+        .unwrap_or_else(|_| PageAllocOffsets::unknown());
     let oom_control_offsets = support.oom_control_offsets.clone();
     let oom_control_state = oom_control_offsets
         .as_ref()
@@ -380,6 +430,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename_offset, true)
         .override_global("OOM_CONTROL_OFFSETS", &oom_control_offsets, true)
+        .override_global("PAGE_ALLOC_OFFSETS", &page_alloc_offsets, true)
         .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
         .map_max_entries("CMDLINES", cmdline_entries)
@@ -467,6 +518,14 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             state,
         });
     }
+
+    let page_alloc_state = page_alloc_state
+        .and_then(|()| attach_tracepoint(&mut ebpf, "mm_page_alloc", "kmem", "mm_page_alloc"));
+    hooks.push(HookStatus {
+        hook: HOOK_PAGE_ALLOC,
+        provides: PROVIDES_PAGE_ALLOC,
+        state: page_alloc_state,
+    });
 
     let mut config: Array<_, u32> = take_map(&mut ebpf, "CONFIG")?;
     config

@@ -33,6 +33,7 @@ pub fn probe_kernel(args: &RunArgs) -> Vec<HookStatus> {
         ring_buffer_bytes: args.ring_buffer_bytes,
         alloc_window: args.enomem_window,
         cmdline: args.cmdline.clone(),
+        page_alloc_failures: args.page_alloc_failures,
     };
     match loader::load(&options) {
         Ok(loaded) => loaded.hooks,

@@ -358,9 +358,14 @@ impl Document {
                 let largest = alloc
                     .request_bytes
                     .map_or(String::new(), |b| format!(", largest {}", mib(b)));
+                let process = if process.is_empty() {
+                    "interrupt context".to_owned()
+                } else {
+                    process
+                };
                 parts.push(format!(
                     "{process} {} refused {}x in {} ms{largest}",
-                    alloc.syscall.unwrap_or("?"),
+                    alloc.syscall.unwrap_or("page allocation"),
                     alloc.count.unwrap_or(0),
                     alloc.window_ms.unwrap_or(0)
                 ));

@@ -132,6 +132,7 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
         ring_buffer_bytes: 256 * 1024,
         alloc_window: std::time::Duration::from_secs(1),
         cmdline: args.cmdline.clone(),
+        page_alloc_failures: false,
     })?;
 
     let limit_bytes = args.limit_mib * 1024 * 1024;

@@ -246,13 +246,16 @@ pub const CONFIG_ALLOC_EPOCH: u32 = 1;
 /// Number of `CONFIG` words.
 pub const CONFIG_COUNT: u32 = 2;
 
-/// The system calls whose `ENOMEM` failures are counted.
+/// The requests whose failures are counted: three system calls, and the
+/// kernel's own page allocator.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllocSyscall {
     Mmap = 1,
     Mremap = 2,
     Brk = 3,
+    /// `__alloc_pages()` returned no page (`kmem/mm_page_alloc`).
+    PageAlloc = 4,
 }
 
 impl AllocSyscall {
@@ -261,6 +264,7 @@ impl AllocSyscall {
             1 => Some(Self::Mmap),
             2 => Some(Self::Mremap),
             3 => Some(Self::Brk),
+            4 => Some(Self::PageAlloc),
             _ => None,
         }
     }
@@ -270,6 +274,7 @@ impl AllocSyscall {
             Self::Mmap => "mmap",
             Self::Mremap => "mremap",
             Self::Brk => "brk",
+            Self::PageAlloc => "page_alloc",
         }
     }
 }
@@ -285,6 +290,8 @@ impl AllocSyscall {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AllocFailureKey {
+    /// The failing process; 0 for a kernel page allocation made in
+    /// interrupt context, which belongs to no process.
     pub tgid: u32,
     /// An [`AllocSyscall`].
     pub syscall: u8,
@@ -323,6 +330,30 @@ pub struct SyscallOffsets {
 }
 
 const _: () = assert!(core::mem::size_of::<SyscallOffsets>() == 16);
+
+/// Where `pfn` and `order` are in `kmem/mm_page_alloc` records (tracefs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageAllocOffsets {
+    pub pfn: u32,
+    pub order: u32,
+    /// The kernel's page size, to turn an order into bytes.
+    pub page_size: u32,
+    pub _pad0: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PageAllocOffsets>() == 16);
+
+impl PageAllocOffsets {
+    pub const fn unknown() -> Self {
+        Self {
+            pfn: KernelOffsets::UNKNOWN,
+            order: KernelOffsets::UNKNOWN,
+            page_size: 4096,
+            _pad0: 0,
+        }
+    }
+}
 
 impl SyscallOffsets {
     pub const fn unknown() -> Self {
@@ -388,7 +419,7 @@ pub const TRACEPOINT_PID_OFFSET_UNKNOWN: u32 = u32::MAX;
 mod user {
     use super::{
         AllocFailureCounts, AllocFailureKey, Cmdline, KernelOffsets, OomControlOffsets,
-        OomKillRecord, SyscallOffsets,
+        OomKillRecord, PageAllocOffsets, SyscallOffsets,
     };
 
     // SAFETY: all are `repr(C)`, consist only of integers and integer
@@ -400,4 +431,5 @@ mod user {
     unsafe impl aya::Pod for SyscallOffsets {}
     unsafe impl aya::Pod for Cmdline {}
     unsafe impl aya::Pod for OomControlOffsets {}
+    unsafe impl aya::Pod for PageAllocOffsets {}
 }

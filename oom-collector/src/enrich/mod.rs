@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use cgroup::{memcg_usage, CgroupMounts, CgroupPaths, CgroupVersion};
 use container::{parse_cgroup_path, ContainerInfo};
+use oom_common::AllocSyscall;
 use tracing::warn;
 
 use crate::{
@@ -228,14 +229,35 @@ pub fn alloc_document(
     created: SystemTime,
 ) -> Document {
     let syscall = failures.syscall.name();
-    let name = failures.comm.as_deref().unwrap_or("?");
+    let page_alloc = failures.syscall == AllocSyscall::PageAlloc;
+    // Page allocations in interrupt context belong to no process.
+    let in_process = failures.pid != 0;
+    let who = if in_process {
+        format!(
+            "{}[{}]",
+            failures.comm.as_deref().unwrap_or("?"),
+            failures.pid
+        )
+    } else {
+        "interrupt context".to_owned()
+    };
+    let what = if page_alloc {
+        "kernel page allocation"
+    } else {
+        syscall
+    };
     let mut message = format!(
-        "{syscall} failed with ENOMEM {} time(s) in {name}[{}] within {window_ms} ms",
-        failures.count, failures.pid
+        "{what} failed with ENOMEM {} time(s) in {who} within {window_ms} ms",
+        failures.count
     );
     if let Some(bytes) = failures.max_request_bytes {
         message.push_str(&format!(" (largest request {bytes} bytes)"));
     }
+    // The page allocator's request is a power of two pages: its order.
+    let order = failures
+        .max_request_bytes
+        .filter(|_| page_alloc)
+        .map(|bytes| (bytes / page_size()).max(1).ilog2());
     let (container, kubernetes) = container_fields(container_of(cgroup_paths));
     let mut event = event(
         format!(
@@ -254,7 +276,7 @@ pub fn alloc_document(
         event,
         host: host_fields(host),
         ecs: Ecs::default(),
-        process: Some(Process {
+        process: in_process.then(|| Process {
             pid: failures.pid,
             name: failures.comm.clone(),
             ..Process::default()
@@ -263,7 +285,8 @@ pub fn alloc_document(
         kubernetes,
         oom: Some(Oom {
             alloc: Some(OomAlloc {
-                syscall: Some(syscall),
+                syscall: Some(syscall).filter(|_| !page_alloc),
+                order,
                 count: Some(failures.count),
                 window_ms: Some(window_ms),
                 request_bytes: failures.max_request_bytes,

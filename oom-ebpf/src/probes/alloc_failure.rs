@@ -29,7 +29,8 @@ use aya_ebpf::{
     Global,
 };
 use oom_common::{
-    AllocFailureCounts, AllocFailureKey, AllocSyscall, KernelOffsets, Stat, SyscallOffsets,
+    AllocFailureCounts, AllocFailureKey, AllocSyscall, KernelOffsets, PageAllocOffsets, Stat,
+    SyscallOffsets,
 };
 
 use crate::{
@@ -41,6 +42,46 @@ const ENOMEM: i64 = 12;
 
 #[unsafe(no_mangle)]
 static SYSCALL_OFFSETS: Global<SyscallOffsets> = Global::new(SyscallOffsets::unknown());
+
+#[unsafe(no_mangle)]
+static PAGE_ALLOC_OFFSETS: Global<PageAllocOffsets> = Global::new(PageAllocOffsets::unknown());
+
+/// `tracepoint/kmem/mm_page_alloc`: every page allocation, successful or
+/// not (`pfn` is `-1UL` when `__alloc_pages()` found no page). The hottest
+/// hook here: it does one read and one comparison unless the allocation
+/// failed, and is off unless `--page-alloc-failures` asks for it.
+#[tracepoint(category = "kmem", name = "mm_page_alloc")]
+pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+    let offsets = PAGE_ALLOC_OFFSETS.load();
+    if offsets.pfn == KernelOffsets::UNKNOWN {
+        return 0;
+    }
+    // SAFETY: probe reads inside the tracepoint's record.
+    let pfn = unsafe { ctx.read_at::<u64>(offsets.pfn as usize) }.unwrap_or(0);
+    if pfn != u64::MAX {
+        return 0;
+    }
+    // SAFETY: as above.
+    let (order, flags) = unsafe {
+        (
+            ctx.read_at::<u32>(offsets.order as usize).unwrap_or(0),
+            ctx.read_at::<u8>(COMMON_FLAGS_OFFSET).unwrap_or(0),
+        )
+    };
+    let request = u64::from(offsets.page_size) << (order & 31);
+    // In interrupt context `current` is whoever was interrupted: the
+    // allocation is the kernel's, not that process's.
+    let in_interrupt = flags & (TRACE_FLAG_HARDIRQ | TRACE_FLAG_SOFTIRQ | TRACE_FLAG_NMI) != 0;
+    record_failure_of(AllocSyscall::PageAlloc, Some(request), !in_interrupt);
+    0
+}
+
+/// `common_flags` of every trace record, and its interrupt bits
+/// (`kernel/trace/trace.h`).
+const COMMON_FLAGS_OFFSET: usize = 2;
+const TRACE_FLAG_HARDIRQ: u8 = 0x08;
+const TRACE_FLAG_SOFTIRQ: u8 = 0x10;
+const TRACE_FLAG_NMI: u8 = 0x40;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
@@ -104,8 +145,19 @@ fn syscall_arg(n: usize) -> Option<u64> {
 
 #[inline(always)]
 fn record_failure(syscall: AllocSyscall, request_bytes: Option<u64>) {
+    record_failure_of(syscall, request_bytes, true);
+}
+
+/// Counts a failure for the current process, or for no process when
+/// `in_process` is false.
+#[inline(always)]
+fn record_failure_of(syscall: AllocSyscall, request_bytes: Option<u64>, in_process: bool) {
     let key = AllocFailureKey {
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        tgid: if in_process {
+            (bpf_get_current_pid_tgid() >> 32) as u32
+        } else {
+            0
+        },
         syscall: syscall as u8,
         epoch: alloc_epoch(),
         _pad0: 0,
@@ -126,14 +178,24 @@ fn record_failure(syscall: AllocSyscall, request_bytes: Option<u64>) {
             bpf_get_current_task() as *const u8,
         )
     };
-    let first = AllocFailureCounts {
-        count: 1,
-        first_boot_ns: now,
-        last_boot_ns: now,
-        max_request_bytes: request,
-        cgroup_id,
-        memcg_id: task::memory_cgroup_id(current).unwrap_or(0),
-        comm: bpf_get_current_comm().unwrap_or([0; oom_common::COMM_LEN]),
+    let first = if in_process {
+        AllocFailureCounts {
+            count: 1,
+            first_boot_ns: now,
+            last_boot_ns: now,
+            max_request_bytes: request,
+            cgroup_id,
+            memcg_id: task::memory_cgroup_id(current).unwrap_or(0),
+            comm: bpf_get_current_comm().unwrap_or([0; oom_common::COMM_LEN]),
+        }
+    } else {
+        AllocFailureCounts {
+            count: 1,
+            first_boot_ns: now,
+            last_boot_ns: now,
+            max_request_bytes: request,
+            ..AllocFailureCounts::default()
+        }
     };
     // NOEXIST: if another CPU created the key meanwhile, replacing its
     // element would lose its count; add to it instead.
