@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{cmdline::CmdlineMode, sink::Format};
+use crate::{cmdline::CmdlineMode, loader::AllocFailureHooks, sink::Format};
 
 /// Turns every Linux OOM kill into one structured JSON line (ECS), attributed
 /// to its process, cgroup, container and Kubernetes pod.
@@ -79,6 +79,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s",
           value_parser = parse_window)]
     pub enomem_window: Duration,
+
+    /// How to watch mmap, mremap and brk for allocation failures. `auto`
+    /// uses fexit hooks where the kernel allows them, which cost only those
+    /// calls; `tracepoint` uses the syscall exit tracepoints, which work
+    /// everywhere but slow every system call on the host (measured in the
+    /// README); `off` does without.
+    #[arg(long, value_enum, default_value_t = AllocFailureHooks::Auto)]
+    pub alloc_failures: AllocFailureHooks,
 
     /// Also count kernel page allocations that fail (`kmem/mm_page_alloc`
     /// with no page), per process, like the system calls above. That hook

@@ -92,6 +92,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
         alloc_window: args.enomem_window,
         cmdline: args.cmdline.clone(),
         page_alloc_failures: args.page_alloc_failures,
+        alloc_failures: args.alloc_failures,
     })?;
     for hook in pipeline.hooks() {
         match &hook.state {

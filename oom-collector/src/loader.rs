@@ -231,7 +231,7 @@ impl KernelSupport {
         }))
         .chain(ALLOC_HOOKS.iter().map(|hook| {
             HookStatus {
-                hook: hook.hook,
+                hook: hook.tracepoint_hook,
                 provides: hook.provides,
                 state: self
                     .alloc_hook_unavailable(hook.syscall)
@@ -242,38 +242,140 @@ impl KernelSupport {
     }
 }
 
-/// An allocation-failure hook: program name, tracepoint and system call.
+/// The architecture's name for a system call's kernel entry point.
+#[cfg(target_arch = "x86_64")]
+macro_rules! syscall_entry {
+    ($name:literal) => {
+        concat!("__x64_sys_", $name)
+    };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! syscall_entry {
+    ($name:literal) => {
+        concat!("__arm64_sys_", $name)
+    };
+}
+
+/// An allocation-failure hook: one system call, watched either by fexit on
+/// its entry point (cheap: only its own calls pay) or by its exit
+/// tracepoint (every system call on the host pays; see the README).
 struct AllocHook {
-    program: &'static str,
-    tracepoint: &'static str,
-    hook: &'static str,
     syscall: AllocSyscall,
+    tracepoint_program: &'static str,
+    tracepoint: &'static str,
+    tracepoint_hook: &'static str,
+    fexit_program: &'static str,
+    fexit_function: &'static str,
+    fexit_hook: &'static str,
     provides: &'static str,
 }
 
+macro_rules! alloc_hook {
+    ($syscall:expr, $name:literal, $provides:literal) => {
+        AllocHook {
+            syscall: $syscall,
+            tracepoint_program: concat!("sys_exit_", $name),
+            tracepoint: concat!("sys_exit_", $name),
+            tracepoint_hook: concat!("tracepoint/syscalls/sys_exit_", $name),
+            fexit_program: concat!($name, "_return"),
+            fexit_function: syscall_entry!($name),
+            fexit_hook: concat!("fexit/", syscall_entry!($name)),
+            provides: $provides,
+        }
+    };
+}
+
 const ALLOC_HOOKS: [AllocHook; 3] = [
-    AllocHook {
-        program: "sys_exit_mmap",
-        tracepoint: "sys_exit_mmap",
-        hook: "tracepoint/syscalls/sys_exit_mmap",
-        syscall: AllocSyscall::Mmap,
-        provides: "mmap failures with ENOMEM, counted per process, with the size asked for",
-    },
-    AllocHook {
-        program: "sys_exit_mremap",
-        tracepoint: "sys_exit_mremap",
-        hook: "tracepoint/syscalls/sys_exit_mremap",
-        syscall: AllocSyscall::Mremap,
-        provides: "mremap failures with ENOMEM, counted per process, with the size asked for",
-    },
-    AllocHook {
-        program: "sys_exit_brk",
-        tracepoint: "sys_exit_brk",
-        hook: "tracepoint/syscalls/sys_exit_brk",
-        syscall: AllocSyscall::Brk,
-        provides: "heap (brk) growth refused, counted per process, with the size asked for",
-    },
+    alloc_hook!(
+        AllocSyscall::Mmap,
+        "mmap",
+        "mmap failures with ENOMEM, counted per process, with the size asked for"
+    ),
+    alloc_hook!(
+        AllocSyscall::Mremap,
+        "mremap",
+        "mremap failures with ENOMEM, counted per process, with the size asked for"
+    ),
+    alloc_hook!(
+        AllocSyscall::Brk,
+        "brk",
+        "heap (brk) growth refused, counted per process, with the size asked for"
+    ),
 ];
+
+/// Attaches the allocation-failure hooks the way `mode` says; one status
+/// per system call.
+fn attach_alloc_hooks(
+    ebpf: &mut Ebpf,
+    mode: AllocFailureHooks,
+    blockers: Vec<Option<String>>,
+) -> Vec<HookStatus> {
+    let status = |hook: &AllocHook, name: &'static str, state| HookStatus {
+        hook: name,
+        provides: hook.provides,
+        state,
+    };
+    match mode {
+        AllocFailureHooks::Off => ALLOC_HOOKS
+            .iter()
+            .map(|hook| {
+                status(
+                    hook,
+                    hook.fexit_hook,
+                    Err("off (--alloc-failures off)".into()),
+                )
+            })
+            .collect(),
+        AllocFailureHooks::Tracepoint => ALLOC_HOOKS
+            .iter()
+            .zip(blockers)
+            .map(|(hook, blocker)| {
+                let state = match blocker {
+                    Some(reason) => Err(reason),
+                    None => attach_tracepoint(
+                        ebpf,
+                        hook.tracepoint_program,
+                        "syscalls",
+                        hook.tracepoint,
+                    ),
+                };
+                status(hook, hook.tracepoint_hook, state)
+            })
+            .collect(),
+        AllocFailureHooks::Auto => {
+            let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no BTF: {e}"));
+            ALLOC_HOOKS
+                .iter()
+                .zip(blockers)
+                .map(|(hook, blocker)| {
+                    let state = match (blocker, &btf) {
+                        (Some(reason), _) => Err(reason),
+                        (None, Err(e)) => Err(e.clone()),
+                        (None, Ok(btf)) => attach_fexit(ebpf, hook, btf),
+                    };
+                    let state = state.map_err(|reason| {
+                        format!(
+                            "{reason}; `--alloc-failures tracepoint` watches it through the \
+                             syscall tracepoint instead, at a cost to every system call"
+                        )
+                    });
+                    status(hook, hook.fexit_hook, state)
+                })
+                .collect()
+        }
+    }
+}
+
+fn attach_fexit(ebpf: &mut Ebpf, hook: &AllocHook, btf: &aya::Btf) -> Result<(), String> {
+    let program: &mut FExit = program(ebpf, hook.fexit_program)?;
+    program
+        .load(hook.fexit_function, btf)
+        .map_err(|e| format!("cannot load: {}", error_chain(&e)))?;
+    program
+        .attach()
+        .map(drop)
+        .map_err(|e| format!("cannot attach: {}", error_chain(&e)))
+}
 
 fn page_alloc_offsets(tracefs: &Path) -> Result<PageAllocOffsets, String> {
     let format =
@@ -365,6 +467,22 @@ pub struct LoadOptions {
     pub cmdline: crate::cli::CmdlineArgs,
     /// Attach the (hot) page-allocator hook.
     pub page_alloc_failures: bool,
+    /// How to watch mmap, mremap and brk for failures.
+    pub alloc_failures: AllocFailureHooks,
+}
+
+/// How the collector watches system calls for allocation failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AllocFailureHooks {
+    /// fexit on the system calls' entry points where the kernel allows it
+    /// (only those calls pay); otherwise not at all.
+    Auto,
+    /// The system calls' exit tracepoints: works on every kernel, but
+    /// enabling any syscall tracepoint slows every system call of every
+    /// process on the host.
+    Tracepoint,
+    /// Not at all.
+    Off,
 }
 
 /// The loaded, attached programs and the maps the collector reads.
@@ -507,17 +625,11 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         state: exec_state,
     });
 
-    for (hook, blocker) in ALLOC_HOOKS.iter().zip(alloc_blockers) {
-        let state = match blocker {
-            Some(reason) => Err(reason),
-            None => attach_tracepoint(&mut ebpf, hook.program, "syscalls", hook.tracepoint),
-        };
-        hooks.push(HookStatus {
-            hook: hook.hook,
-            provides: hook.provides,
-            state,
-        });
-    }
+    hooks.extend(attach_alloc_hooks(
+        &mut ebpf,
+        options.alloc_failures,
+        alloc_blockers,
+    ));
 
     let page_alloc_state = page_alloc_state
         .and_then(|()| attach_tracepoint(&mut ebpf, "mm_page_alloc", "kmem", "mm_page_alloc"));

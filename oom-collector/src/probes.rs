@@ -34,6 +34,7 @@ pub fn probe_kernel(args: &RunArgs) -> Vec<HookStatus> {
         alloc_window: args.enomem_window,
         cmdline: args.cmdline.clone(),
         page_alloc_failures: args.page_alloc_failures,
+        alloc_failures: args.alloc_failures,
     };
     match loader::load(&options) {
         Ok(loaded) => loaded.hooks,

@@ -133,6 +133,7 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
         alloc_window: std::time::Duration::from_secs(1),
         cmdline: args.cmdline.clone(),
         page_alloc_failures: false,
+        alloc_failures: crate::loader::AllocFailureHooks::Off,
     })?;
 
     let limit_bytes = args.limit_mib * 1024 * 1024;

@@ -115,6 +115,9 @@ impl Sink {
                 target: "stdout".into(),
                 source,
             }),
+            // Only a regular file has anything to make durable: fsync of a
+            // pipe or /dev/null fails with EINVAL.
+            Target::File { file, .. } if !file.metadata().is_ok_and(|m| m.is_file()) => Ok(()),
             Target::File { file, path } => file.sync_all().map_err(|source| SinkError::Sync {
                 path: path.clone(),
                 source,

@@ -1,5 +1,6 @@
 //! Allocation failures: real `ENOMEM`s under RLIMIT_AS, folded per window,
-//! counted exactly.
+//! counted exactly. This machine's kernel allows no fexit, so the tests
+//! ask for the syscall tracepoints (`--alloc-failures tracepoint`).
 
 use std::{
     path::PathBuf,
@@ -48,7 +49,8 @@ fn a_storm_of_mmap_failures_is_a_few_lines_that_add_up_exactly() {
     // Short windows, so the storm spans several and every epoch flip is
     // crossed while the kernel is counting.
     let window = Duration::from_millis(25);
-    let collector = Collector::start(&["--enomem-window", "25ms"]);
+    let collector =
+        Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "25ms"]);
     let idle_kib = resident_kib(collector.pid());
     let (pid, ran_for) = fail_on_purpose("mmap", FAILURES);
     std::thread::sleep(Duration::from_millis(500));
@@ -93,7 +95,8 @@ fn refused_heap_growth_through_brk_is_counted_too() {
     if !require_root("refused_heap_growth_through_brk_is_counted_too") {
         return;
     }
-    let collector = Collector::start(&["--enomem-window", "100ms"]);
+    let collector =
+        Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "100ms"]);
     let (pid, _) = fail_on_purpose("brk", 1_000);
     std::thread::sleep(Duration::from_millis(400));
     let (status, lines) = collector.stop();
@@ -122,7 +125,7 @@ fn failures_come_before_the_kill_they_led_to() {
         return;
     }
     // A window far longer than the test: only the kill can end it.
-    let collector = Collector::start(&["--enomem-window", "60s"]);
+    let collector = Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "60s"]);
     let cgroup = ScratchCgroup::new("story", 32 * 1024 * 1024);
     let argv = [
         enomem_helper().display().to_string(),

@@ -104,3 +104,14 @@ fn without_capabilities_it_names_the_missing_ones() {
     assert!(stderr.contains("CAP_BPF and CAP_PERFMON"), "{stderr}");
     assert!(stderr.contains("sudo"), "says what to do: {stderr}");
 }
+
+#[test]
+fn output_to_a_device_ends_cleanly() {
+    if !require_root("output_to_a_device_ends_cleanly") {
+        return;
+    }
+    // /dev/null cannot be fsynced; that is no reason to fail at exit.
+    let collector = oom_e2e::Collector::start(&["--output", "/dev/null"]);
+    let (status, _) = collector.stop();
+    assert!(status.success(), "{status}");
+}

@@ -4,10 +4,13 @@
 //!   `oom-collector ARGS` as root (through sudo when not root).
 //! - `cargo xtask test`: lint, build, run every test (unit and root-only
 //!   end-to-end tests that cause real OOM kills in scratch cgroups).
+//! - `cargo xtask bench`: the overhead of each hook, with and without the
+//!   collector, side by side.
 //! - `cargo xtask setup`: only the toolchain set-up both of them do first.
 //!
 //! Set-up is idempotent and takes well under a second when done already.
 
+mod bench;
 mod setup;
 mod system;
 
@@ -42,6 +45,13 @@ enum Task {
         /// Arguments for oom-collector, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Measure what the collector's hooks cost the workloads they fire on
+    /// (as root): median time per operation with and without it.
+    Bench {
+        /// Interleaved rounds; medians are taken over them.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
     },
     /// Lint, build and run every test. Root-only tests fail under CI=true
     /// when they cannot run, and are skipped with a reason otherwise.
@@ -78,6 +88,11 @@ fn main() -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { no_lint, args } => test(&root, no_lint, &args),
+        Task::Bench { rounds } => {
+            let binary = build(&root, true)?;
+            system::mount_kernel_filesystems()?;
+            bench::bench(&root, &binary, rounds.max(1))
+        }
     }
 }
 

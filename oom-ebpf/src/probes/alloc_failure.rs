@@ -24,8 +24,8 @@ use aya_ebpf::{
             bpf_ktime_get_boot_ns, bpf_task_pt_regs,
         },
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fexit, tracepoint},
+    programs::{FExitContext, TracePointContext},
     Global,
 };
 use oom_common::{
@@ -103,14 +103,50 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_brk")]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
-    let current_break = exit_ret(&ctx) as u64;
+    brk_returned(exit_ret(&ctx) as u64);
+    0
+}
+
+// The same three system calls hooked by fexit on their entry points
+// (`__x64_sys_mmap` ...: `long (const struct pt_regs *regs)`, 5.5+), where
+// the kernel allows it. Unlike a syscall tracepoint, which puts every
+// system call of every task on the kernel's slow path, these cost only
+// the calls they watch. The collector loads them with the architecture's
+// function names.
+
+#[fexit]
+pub fn mmap_return(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.arg(1);
+    if ret == -ENOMEM {
+        record_failure(AllocSyscall::Mmap, syscall_arg(1));
+    }
+    0
+}
+
+#[fexit]
+pub fn mremap_return(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.arg(1);
+    if ret == -ENOMEM {
+        record_failure(AllocSyscall::Mremap, syscall_arg(2));
+    }
+    0
+}
+
+#[fexit]
+pub fn brk_return(ctx: FExitContext) -> u32 {
+    let current_break: u64 = ctx.arg(1);
+    brk_returned(current_break);
+    0
+}
+
+#[inline(always)]
+fn brk_returned(current_break: u64) {
     // brk(addr): 0 only asks where the break is.
     if let Some(wanted) = syscall_arg(0) {
         if wanted > current_break && current_break != 0 {
             record_failure(AllocSyscall::Brk, Some(wanted - current_break));
         }
     }
-    0
 }
 
 /// The system call's return value; 0 if it cannot be read.
