@@ -215,14 +215,7 @@ pub fn read_proc_cmdline(dir: &Path) -> Option<Cmdline> {
     if args.is_empty() {
         return None;
     }
-    let mut entry = Cmdline {
-        args_len: 0,
-        path_len: 0,
-        flags: 0,
-        _pad0: 0,
-        path: [0; CMDLINE_PATH_BYTES],
-        args: [0; CMDLINE_ARGS_BYTES],
-    };
+    let mut entry = Cmdline::empty();
     let len = args.len().min(CMDLINE_ARGS_BYTES);
     entry.args[..len].copy_from_slice(&args[..len]);
     entry.args_len = len as u32;
@@ -321,14 +314,7 @@ mod tests {
 
     #[test]
     fn decodes_entries_and_marks_truncation() {
-        let mut entry = Cmdline {
-            args_len: 0,
-            path_len: 0,
-            flags: 0,
-            _pad0: 0,
-            path: [0; CMDLINE_PATH_BYTES],
-            args: [0; CMDLINE_ARGS_BYTES],
-        };
+        let mut entry = Cmdline::empty();
         assert_eq!(
             CapturedCmdline::from_entry(&entry),
             None,

@@ -45,6 +45,18 @@ const _: () =
 impl Cmdline {
     /// The arguments did not fit in [`CMDLINE_ARGS_BYTES`].
     pub const TRUNCATED: u32 = 1 << 0;
+
+    /// Nothing captured.
+    pub const fn empty() -> Self {
+        Self {
+            args_len: 0,
+            path_len: 0,
+            flags: 0,
+            _pad0: 0,
+            path: [0; CMDLINE_PATH_BYTES],
+            args: [0; CMDLINE_ARGS_BYTES],
+        }
+    }
 }
 
 /// First field of every ring-buffer record: what follows it.
@@ -208,14 +220,7 @@ impl OomKillRecord {
                 constraint: 0,
                 chosen_tid: 0,
             },
-            cmdline: Cmdline {
-                args_len: 0,
-                path_len: 0,
-                flags: 0,
-                _pad0: 0,
-                path: [0; CMDLINE_PATH_BYTES],
-                args: [0; CMDLINE_ARGS_BYTES],
-            },
+            cmdline: Cmdline::empty(),
         }
     }
 }
