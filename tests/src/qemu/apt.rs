@@ -1,0 +1,184 @@
+//! Debian kernel packages, fetched with `apt-get download` through a private
+//! apt configuration and state directory (`target/qemu/apt/<suite>/`): the
+//! machine's own sources, lists and caches are never read or changed, and
+//! no package is installed.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+/// A Debian release whose archive we read.
+pub struct Suite {
+    pub name: &'static str,
+    /// `sources.list` lines.
+    pub sources: &'static str,
+}
+
+pub const BULLSEYE: Suite = Suite {
+    name: "bullseye",
+    sources: "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
+",
+};
+
+pub const BOOKWORM: Suite = Suite {
+    name: "bookworm",
+    sources: "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-updates main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
+",
+};
+
+/// A series of kernel image packages: `<prefix><N><suffix>`, the newest N
+/// first.
+pub struct KernelPackages {
+    pub suite: &'static Suite,
+    pub prefix: &'static str,
+    pub suffix: &'static str,
+}
+
+/// How many of the newest builds to try: a new build can be in the index a
+/// while before its package reaches the mirror (5.10.0-44 to -46 gave 404
+/// when -43 downloaded).
+const DOWNLOAD_ATTEMPTS: usize = 6;
+
+/// apt with its configuration and state in `dir`.
+struct Apt {
+    dir: PathBuf,
+}
+
+impl Apt {
+    fn new(suite: &Suite, dir: PathBuf) -> Result<Self, String> {
+        for sub in ["lists/partial", "cache/archives/partial"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
+        }
+        fs::write(dir.join("sources.list"), suite.sources)
+            .map_err(|e| format!("cannot write {}: {e}", dir.join("sources.list").display()))?;
+        Ok(Self { dir })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        let dir = self.dir.display();
+        for option in [
+            format!("Dir::Etc::SourceList={dir}/sources.list"),
+            "Dir::Etc::SourceParts=/dev/null".to_owned(),
+            format!("Dir::State::Lists={dir}/lists"),
+            format!("Dir::Cache={dir}/cache"),
+            "Dir::State::status=/dev/null".to_owned(),
+            // Root's downloads would otherwise be done as `_apt`, which
+            // may not be able to write into the target directory.
+            "APT::Sandbox::User=root".to_owned(),
+        ] {
+            command.args(["-o", &option]);
+        }
+        command.env("LC_ALL", "C").stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, mut command: Command, what: &str) -> Result<Output, String> {
+        let output = command
+            .output()
+            .map_err(|e| format!("cannot run {what}: {e}"))?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(format!(
+                "{what} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+}
+
+/// Downloads the newest package of `packages` that downloads into
+/// `download_dir` and returns the `.deb`.
+pub fn download_newest(
+    packages: &KernelPackages,
+    apt_dir: PathBuf,
+    download_dir: &Path,
+) -> Result<PathBuf, String> {
+    let apt = Apt::new(packages.suite, apt_dir)?;
+    let mut update = apt.command("apt-get");
+    update.args(["-q", "update"]);
+    apt.run(update, &format!("apt-get update ({})", packages.suite.name))?;
+
+    let mut names = apt.command("apt-cache");
+    names.args(["pkgnames", packages.prefix]);
+    let names = apt.run(names, "apt-cache pkgnames")?;
+    let mut candidates: Vec<(u64, String)> = String::from_utf8_lossy(&names.stdout)
+        .lines()
+        .filter_map(|name| {
+            let build = name
+                .strip_prefix(packages.prefix)?
+                .strip_suffix(packages.suffix)?;
+            Some((build.parse().ok()?, name.to_owned()))
+        })
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    if candidates.is_empty() {
+        return Err(format!(
+            "no package {}<N>{} in {}",
+            packages.prefix, packages.suffix, packages.suite.name
+        ));
+    }
+
+    let mut failures = Vec::new();
+    for (_, package) in candidates.iter().take(DOWNLOAD_ATTEMPTS) {
+        let _ = fs::remove_dir_all(download_dir);
+        fs::create_dir_all(download_dir)
+            .map_err(|e| format!("cannot create {}: {e}", download_dir.display()))?;
+        let mut download = apt.command("apt-get");
+        download
+            .current_dir(download_dir)
+            .args(["-q", "download", package]);
+        match apt.run(download, &format!("apt-get download {package}")) {
+            Ok(_) => return find_deb(download_dir),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(failures.join("\n"))
+}
+
+fn find_deb(dir: &Path) -> Result<PathBuf, String> {
+    fs::read_dir(dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| format!("apt-get download left no .deb in {}", dir.display()))
+}
+
+/// Unpacks `boot/vmlinuz-<release>` of a kernel image package into `dir`;
+/// returns the release (`uname -r`) and the kernel's path.
+pub fn extract_vmlinuz(deb: &Path, dir: &Path) -> Result<(String, PathBuf), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut unpack = Command::new("dpkg-deb");
+    unpack.arg("--extract").arg(deb).arg(dir);
+    let output = unpack
+        .output()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "dpkg-deb --extract {} failed: {}",
+            deb.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let boot = dir.join("boot");
+    fs::read_dir(&boot)
+        .map_err(|e| format!("{} has no boot/: {e}", deb.display()))?
+        .filter_map(Result::ok)
+        .find_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let release = name.strip_prefix("vmlinuz-")?.to_owned();
+            Some((release, entry.path()))
+        })
+        .ok_or_else(|| format!("{} has no boot/vmlinuz-*", deb.display()))
+}
