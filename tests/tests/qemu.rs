@@ -1,0 +1,556 @@
+//! The real collector on Debian's 5.10, 6.1 and 6.12 kernels, in QEMU
+//! guests: what this machine's kernel (6.18, cgroup v1 memory, no kprobes)
+//! cannot show.
+//!
+//! One boot per kernel runs every scenario (a boot costs seconds under
+//! TCG) and prints each one's output as a section; each scenario is its own
+//! test on that output, so a failure names the kernel and the scenario:
+//!
+//! - `probes`: `oom-collector probes`;
+//! - `group_kill`: three hogs in one cgroup v2 with `memory.oom.group=1`,
+//!   killed in one OOM, as the collector writes them to `--output`;
+//! - `selftest`: `oom-collector selftest` (on cgroup v2 there).
+//!
+//! Without QEMU, busybox or the kernels (no network), the tests skip with
+//! the reason outside CI and fail under `CI=true`.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use oom_e2e::{
+    collector_bin,
+    qemu::{Guest, QemuError, Series},
+};
+use serde_json::Value;
+
+/// Runs in the guest, as root. Prints one section per step:
+/// `=== <name> status=<exit status> bytes=<n> ===\n<n bytes>\n`.
+const GUEST_SCRIPT: &str = r#"
+set -u
+section() { # name status file
+    printf '=== %s status=%s bytes=%s ===\n' "$1" "$2" "$(wc -c < "$3")"
+    cat "$3"
+    echo
+}
+# Runs the command "$2..." every 0.1 s until it succeeds, at most $1 times.
+wait_until() {
+    limit=$1; shift
+    n=0
+    until "$@"; do
+        [ $n -ge $limit ] && return 1
+        sleep 0.1; n=$((n + 1))
+    done
+}
+
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+
+uname -r > /tmp/uname
+section uname 0 /tmp/uname
+cat /sys/kernel/tracing/events/oom/mark_victim/format > /tmp/format 2>&1
+section mark_victim_format $? /tmp/format
+
+oom-collector probes > /tmp/probes 2>&1
+section probes $? /tmp/probes
+
+# Group kill.
+oom-collector --output /tmp/events.ndjson --cmdline full 2>/tmp/collector.log &
+collector=$!
+attached() { grep -q "collecting OOM events" /tmp/collector.log || ! kill -0 $collector; }
+wait_until 600 attached
+: > /tmp/hogs
+G=/sys/fs/cgroup/grp
+if grep -q "collecting OOM events" /tmp/collector.log; then
+    mkdir $G
+    echo 64M > $G/memory.max
+    [ -e $G/memory.swap.max ] && echo 0 > $G/memory.swap.max
+    echo 1 > $G/memory.oom.group
+    # Frozen until all three are in: a hog alone could reach the limit before
+    # the others joined, and they would die in an OOM of their own.
+    echo 1 > $G/cgroup.freeze
+    oom-collector hog $G/cgroup.procs 2>/tmp/hog1.log & h1=$!
+    oom-collector hog $G/cgroup.procs 2>/tmp/hog2.log & h2=$!
+    oom-collector hog $G/cgroup.procs 2>/tmp/hog3.log & h3=$!
+    all_in() { [ "$(wc -l < $G/cgroup.procs)" -ge 3 ]; }
+    wait_until 300 all_in || echo "not all hogs joined: $(cat $G/cgroup.procs)" >> /tmp/hogs
+    echo 0 > $G/cgroup.freeze
+    all_gone() { [ ! -s $G/cgroup.procs ]; }
+    if ! wait_until 600 all_gone; then
+        echo "hogs still alive after 60 s: $(cat $G/cgroup.procs)" >> /tmp/hogs
+        kill -9 $h1 $h2 $h3
+    fi
+    for hog in "$h1 1" "$h2 2" "$h3 3"; do
+        set -- $hog
+        wait $1
+        status=$?
+        echo "hog $1 status=$status $(tr '\n' ' ' < /tmp/hog$2.log)" >> /tmp/hogs
+    done
+    sleep 1
+fi
+kill -TERM $collector
+wait $collector
+collector_status=$?
+rmdir $G 2>/dev/null
+touch /tmp/events.ndjson
+section hogs 0 /tmp/hogs
+section events $collector_status /tmp/events.ndjson
+section collector_log $collector_status /tmp/collector.log
+
+oom-collector selftest > /tmp/selftest 2>&1
+section selftest $? /tmp/selftest
+
+dmesg > /tmp/dmesg
+section dmesg 0 /tmp/dmesg
+"#;
+
+/// The guest's timeout: a boot with every scenario takes 10-15 s here.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+struct Section {
+    status: i32,
+    body: String,
+}
+
+struct Boot {
+    release: String,
+    sections: HashMap<String, Section>,
+}
+
+impl Boot {
+    fn section(&self, name: &str) -> &Section {
+        self.sections.get(name).unwrap_or_else(|| {
+            panic!(
+                "the {} guest printed no {name:?} section (it has {:?})",
+                self.release,
+                self.sections.keys().collect::<BTreeSet<_>>()
+            )
+        })
+    }
+
+    /// The kernel's OOM lines, for failure messages.
+    fn oom_log(&self) -> String {
+        self.section("dmesg")
+            .body
+            .lines()
+            .filter(|l| {
+                ["oom", "Killed process", "Tasks in", "Memory cgroup"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+enum Outcome {
+    Booted(Boot),
+    /// QEMU, busybox or the kernel cannot be had here.
+    Unavailable(String),
+    Failed(String),
+}
+
+/// The boot of `series`, shared by its tests; `None` when the test should
+/// skip.
+fn guest(series: Series, test: &str) -> Option<&'static Boot> {
+    static BOOTS: [OnceLock<Outcome>; 3] = [const { OnceLock::new() }; 3];
+    let index = Series::ALL
+        .iter()
+        .position(|s| *s == series)
+        .expect("a known series");
+    match BOOTS[index].get_or_init(|| boot(series)) {
+        Outcome::Booted(boot) => Some(boot),
+        Outcome::Unavailable(why) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: {why}; CI=true, so this fails instead of skipping");
+            }
+            eprintln!("skipping {test}: {why}");
+            None
+        }
+        Outcome::Failed(why) => panic!("{test}: {why}"),
+    }
+}
+
+fn boot(series: Series) -> Outcome {
+    let failure = |e: QemuError| {
+        if e.is_unavailable() {
+            Outcome::Unavailable(e.to_string())
+        } else {
+            Outcome::Failed(e.to_string())
+        }
+    };
+    // QEMU and busybox first: no download for a machine that cannot boot.
+    let guest =
+        match Guest::new().and_then(|g| g.program("/usr/bin/oom-collector", &collector_bin())) {
+            Ok(guest) => guest.memory_mib(512).cpus(2).timeout(GUEST_TIMEOUT),
+            Err(e) => return failure(e),
+        };
+    let fetching = Instant::now();
+    let kernel = match series.fetch() {
+        Ok(kernel) => kernel,
+        Err(e) => return failure(e),
+    };
+    let fetched = fetching.elapsed();
+    let run = match guest.run(&kernel, GUEST_SCRIPT) {
+        Ok(run) => run,
+        Err(e) => return failure(e),
+    };
+    eprintln!(
+        "{} guest ({}): kernel ready in {fetched:.1?}, boot and scenarios {:.1?}",
+        kernel.release, kernel.package, run.elapsed
+    );
+    if run.status != 0 {
+        let lines: Vec<&str> = run.console.lines().collect();
+        return Outcome::Failed(format!(
+            "the {} guest's script exited {}; its console ended with:\n{}",
+            kernel.release,
+            run.status,
+            lines[lines.len().saturating_sub(100)..].join("\n")
+        ));
+    }
+    match parse_sections(&run.stdout) {
+        Ok(sections) => Outcome::Booted(Boot {
+            release: kernel.release,
+            sections,
+        }),
+        Err(e) => Outcome::Failed(format!(
+            "the {} guest's output does not parse: {e}",
+            kernel.release
+        )),
+    }
+}
+
+fn parse_sections(mut out: &[u8]) -> Result<HashMap<String, Section>, String> {
+    let mut sections = HashMap::new();
+    while !out.is_empty() {
+        let end = out
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or("a header without its newline")?;
+        let header = String::from_utf8_lossy(&out[..end]).into_owned();
+        let fields: Vec<&str> = header
+            .strip_prefix("=== ")
+            .and_then(|h| h.strip_suffix(" ==="))
+            .ok_or_else(|| format!("not a section header: {header:?}"))?
+            .split(' ')
+            .collect();
+        let [name, status, bytes] = fields[..] else {
+            return Err(format!("not a section header: {header:?}"));
+        };
+        let number = |field: &str, key: &str| -> Result<i64, String> {
+            field
+                .strip_prefix(key)
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("no {key} in {header:?}"))
+        };
+        let status = number(status, "status=")?;
+        let bytes = number(bytes, "bytes=")? as usize;
+        let body = out
+            .get(end + 1..end + 1 + bytes)
+            .ok_or_else(|| format!("section {name} is cut short"))?;
+        if out.get(end + 1 + bytes) != Some(&b'\n') {
+            return Err(format!("section {name} is not followed by its newline"));
+        }
+        sections.insert(
+            name.to_owned(),
+            Section {
+                status: status as i32,
+                body: String::from_utf8_lossy(body).into_owned(),
+            },
+        );
+        out = &out[end + 2 + bytes..];
+    }
+    Ok(sections)
+}
+
+/// `probes` as (hook, state) pairs. Each hook is a line `<hook> <state>`
+/// closed by an indented `provides ...` line; a state may span many lines
+/// (a verifier log).
+fn hooks(probes: &str) -> Vec<(String, Vec<&str>)> {
+    let mut hooks = Vec::new();
+    let mut block: Vec<&str> = Vec::new();
+    for line in probes.lines() {
+        if line.starts_with(' ') && line.trim_start().starts_with("provides ") {
+            if let Some((first, rest)) = block.split_first() {
+                // The hook is padded to 30 columns and may hold spaces
+                // ("fentry or kprobe/oom_kill_process").
+                let (hook, state) = first
+                    .strip_suffix(" active")
+                    .map(|hook| (hook, "active"))
+                    .or_else(|| first.split_once(" unavailable"))
+                    .map(|(hook, _)| (hook.trim(), first[hook.len()..].trim()))
+                    .unwrap_or_else(|| first.split_once(' ').unwrap_or((first, "")));
+                let mut state = vec![state.trim()];
+                state.extend_from_slice(rest);
+                hooks.push((hook.to_owned(), state));
+            }
+            block.clear();
+        } else {
+            block.push(line);
+        }
+    }
+    hooks
+}
+
+/// The state `probes` shows for `hook` (`active`, `unavailable: ...`); of a
+/// long one (a verifier log) its first and last lines.
+fn hook_state(probes: &str, hook: &str) -> String {
+    let Some((_, state)) = hooks(probes).into_iter().find(|(h, _)| h == hook) else {
+        return format!("(no line for {hook})");
+    };
+    const HEAD: usize = 3;
+    const TAIL: usize = 8;
+    if state.len() <= HEAD + TAIL {
+        state.join("\n")
+    } else {
+        format!(
+            "{}\n... ({} lines in all) ...\n{}",
+            state[..HEAD].join("\n"),
+            state.len(),
+            state[state.len() - TAIL..].join("\n")
+        )
+    }
+}
+
+fn check_probes(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let probes = boot.section("probes");
+    eprintln!("{} probes:\n{}", boot.release, summary(&probes.body));
+    assert_eq!(
+        probes.status, 0,
+        "`oom-collector probes` exited {} on {}:\n{}",
+        probes.status, boot.release, probes.body
+    );
+    let mark_victim = hook_state(&probes.body, "tracepoint/oom/mark_victim");
+    assert!(
+        mark_victim == "active",
+        "tracepoint/oom/mark_victim on {}: {mark_victim}",
+        boot.release
+    );
+
+    // What `probes` promises, the collector running on the same kernel
+    // must deliver.
+    let run_log = plain(&boot.section("collector_log").body);
+    for (hook, state) in hooks(&probes.body) {
+        if state[0] == "active" {
+            assert!(
+                run_log.contains(&format!("hook active hook=\"{hook}\"")),
+                "`probes` says {hook} is active on {}, but the collector did not attach it:\n{}",
+                boot.release,
+                warnings(&run_log)
+            );
+        }
+    }
+
+    // Whether the kernel's mark_victim carries the victim's task: the
+    // v6.8 change that added comm, rss and the rest to the record also
+    // changed the tracepoint's arguments from (int pid) to (struct
+    // task_struct *task, uid_t uid), and was backported to 5.10 and 6.1.
+    // bpftool on these kernels' BTF: `btf_trace_mark_victim` is
+    // `void (*)(void *, struct task_struct *, uid_t)` on 5.10.0-43
+    // (5.10.251), 6.1.0-57 and 6.12.117, and `void (*)(void *, int)` on
+    // 5.10.0-30 (5.10.218), whose record has only the pid.
+    let format = &boot.section("mark_victim_format").body;
+    let passes_task = format.contains(" comm;");
+    let task_hook = hook_state(&probes.body, "tp_btf/mark_victim");
+    if passes_task {
+        assert!(
+            task_hook == "active",
+            "tp_btf/mark_victim on {}: the kernel passes the victim's task_struct, so the \
+             program must load and attach; `probes` says:\n{task_hook}",
+            boot.release
+        );
+    } else {
+        assert!(
+            task_hook.contains("passes only the pid"),
+            "tp_btf/mark_victim on {}, whose mark_victim passes only the pid: {task_hook}",
+            boot.release
+        );
+    }
+}
+
+/// `probes` with each hook's state cut to its first line.
+fn summary(probes: &str) -> String {
+    hooks(probes)
+        .iter()
+        .map(|(hook, state)| format!("  {hook:<36} {}", state[0]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn check_group_kill(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let hogs = &boot.section("hogs").body;
+    let log = &boot.section("collector_log").body;
+    let pids: BTreeSet<u64> = hogs
+        .lines()
+        .filter_map(|line| line.strip_prefix("hog "))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        3,
+        "{}: the three hogs did not run (collector log:\n{log})\n{hogs}",
+        boot.release
+    );
+    assert!(
+        hogs.lines()
+            .filter(|line| line.starts_with("hog "))
+            .all(|line| line.contains(" status=137 ")),
+        "{}: every hog must end by SIGKILL (status 137):\n{hogs}\nkernel log:\n{}",
+        boot.release,
+        boot.oom_log()
+    );
+
+    let events = boot.section("events");
+    assert_eq!(
+        events.status, 0,
+        "{}: the collector exited {} on SIGTERM:\n{log}",
+        boot.release, events.status
+    );
+    let documents: Vec<Value> = events
+        .body
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {line}", boot.release))
+        })
+        .collect();
+    let kills: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "oom_kill")
+        .collect();
+    let context = || {
+        format!(
+            "hog pids {pids:?}\nevents:\n{}\ncollector warnings:\n{}\nkernel log:\n{}",
+            events.body,
+            warnings(log),
+            boot.oom_log()
+        )
+    };
+    let killed: BTreeSet<u64> = kills
+        .iter()
+        .filter_map(|k| k["process"]["pid"].as_u64())
+        .collect();
+    assert!(
+        kills.len() == 3 && killed == pids,
+        "{}: want one oom_kill line per hog, got {} for pids {killed:?}\n{}",
+        boot.release,
+        kills.len(),
+        context()
+    );
+    let incidents: BTreeSet<String> = kills
+        .iter()
+        .map(|k| k["oom"]["incident"]["id"].to_string())
+        .collect();
+    assert!(
+        incidents.len() == 1 && !incidents.contains("null"),
+        "{}: one OOM killed the group, so every kill must share one oom.incident.id; \
+         got {incidents:?}\n{}",
+        boot.release,
+        context()
+    );
+    for kill in &kills {
+        let pid = &kill["process"]["pid"];
+        assert_eq!(
+            kill["oom"]["group_kill"],
+            true,
+            "{}: oom.group_kill of {pid}\n{}",
+            boot.release,
+            context()
+        );
+        assert_eq!(
+            kill["oom"]["victim"]["memcg"]["path"],
+            "/grp",
+            "{}: oom.victim.memcg.path of {pid}\n{}",
+            boot.release,
+            context()
+        );
+        assert_eq!(
+            kill["oom"]["constraint"],
+            "memcg",
+            "{}: oom.constraint of {pid}\n{}",
+            boot.release,
+            context()
+        );
+    }
+}
+
+/// The collector's warnings and errors, each cut to its first line (a
+/// verifier log can run to thousands).
+fn warnings(log: &str) -> String {
+    plain(log)
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .map(|line| line.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`): the collector's
+/// text log has them even when stderr is a file.
+fn plain(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+fn check_selftest(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let selftest = boot.section("selftest");
+    assert_eq!(
+        selftest.status, 0,
+        "`oom-collector selftest` exited {} on {}:\n{}",
+        selftest.status, boot.release, selftest.body
+    );
+    assert!(
+        selftest.body.contains(r#""action":"oom_kill""#),
+        "{}: selftest printed no oom_kill line:\n{}",
+        boot.release,
+        selftest.body
+    );
+}
+
+macro_rules! kernel_tests {
+    ($module:ident, $series:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn probes() {
+                check_probes($series, concat!(stringify!($module), "::probes"));
+            }
+
+            #[test]
+            fn group_kill() {
+                check_group_kill($series, concat!(stringify!($module), "::group_kill"));
+            }
+
+            #[test]
+            fn selftest() {
+                check_selftest($series, concat!(stringify!($module), "::selftest"));
+            }
+        }
+    };
+}
+
+kernel_tests!(guest_5_10, Series::Linux5_10);
+kernel_tests!(guest_6_1, Series::Linux6_1);
+kernel_tests!(guest_6_12, Series::Linux6_12);
