@@ -370,11 +370,11 @@ fn attach_fexit(ebpf: &mut Ebpf, hook: &AllocHook, btf: &aya::Btf) -> Result<(),
     let program: &mut FExit = program(ebpf, hook.fexit_program)?;
     program
         .load(hook.fexit_function, btf)
-        .map_err(|e| format!("cannot load: {}", error_chain(&e)))?;
+        .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
     program
         .attach()
         .map(drop)
-        .map_err(|e| format!("cannot attach: {}", error_chain(&e)))
+        .map_err(|e| format!("cannot attach: {}", program_error(&e)))
 }
 
 fn page_alloc_offsets(tracefs: &Path) -> Result<PageAllocOffsets, String> {
@@ -676,13 +676,13 @@ fn attach_fentry_pair(ebpf: &mut Ebpf) -> Result<(), String> {
     let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
     entry
         .load("oom_kill_process", &btf)
-        .map_err(|e| error_chain(&e))?;
-    let link = entry.attach().map_err(|e| error_chain(&e))?;
+        .map_err(|e| program_error(&e))?;
+    let link = entry.attach().map_err(|e| program_error(&e))?;
     let exit: &mut FExit = program(ebpf, "oom_kill_process_fexit")?;
     let exit_attached = exit
         .load("oom_kill_process", &btf)
         .and_then(|()| exit.attach().map(drop))
-        .map_err(|e| error_chain(&e));
+        .map_err(|e| program_error(&e));
     if let Err(error) = exit_attached {
         let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
         let _ = entry.detach(link);
@@ -693,15 +693,15 @@ fn attach_fentry_pair(ebpf: &mut Ebpf) -> Result<(), String> {
 
 fn attach_kprobe_pair(ebpf: &mut Ebpf) -> Result<(), String> {
     let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
-    entry.load().map_err(|e| error_chain(&e))?;
+    entry.load().map_err(|e| program_error(&e))?;
     let link = entry
         .attach("oom_kill_process", 0)
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| program_error(&e))?;
     let exit: &mut KProbe = program(ebpf, "oom_kill_process_return")?;
     let exit_attached = exit
         .load()
         .and_then(|()| exit.attach("oom_kill_process", 0).map(drop))
-        .map_err(|e| error_chain(&e));
+        .map_err(|e| program_error(&e));
     if let Err(error) = exit_attached {
         let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
         let _ = entry.detach(link);
@@ -744,10 +744,10 @@ fn attach_tracepoint(
         .map_err(|e: aya::programs::ProgramError| e.to_string())?;
     program
         .load()
-        .map_err(|e| format!("cannot load: {}", error_chain(&e)))?;
+        .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
     program
         .attach(category, name)
-        .map_err(|e| format!("cannot attach: {}", error_chain(&e)))?;
+        .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
     Ok(())
 }
 
@@ -760,11 +760,41 @@ fn attach_victim_task(ebpf: &mut Ebpf) -> Result<(), String> {
         .map_err(|e| format!("{e}"))?;
     program
         .load("mark_victim", &btf)
-        .map_err(|e| format!("cannot load: {}", error_chain(&e)))?;
+        .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
     program
         .attach()
-        .map_err(|e| format!("cannot attach: {}", error_chain(&e)))?;
+        .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
     Ok(())
+}
+
+/// Why a program could not be loaded or attached, in one line. A verifier
+/// rejection carries the kernel's whole log (hundreds of lines); its last
+/// verdict says what matters, and the log goes to the debug log.
+fn program_error(error: &aya::programs::ProgramError) -> String {
+    let aya::programs::ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = error
+    else {
+        return error_chain(error);
+    };
+    let log = verifier_log.to_string();
+    debug!(%log, "verifier log");
+    let verdict = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .find(|line| !line.starts_with("processed ") && !line.starts_with("verification time"));
+    let hint = if log.contains("invalid func unknown#") {
+        " (a BPF helper it needs is missing: the kernel is too old for this hook)"
+    } else {
+        ""
+    };
+    match verdict {
+        Some(verdict) => format!("the kernel's verifier refused it: {verdict}{hint} ({io_error})"),
+        None => format!("the kernel refused it ({io_error})"),
+    }
 }
 
 /// An error and its sources on one line.

@@ -63,7 +63,7 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
             bpf_get_current_task() as *const u8,
         )
     };
-    let trigger_memcg_id = task::memory_cgroup_id(current).ok();
+    let trigger_memcg_id = task::memory_cgroup_id(current).unwrap_or(0);
 
     fill_kill_part(victim_tid, part::TRACEPOINT, |record| {
         // SAFETY: a probe read of the tracepoint's record; it fails rather
@@ -77,7 +77,7 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
         record.trigger_tgid = (pid_tgid >> 32) as u32;
         record.trigger_comm = trigger_comm;
         record.trigger_cgroup_id = trigger_cgroup_id;
-        record.trigger_memcg_id = trigger_memcg_id.unwrap_or(0);
+        record.trigger_memcg_id = trigger_memcg_id;
         // The OOM's context, if a hook on oom_kill_process stashed it for
         // this (trigger) task; see `oom_kill_process.rs`.
         // SAFETY: a lookup by value, copied out at once.

@@ -29,12 +29,18 @@ pub fn mark_victim_task(ctx: BtfTracePointContext) -> u32 {
 
 fn try_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let victim: *const u8 = ctx.arg(0);
-    let ids = task::task_ids(victim).ok();
-    let cgroup_id = task::unified_cgroup_id(victim).ok();
-    let memcg_id = task::memory_cgroup_id(victim).ok();
+    // Plain values, 0 when unread, rather than Options: an Option's unused
+    // payload is an uninitialized stack slot, which older verifiers (5.10)
+    // refuse to let the program copy.
+    let (tid, tgid, parent_tgid) = match task::task_ids(victim) {
+        Ok(ids) => (ids.tid, ids.tgid, ids.parent_tgid),
+        Err(_) => (0, 0, 0),
+    };
+    let cgroup_id = task::unified_cgroup_id(victim).unwrap_or(0);
+    let memcg_id = task::memory_cgroup_id(victim).unwrap_or(0);
     // Each read stands alone: a kernel without a memory controller still
     // gives the victim's process and cgroup. What fails is left 0.
-    if ids.is_none() || cgroup_id.is_none() || memcg_id.is_none() {
+    if tid == 0 || cgroup_id == 0 || memcg_id == 0 {
         count(Stat::ReadFailed);
         warn!(
             ctx,
@@ -42,13 +48,10 @@ fn try_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i64> {
         );
     }
 
-    let victim_tid = ids.as_ref().map_or(0, |ids| ids.tid);
-    fill_kill_part(victim_tid, part::VICTIM_TASK, |record| {
-        if let Some(ids) = ids {
-            record.victim_tgid = ids.tgid;
-            record.victim_ppid = ids.parent_tgid;
-        }
-        record.victim_cgroup_id = cgroup_id.unwrap_or(0);
-        record.victim_memcg_id = memcg_id.unwrap_or(0);
+    fill_kill_part(tid, part::VICTIM_TASK, |record| {
+        record.victim_tgid = tgid;
+        record.victim_ppid = parent_tgid;
+        record.victim_cgroup_id = cgroup_id;
+        record.victim_memcg_id = memcg_id;
     })
 }
