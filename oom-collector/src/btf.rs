@@ -174,6 +174,23 @@ impl KernelBtf {
             .ok_or_else(|| BtfError::Missing(name.to_owned()))
     }
 
+    /// The value of enumerator `member` of whichever enum declares it
+    /// (many kernel enums are anonymous).
+    pub fn enum_value_anywhere(&self, member: &str) -> Option<u32> {
+        // BTF indexes type names only: look through every enum, by id
+        // until the ids run out.
+        (1..)
+            .map_while(|id| self.btf.resolve_type_by_id(id).ok())
+            .find_map(|ty| match ty {
+                Type::Enum(en) => en
+                    .members
+                    .iter()
+                    .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == member))
+                    .map(|m| m.val()),
+                _ => None,
+            })
+    }
+
     fn enum_value(&self, enum_name: &str, member: &str) -> Result<u32, BtfError> {
         let Type::Enum(en) = self.named(enum_name, |ty| matches!(ty, Type::Enum(_)))? else {
             unreachable!("filtered to enums");
@@ -234,5 +251,39 @@ impl KernelBtf {
                     .into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This machine's own BTF: every kernel this runs on has one, and the
+    /// offsets must come out inside their structs and distinct.
+    #[test]
+    fn resolves_this_kernels_offsets() {
+        let btf = KernelBtf::load(Path::new(VMLINUX_BTF)).expect("this kernel has BTF");
+        let offsets = btf.kernel_offsets().expect("every offset resolves");
+        assert_ne!(offsets.task_pid, offsets.task_tgid);
+        assert!(
+            offsets.task_tgid > offsets.task_pid,
+            "tgid follows pid in task_struct"
+        );
+        assert_eq!(
+            offsets.task_tgid - offsets.task_pid,
+            4,
+            "two pid_t side by side"
+        );
+        assert!(btf.mark_victim_passes_task().expect("typedef present"));
+        let control = btf.oom_control_offsets().expect("oom_control resolves");
+        assert_eq!(
+            control.memcg_css, 0,
+            "css is the first member of mem_cgroup"
+        );
+        // 6.10+ names the GFP bits; the 6.18 value is what 0x400 was.
+        if let Some(bit) = btf.enum_value_anywhere("___GFP_DIRECT_RECLAIM_BIT") {
+            assert!(bit < 32, "{bit}");
+        }
+        assert_eq!(btf.enum_value_anywhere("no_such_enumerator_anywhere"), None);
     }
 }

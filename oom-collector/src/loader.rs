@@ -125,7 +125,7 @@ impl KernelSupport {
             Err(e) => Err(e.to_string()),
         };
         let page_alloc_offsets = match &tracefs {
-            Ok(dir) => page_alloc_offsets(dir),
+            Ok(dir) => page_alloc_offsets(dir, gfp_direct_reclaim(btf.as_ref().ok())),
             Err(e) => Err(e.to_string()),
         };
         let oom_control_offsets = match &btf {
@@ -377,7 +377,14 @@ fn attach_fexit(ebpf: &mut Ebpf, hook: &AllocHook, btf: &aya::Btf) -> Result<(),
         .map_err(|e| format!("cannot attach: {}", program_error(&e)))
 }
 
-fn page_alloc_offsets(tracefs: &Path) -> Result<PageAllocOffsets, String> {
+/// `__GFP_DIRECT_RECLAIM`: 0x400 from 4.4 until the flags became an enum
+/// of bit numbers (6.10), which BTF then names.
+fn gfp_direct_reclaim(btf: Option<&KernelBtf>) -> u32 {
+    btf.and_then(|btf| btf.enum_value_anywhere("___GFP_DIRECT_RECLAIM_BIT"))
+        .map_or(0x400, |bit| 1 << bit)
+}
+
+fn page_alloc_offsets(tracefs: &Path, direct_reclaim: u32) -> Result<PageAllocOffsets, String> {
     let format =
         tracefs::read_format(tracefs, "kmem", "mm_page_alloc").map_err(|e| e.to_string())?;
     let pfn = format
@@ -388,11 +395,17 @@ fn page_alloc_offsets(tracefs: &Path) -> Result<PageAllocOffsets, String> {
         .field("order")
         .filter(|f| f.size == 4)
         .ok_or("mm_page_alloc has no 4-byte order")?;
+    let gfp = format
+        .field("gfp_flags")
+        .filter(|f| f.size == 4 || f.size == 8)
+        .ok_or("mm_page_alloc has no gfp_flags")?;
     Ok(PageAllocOffsets {
         pfn: pfn.offset as u32,
         order: order.offset as u32,
         page_size: rustix::param::page_size() as u32,
-        _pad0: 0,
+        gfp_flags: gfp.offset as u32,
+        gfp_flags_size: gfp.size as u32,
+        gfp_direct_reclaim: direct_reclaim,
     })
 }
 

@@ -295,8 +295,8 @@ impl AllocSyscall {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AllocFailureKey {
-    /// The failing process; 0 for a kernel page allocation made in
-    /// interrupt context, which belongs to no process.
+    /// The failing process; 0 for an atomic kernel page allocation, which
+    /// may have been made in interrupt context and belong to no process.
     pub tgid: u32,
     /// An [`AllocSyscall`].
     pub syscall: u8,
@@ -344,10 +344,16 @@ pub struct PageAllocOffsets {
     pub order: u32,
     /// The kernel's page size, to turn an order into bytes.
     pub page_size: u32,
-    pub _pad0: u32,
+    /// Where `gfp_flags` is, and its size: a 4-byte `gfp_t` on 5.10, an
+    /// 8-byte `unsigned long` on 6.x.
+    pub gfp_flags: u32,
+    pub gfp_flags_size: u32,
+    /// `__GFP_DIRECT_RECLAIM`: an allocation that may sleep, so one made by
+    /// a process, never in interrupt context.
+    pub gfp_direct_reclaim: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PageAllocOffsets>() == 16);
+const _: () = assert!(core::mem::size_of::<PageAllocOffsets>() == 24);
 
 impl PageAllocOffsets {
     pub const fn unknown() -> Self {
@@ -355,7 +361,9 @@ impl PageAllocOffsets {
             pfn: KernelOffsets::UNKNOWN,
             order: KernelOffsets::UNKNOWN,
             page_size: 4096,
-            _pad0: 0,
+            gfp_flags: KernelOffsets::UNKNOWN,
+            gfp_flags_size: 0,
+            gfp_direct_reclaim: 0,
         }
     }
 }

@@ -9,6 +9,9 @@
 //! - `probes`: `oom-collector probes`;
 //! - `group_kill`: three hogs in one cgroup v2 with `memory.oom.group=1`,
 //!   killed in one OOM, as the collector writes them to `--output`;
+//! - `alloc_failures`: real `mmap` and `brk` failures through the default
+//!   (fexit) hooks, and kernel page-allocation failures while the huge
+//!   page pool is filled beyond the guest's memory;
 //! - `selftest`: `oom-collector selftest` (on cgroup v2 there).
 //!
 //! Without QEMU, busybox or the kernels (no network), the tests skip with
@@ -16,6 +19,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    path::Path,
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -101,6 +105,31 @@ section hogs 0 /tmp/hogs
 section events $collector_status /tmp/events.ndjson
 section collector_log $collector_status /tmp/collector.log
 
+# Allocation failures through the default hooks (fexit where the kernel
+# allows), and kernel page-allocation failures: asking for more 2 MiB huge
+# pages than the guest has makes the page allocator fail (quietly: the
+# pool is filled with __GFP_RETRY_MAYFAIL, so no OOM).
+oom-collector --output /tmp/alloc.ndjson --enomem-window 100ms --page-alloc-failures 2>/tmp/alloc.log &
+collector=$!
+attached() { grep -q "collecting OOM events" /tmp/alloc.log || ! kill -0 $collector; }
+wait_until 600 attached
+: > /tmp/alloc_pids
+enomem mmap 1000 > /dev/null & p=$!; wait $p; echo "mmap $p $?" >> /tmp/alloc_pids
+enomem brk 100 > /dev/null & p=$!; wait $p; echo "brk $p $?" >> /tmp/alloc_pids
+if [ -e /proc/sys/vm/nr_hugepages ]; then
+    sh -c 'echo 4096 > /proc/sys/vm/nr_hugepages' & p=$!; wait $p
+    echo "page_alloc $p $? $(cat /proc/sys/vm/nr_hugepages)" >> /tmp/alloc_pids
+    echo 0 > /proc/sys/vm/nr_hugepages
+fi
+sleep 0.5
+kill -TERM $collector
+wait $collector
+alloc_status=$?
+touch /tmp/alloc.ndjson
+section alloc_pids 0 /tmp/alloc_pids
+section alloc_events $alloc_status /tmp/alloc.ndjson
+section alloc_log $alloc_status /tmp/alloc.log
+
 oom-collector selftest > /tmp/selftest 2>&1
 section selftest $? /tmp/selftest
 
@@ -184,11 +213,13 @@ fn boot(series: Series) -> Outcome {
         }
     };
     // QEMU and busybox first: no download for a machine that cannot boot.
-    let guest =
-        match Guest::new().and_then(|g| g.program("/usr/bin/oom-collector", &collector_bin())) {
-            Ok(guest) => guest.memory_mib(512).cpus(2).timeout(GUEST_TIMEOUT),
-            Err(e) => return failure(e),
-        };
+    let guest = match Guest::new()
+        .and_then(|g| g.program("/usr/bin/oom-collector", &collector_bin()))
+        .and_then(|g| g.program("/usr/bin/enomem", Path::new(env!("CARGO_BIN_EXE_enomem"))))
+    {
+        Ok(guest) => guest.memory_mib(512).cpus(2).timeout(GUEST_TIMEOUT),
+        Err(e) => return failure(e),
+    };
     let fetching = Instant::now();
     let kernel = match series.fetch() {
         Ok(kernel) => kernel,
@@ -482,6 +513,132 @@ fn check_group_kill(series: Series, test: &str) {
             context()
         );
     }
+
+    // Where a hook on oom_kill_process runs, its exact context is there:
+    // the domain is the group's 64 MiB limit, and only the victim the OOM
+    // chose has a badness score (the others died with its group).
+    let probes = &boot.section("probes").body;
+    if hook_state(probes, "fentry or kprobe/oom_kill_process") == "active" {
+        for kill in &kills {
+            assert_eq!(
+                kill["oom"]["domain_bytes"],
+                64u64 << 20,
+                "{}: oom.domain_bytes\n{}",
+                boot.release,
+                context()
+            );
+            assert_eq!(kill["oom"]["memcg"]["path"], "/grp", "{}", boot.release);
+        }
+        let scored = kills
+            .iter()
+            .filter(|k| k["oom"]["victim"]["points"].is_i64())
+            .count();
+        assert_eq!(
+            scored,
+            1,
+            "{}: exactly the chosen victim has oom.victim.points\n{}",
+            boot.release,
+            context()
+        );
+    }
+}
+
+fn check_alloc_failures(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let pids = &boot.section("alloc_pids").body;
+    let events = boot.section("alloc_events");
+    let log = &boot.section("alloc_log").body;
+    assert_eq!(
+        events.status, 0,
+        "{}: the collector exited {}:\n{log}",
+        boot.release, events.status
+    );
+    let documents: Vec<Value> = events
+        .body
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON lines"))
+        .collect();
+    let pid_of = |what: &str| -> Option<u64> {
+        pids.lines().find_map(|l| {
+            l.strip_prefix(what)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    let total = |pid: u64, syscall: Option<&str>| -> u64 {
+        documents
+            .iter()
+            .filter(|d| d["event"]["action"] == "memory_allocation_failed")
+            .filter(|d| d["process"]["pid"] == pid)
+            .filter(|d| syscall.is_none_or(|s| d["oom"]["alloc"]["syscall"] == s))
+            .map(|d| d["oom"]["alloc"]["count"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let context = || {
+        format!(
+            "pids:\n{pids}\nevents:\n{}\nlog:\n{}",
+            events.body,
+            warnings(log)
+        )
+    };
+
+    let probes = &boot.section("probes").body;
+    let fexit = hook_state(probes, "fexit/__x64_sys_mmap");
+    if fexit == "active" {
+        let mmap = pid_of("mmap ").expect("the mmap helper ran");
+        let brk = pid_of("brk ").expect("the brk helper ran");
+        assert_eq!(
+            total(mmap, Some("mmap")),
+            1000,
+            "{}: {}",
+            boot.release,
+            context()
+        );
+        assert_eq!(
+            total(brk, Some("brk")),
+            100,
+            "{}: {}",
+            boot.release,
+            context()
+        );
+    } else {
+        // 5.10 lacks bpf_get_current_task_btf (5.11+): the hook says so.
+        assert!(
+            fexit.contains("too old"),
+            "{}: fexit/__x64_sys_mmap is {fexit}",
+            boot.release
+        );
+    }
+
+    // Kernel page allocations that failed while filling the huge page pool.
+    let filler = pid_of("page_alloc ").expect("the huge page pool was asked for");
+    let page_failures: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "memory_allocation_failed")
+        .filter(|d| d["process"]["pid"] == filler)
+        .collect();
+    assert!(
+        !page_failures.is_empty(),
+        "{}: asking for 8 GiB of huge pages in a 512 MiB guest must fail some page \
+         allocations\n{}",
+        boot.release,
+        context()
+    );
+    for failure in &page_failures {
+        assert!(
+            failure["oom"]["alloc"].get("syscall").is_none(),
+            "{failure}"
+        );
+        assert_eq!(
+            failure["oom"]["alloc"]["order"], 9,
+            "2 MiB pages: {failure}"
+        );
+    }
+    assert!(total(filler, None) > 0);
 }
 
 /// The collector's warnings and errors, each cut to its first line (a
@@ -541,6 +698,11 @@ macro_rules! kernel_tests {
             #[test]
             fn group_kill() {
                 check_group_kill($series, concat!(stringify!($module), "::group_kill"));
+            }
+
+            #[test]
+            fn alloc_failures() {
+                check_alloc_failures($series, concat!(stringify!($module), "::alloc_failures"));
             }
 
             #[test]

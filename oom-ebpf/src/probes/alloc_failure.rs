@@ -62,26 +62,23 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: as above.
-    let (order, flags) = unsafe {
-        (
-            ctx.read_at::<u32>(offsets.order as usize).unwrap_or(0),
-            ctx.read_at::<u8>(COMMON_FLAGS_OFFSET).unwrap_or(0),
-        )
+    let order = unsafe { ctx.read_at::<u32>(offsets.order as usize) }.unwrap_or(0);
+    let gfp = match offsets.gfp_flags_size {
+        // SAFETY: as above.
+        8 => unsafe { ctx.read_at::<u64>(offsets.gfp_flags as usize) }.unwrap_or(0),
+        4 => u64::from(unsafe { ctx.read_at::<u32>(offsets.gfp_flags as usize) }.unwrap_or(0)),
+        _ => 0,
     };
     let request = u64::from(offsets.page_size) << (order & 31);
-    // In interrupt context `current` is whoever was interrupted: the
-    // allocation is the kernel's, not that process's.
-    let in_interrupt = flags & (TRACE_FLAG_HARDIRQ | TRACE_FLAG_SOFTIRQ | TRACE_FLAG_NMI) != 0;
-    record_failure_of(AllocSyscall::PageAlloc, Some(request), !in_interrupt);
+    // In interrupt context `current` is whoever was interrupted. Only an
+    // allocation that may sleep (direct reclaim) is surely the current
+    // process's own; the record's `common_flags`, which would say, are
+    // overwritten for BPF programs (perf_trace_run_bpf_submit puts the
+    // pt_regs pointer in the record's first 8 bytes).
+    let sleeps = gfp & u64::from(offsets.gfp_direct_reclaim) != 0;
+    record_failure_of(AllocSyscall::PageAlloc, Some(request), sleeps);
     0
 }
-
-/// `common_flags` of every trace record, and its interrupt bits
-/// (`kernel/trace/trace.h`).
-const COMMON_FLAGS_OFFSET: usize = 2;
-const TRACE_FLAG_HARDIRQ: u8 = 0x08;
-const TRACE_FLAG_SOFTIRQ: u8 = 0x10;
-const TRACE_FLAG_NMI: u8 = 0x40;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
