@@ -144,3 +144,27 @@ fn failures_come_before_the_kill_they_led_to() {
     let (status, _) = collector.stop();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn refused_mremap_growth_is_counted_too() {
+    if !require_root("refused_mremap_growth_is_counted_too") {
+        return;
+    }
+    let collector =
+        Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "100ms"]);
+    let (pid, _) = fail_on_purpose("mremap", 500);
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, lines) = collector.stop();
+    assert!(status.success(), "{status}");
+    let failures = failure_lines(&lines, pid, "mremap");
+    let total: u64 = failures
+        .iter()
+        .map(|l| l.json["oom"]["alloc"]["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(total, 500);
+    assert_eq!(
+        failures[0].json["oom"]["alloc"]["request_bytes"],
+        1u64 << 30,
+        "the new size"
+    );
+}

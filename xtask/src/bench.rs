@@ -26,14 +26,17 @@ const WORKLOADS: [(&str, &str); 4] = [
     ("page-faults", "256"),
 ];
 
-/// Collector configurations compared against none.
-const CONFIGS: [(&str, &[&str]); 3] = [
-    ("default", &[]),
+/// Configurations compared against no collector. The first is no
+/// collector again: its ratio is the noise floor of this machine, against
+/// which the others are to be read.
+const CONFIGS: [(&str, Option<&[&str]>); 4] = [
+    ("none (A/A, the noise)", None),
+    ("default", Some(&[])),
     (
         "--alloc-failures tracepoint",
-        &["--alloc-failures", "tracepoint"],
+        Some(&["--alloc-failures", "tracepoint"]),
     ),
-    ("--page-alloc-failures", &["--page-alloc-failures"]),
+    ("--page-alloc-failures", Some(&["--page-alloc-failures"])),
 ];
 
 pub fn bench(root: &Path, collector: &Path, rounds: usize) -> Result<()> {
@@ -44,9 +47,9 @@ pub fn bench(root: &Path, collector: &Path, rounds: usize) -> Result<()> {
         eprintln!("bench: round {}/{rounds}", round + 1);
         // Index 0 is no collector; then CONFIGS in order.
         for config in 0..=CONFIGS.len() {
-            let running = match config {
-                0 => None,
-                n => Some(Running::start(collector, CONFIGS[n - 1].1)?),
+            let running = match config.checked_sub(1).and_then(|n| CONFIGS[n].1) {
+                None => None,
+                Some(args) => Some(Running::start(collector, args)?),
             };
             for (index, (name, size)) in WORKLOADS.iter().enumerate() {
                 let text = output_of(Command::new(&workload).args([name, size]))?;

@@ -1,6 +1,7 @@
 //! Test helper: fails memory requests on purpose, a given number of times.
 //!
-//! `enomem mmap N` asks `mmap` for 1 GiB N times; `enomem brk N` asks `brk`
+//! `enomem mmap N` asks `mmap` for 1 GiB N times; `enomem mremap N` asks
+//! `mremap` to grow a page to 1 GiB N times; `enomem brk N` asks `brk`
 //! to grow the heap by 1 GiB N times. Both run under an address-space limit
 //! (RLIMIT_AS) of 256 MiB set first, so every request is refused. It prints
 //! how many were refused and exits non-zero if any was granted.
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         let granted = match mode.as_str() {
             "mmap" | "mmap-then-hog" => try_mmap(),
             "brk" => try_brk(),
+            "mremap" => try_mremap(),
             _ => {
                 eprintln!("unknown mode {mode}");
                 return ExitCode::from(2);
@@ -79,6 +81,33 @@ fn try_mmap() -> bool {
             return false;
         }
         libc::munmap(address, REQUEST_BYTES);
+        true
+    }
+}
+
+fn try_mremap() -> bool {
+    const PAGE: usize = 4096;
+    // SAFETY: one page mapped, asked to grow, unmapped whatever happened.
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED, "a single page must map");
+        let grown = libc::mremap(page, PAGE, REQUEST_BYTES, libc::MREMAP_MAYMOVE);
+        if grown == libc::MAP_FAILED {
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENOMEM)
+            );
+            libc::munmap(page, PAGE);
+            return false;
+        }
+        libc::munmap(grown, REQUEST_BYTES);
         true
     }
 }
