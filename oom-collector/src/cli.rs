@@ -98,7 +98,35 @@ pub struct RunArgs {
     pub cmdline: CmdlineArgs,
 
     #[command(flatten)]
+    pub runtimes: RuntimeArgs,
+
+    #[command(flatten)]
     pub kernel_log: KernelLogArgs,
+}
+
+/// Where the container runtimes keep what they know about each container
+/// (pod, namespace, container and image names), read without any API.
+#[derive(Clone, Debug, Args)]
+pub struct RuntimeArgs {
+    /// containerd's state directory (its task bundles).
+    #[arg(long, value_name = "DIR", default_value = "/run/containerd")]
+    pub containerd_state: PathBuf,
+    /// CRI-O's container storage run root.
+    #[arg(long, value_name = "DIR", default_value = "/run/containers/storage")]
+    pub crio_storage: PathBuf,
+    /// Docker's data root (dockershim-era nodes).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/docker")]
+    pub docker_root: PathBuf,
+}
+
+impl RuntimeArgs {
+    pub fn dirs(&self) -> crate::enrich::runtime::RuntimeDirs {
+        crate::enrich::runtime::RuntimeDirs {
+            containerd_state: self.containerd_state.clone(),
+            crio_storage: self.crio_storage.clone(),
+            docker_root: self.docker_root.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Args)]

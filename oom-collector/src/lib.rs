@@ -93,6 +93,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
         cmdline: args.cmdline.clone(),
         page_alloc_failures: args.page_alloc_failures,
         alloc_failures: args.alloc_failures,
+        runtime_dirs: args.runtimes.dirs(),
     })?;
     for hook in pipeline.hooks() {
         match &hook.state {

@@ -482,6 +482,8 @@ pub struct LoadOptions {
     pub page_alloc_failures: bool,
     /// How to watch mmap, mremap and brk for failures.
     pub alloc_failures: AllocFailureHooks,
+    /// Where the container runtimes keep their metadata.
+    pub runtime_dirs: crate::enrich::runtime::RuntimeDirs,
 }
 
 /// How the collector watches system calls for allocation failures.

@@ -82,7 +82,7 @@ impl Pipeline {
             alloc_failures: AllocFailureTable::new(loaded.alloc_failures, loaded.config),
             alloc_window: options.alloc_window,
             kernel_log,
-            enricher: Enricher::new(host, mounts, &options.cmdline),
+            enricher: Enricher::new(host, mounts, &options.cmdline, options.runtime_dirs.clone()),
             mark_victim: loaded.mark_victim,
             hooks: loaded.hooks,
             _ebpf: loaded.ebpf,

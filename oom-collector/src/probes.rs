@@ -35,6 +35,7 @@ pub fn probe_kernel(args: &RunArgs) -> Vec<HookStatus> {
         cmdline: args.cmdline.clone(),
         page_alloc_failures: args.page_alloc_failures,
         alloc_failures: args.alloc_failures,
+        runtime_dirs: args.runtimes.dirs(),
     };
     match loader::load(&options) {
         Ok(loaded) => loaded.hooks,

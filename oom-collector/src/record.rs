@@ -169,16 +169,42 @@ pub struct Container {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ContainerImage>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ContainerImage {
+    pub name: String,
+}
+
+/// The names Filebeat's Kubernetes metadata gives application logs, so a
+/// kill shows up beside the pod's own logs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Kubernetes {
-    pub pod: KubernetesPod,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<KubernetesPod>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<KubernetesName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<KubernetesName>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct KubernetesPod {
-    pub uid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KubernetesName {
+    pub name: String,
 }
 
 /// Fields of this project's own `oom` namespace.
@@ -382,8 +408,17 @@ impl Document {
                 &container.id[..12.min(container.id.len())]
             ));
         }
-        if let Some(kubernetes) = &self.kubernetes {
-            parts.push(format!("pod {}", kubernetes.pod.uid));
+        if let Some(pod) = self.kubernetes.as_ref().and_then(|k| k.pod.as_ref()) {
+            let namespace = self
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.namespace.as_deref());
+            match (namespace, &pod.name, &pod.uid) {
+                (Some(namespace), Some(name), _) => parts.push(format!("pod {namespace}/{name}")),
+                (_, Some(name), _) => parts.push(format!("pod {name}")),
+                (_, None, Some(uid)) => parts.push(format!("pod {uid}")),
+                _ => {}
+            }
         }
         if self.event.action == ACTION_OOM_KILL {
             if let Some(command_line) = self.process.as_ref().and_then(|p| p.command_line.as_ref())

@@ -134,6 +134,7 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
         cmdline: args.cmdline.clone(),
         page_alloc_failures: false,
         alloc_failures: crate::loader::AllocFailureHooks::Off,
+        runtime_dirs: Default::default(),
     })?;
 
     let limit_bytes = args.limit_mib * 1024 * 1024;

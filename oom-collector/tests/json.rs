@@ -16,7 +16,9 @@ use oom_collector::{
     alloc::AllocFailures,
     cmdline::CapturedCmdline,
     decode::{KernelKill, OomControlInfo, Trigger, Victim},
-    enrich::{alloc_document, kill_document, lost_document, KillContext},
+    enrich::{
+        alloc_document, kill_document, lost_document, runtime::ContainerMetadata, KillContext,
+    },
     host::HostInfo,
     kmsg::OomContext,
     record::{Document, Memcg},
@@ -126,6 +128,16 @@ fn kubernetes_kill() -> Document {
                 usage_bytes: Some(536_608_768),
             }),
             victim_comm_from_proc: None,
+            container_metadata: Some(ContainerMetadata {
+                runtime: Some("containerd"),
+                name: Some("worker".into()),
+                image: Some("registry.example.com/shop/worker:1.4.2".into()),
+                pod_name: Some("worker-7c9d8f6b5-x2x9q".into()),
+                pod_namespace: Some("shop".into()),
+                pod_uid: Some("6b3c2a1e-4f5d-4c2b-9a8e-1f2e3d4c5b6a".into()),
+                kubernetes_container: Some("worker".into()),
+            }),
+            node_name: Some("node-7".into()),
         },
     )
 }
@@ -162,6 +174,8 @@ fn bare_kill() -> Document {
             oom_log: None,
             oom_memcg: None,
             victim_comm_from_proc: None,
+            container_metadata: None,
+            node_name: Some("node-7".into()),
         },
     )
 }
@@ -199,6 +213,8 @@ fn alloc_failed() -> Document {
         1000,
         &host(),
         [Some(path), Some(path)],
+        None,
+        Some("node-7"),
         at(1_795_980_955, 500_000),
         at(1_795_980_956, 600_000),
     )
@@ -421,7 +437,7 @@ fn pretty_lines_tell_what_happened_where() {
         "python3[15579] rss 265.3 MiB", // (261 120 + 10 548) KiB
         "limit 512.0 MiB of /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice hit",
         "container 3f1a9c0e5b7d",
-        "pod 6b3c2a1e-4f5d-4c2b-9a8e-1f2e3d4c5b6a",
+        "pod shop/worker-7c9d8f6b5-x2x9q",
         "cmd python3 -m celery worker --broker-password=<redacted>",
         "by python3[15579]",
     ] {

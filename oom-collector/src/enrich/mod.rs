@@ -6,12 +6,14 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod runtime;
 
 use std::time::SystemTime;
 
 use cgroup::{memcg_usage, CgroupMounts, CgroupPaths, CgroupVersion};
 use container::{parse_cgroup_path, ContainerInfo};
 use oom_common::AllocSyscall;
+use runtime::{ContainerMetadata, RuntimeDirs, RuntimeMetadata};
 use tracing::warn;
 
 use crate::{
@@ -22,16 +24,19 @@ use crate::{
     host::{wall_clock_of_boot_ns, HostInfo},
     kmsg::{Kmsg, OomContext},
     record::{
-        non_empty, rfc3339, CgroupRef, Container, Document, Ecs, ErrorFields, Event, Host,
-        HostBoot, HostOs, Kubernetes, KubernetesPod, Memcg, Oom, OomAlloc, OomIncident, OomLost,
-        OomTrigger, OomVictim, Parent, Process, Rss, Thread, User, ACTION_ALLOC_FAILED,
-        ACTION_EVENTS_LOST, ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
+        non_empty, rfc3339, CgroupRef, Container, ContainerImage, Document, Ecs, ErrorFields,
+        Event, Host, HostBoot, HostOs, Kubernetes, KubernetesName, KubernetesPod, Memcg, Oom,
+        OomAlloc, OomIncident, OomLost, OomTrigger, OomVictim, Parent, Process, Rss, Thread, User,
+        ACTION_ALLOC_FAILED, ACTION_EVENTS_LOST, ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
     },
 };
 
 /// Turns kernel records into documents.
 pub struct Enricher {
     host: HostInfo,
+    runtime: RuntimeMetadata,
+    /// `NODE_NAME` (the downward API) or the host name.
+    node_name: String,
     /// The kernel log, for what the OOM tracepoint does not say.
     kmsg: Option<Kmsg>,
     cmdline_mode: CmdlineMode,
@@ -41,7 +46,12 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    pub fn new(host: HostInfo, mounts: CgroupMounts, cmdline: &CmdlineArgs) -> Self {
+    pub fn new(
+        host: HostInfo,
+        mounts: CgroupMounts,
+        cmdline: &CmdlineArgs,
+        runtime_dirs: RuntimeDirs,
+    ) -> Self {
         let kmsg = Kmsg::open()
             .map_err(|error| {
                 warn!(
@@ -51,7 +61,13 @@ impl Enricher {
                 );
             })
             .ok();
+        let node_name = std::env::var("NODE_NAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| host.name.clone());
         Self {
+            runtime: RuntimeMetadata::new(runtime_dirs),
+            node_name,
             host,
             kmsg,
             cmdline_mode: cmdline.mode,
@@ -102,7 +118,17 @@ impl Enricher {
             Some(control) => self.memory_path(control.memcg_id),
             None => oom_log.as_ref().and_then(|l| l.oom_memcg.clone()),
         };
+        let container_metadata = [
+            victim_memcg.as_ref().map(|m| m.path.clone()),
+            self.unified_path(kill.victim.cgroup_id),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|path| parse_cgroup_path(&path).id)
+        .and_then(|id| self.runtime.lookup(&id));
         let context = KillContext {
+            container_metadata,
+            node_name: Some(self.node_name.clone()),
             timestamp: wall_clock_of_boot_ns(kill.boot_ns),
             created: SystemTime::now(),
             victim_cgroup_path: self.unified_path(kill.victim.cgroup_id),
@@ -137,11 +163,17 @@ impl Enricher {
     pub fn alloc_failures(&mut self, failures: &AllocFailures, window_ms: u64) -> Document {
         let memcg_path = self.memory_path(failures.memcg_id);
         let cgroup_path = self.unified_path(failures.cgroup_id);
+        let paths = [memcg_path.as_deref(), cgroup_path.as_deref()];
+        let metadata = container_of(paths)
+            .id
+            .and_then(|id| self.runtime.lookup(&id));
         alloc_document(
             failures,
             window_ms,
             &self.host,
-            [memcg_path.as_deref(), cgroup_path.as_deref()],
+            paths,
+            metadata.as_ref(),
+            Some(&self.node_name),
             wall_clock_of_boot_ns(failures.first_boot_ns),
             SystemTime::now(),
         )
@@ -207,24 +239,50 @@ fn container_of(paths: [Option<&str>; 2]) -> ContainerInfo {
         .unwrap_or_default()
 }
 
-fn container_fields(container: ContainerInfo) -> (Option<Container>, Option<Kubernetes>) {
-    (
-        container.id.map(|id| Container {
-            id,
-            runtime: container.runtime,
+/// The `container.*` and `kubernetes.*` fields, from the cgroup path and,
+/// where the runtime kept it, the container's metadata (which wins).
+fn container_fields(
+    container: ContainerInfo,
+    metadata: Option<&ContainerMetadata>,
+    node_name: Option<&str>,
+) -> (Option<Container>, Option<Kubernetes>) {
+    let meta = metadata.cloned().unwrap_or_default();
+    let pod_uid = meta.pod_uid.or(container.pod_uid);
+    let in_pod = pod_uid.is_some() || meta.pod_name.is_some();
+    let kubernetes = non_empty(Kubernetes {
+        namespace: meta.pod_namespace,
+        pod: non_empty(KubernetesPod {
+            name: meta.pod_name,
+            uid: pod_uid,
         }),
-        container.pod_uid.map(|uid| Kubernetes {
-            pod: KubernetesPod { uid },
+        container: meta
+            .kubernetes_container
+            .map(|name| KubernetesName { name }),
+        node: node_name.filter(|_| in_pod).map(|name| KubernetesName {
+            name: name.to_owned(),
         }),
-    )
+    });
+    let container = container.id.map(|id| Container {
+        id,
+        runtime: meta.runtime.or(container.runtime),
+        name: meta.name,
+        image: meta.image.map(|name| ContainerImage { name }),
+    });
+    (container, kubernetes)
 }
 
 /// Shapes the `memory_allocation_failed` document; no I/O.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one input of the document"
+)]
 pub fn alloc_document(
     failures: &AllocFailures,
     window_ms: u64,
     host: &HostInfo,
     cgroup_paths: [Option<&str>; 2],
+    metadata: Option<&ContainerMetadata>,
+    node_name: Option<&str>,
     timestamp: SystemTime,
     created: SystemTime,
 ) -> Document {
@@ -258,7 +316,7 @@ pub fn alloc_document(
         .max_request_bytes
         .filter(|_| page_alloc)
         .map(|bytes| (bytes / page_size()).max(1).ilog2());
-    let (container, kubernetes) = container_fields(container_of(cgroup_paths));
+    let (container, kubernetes) = container_fields(container_of(cgroup_paths), metadata, node_name);
     let mut event = event(
         format!(
             "{}-{}-{}-{syscall}",
@@ -317,6 +375,10 @@ pub struct KillContext {
     pub oom_memcg: Option<Memcg>,
     /// The victim's comm from `/proc` when the kernel's record has none.
     pub victim_comm_from_proc: Option<String>,
+    /// What the container runtime recorded about the victim's container.
+    pub container_metadata: Option<ContainerMetadata>,
+    /// This node's name, for `kubernetes.node.name`.
+    pub node_name: Option<String>,
 }
 
 fn event(
@@ -416,7 +478,11 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
 
     let name = victim.comm.clone().or(context.victim_comm_from_proc);
     let message = kill_message(pid, name.as_deref(), kill, &oom, container.id.as_deref());
-    let (container, kubernetes) = container_fields(container);
+    let (container, kubernetes) = container_fields(
+        container,
+        context.container_metadata.as_ref(),
+        context.node_name.as_deref(),
+    );
     Document {
         timestamp: rfc3339(context.timestamp),
         message,

@@ -1,0 +1,303 @@
+//! A real container runtime: our own containerd (private root, state and
+//! socket) runs a container the way the kubelet's CRI plugin does — the
+//! `io.kubernetes.cri.*` annotations, a memory limit, a kubelet-style
+//! cgroup path — from an image this test builds itself (busybox-static, no
+//! registry). The container is OOM-killed; its line must name the
+//! namespace, pod, container, image and container id, read from
+//! containerd's own bundle without any API.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use oom_e2e::{require_root, Collector};
+
+const POD_UID: &str = "8f14e45f-ceea-4e7a-9b2c-1d3e5f7a9b0c";
+const NAMESPACE: &str = "shop";
+const POD: &str = "checkout-5d8f7c6b9-k2x7p";
+const CONTAINER: &str = "worker";
+const IMAGE: &str = "docker.io/oom-e2e/hog:1";
+
+/// A containerd of our own, in a scratch directory; stopped and removed
+/// on drop.
+struct Containerd {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Containerd {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("oom-e2e-containerd-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{0}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
+            dir.display()
+        );
+        fs::write(dir.join("config.toml"), config).expect("config");
+        let log = fs::File::create(dir.join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd (Debian package containerd)");
+        let containerd = Self { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while containerd
+            .ctr(&["version"])
+            .status()
+            .map_or(true, |s| !s.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not come up:\n{}",
+                fs::read_to_string(containerd.dir.join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        containerd
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// `ctr` against this containerd, in the kubelet's namespace.
+    fn ctr(&self, args: &[&str]) -> Command {
+        let mut ctr = Command::new("ctr");
+        ctr.arg("--address")
+            .arg(self.dir.join("containerd.sock"))
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        ctr
+    }
+
+    fn run(&self, args: &[&str]) {
+        let output = self
+            .ctr(args)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run ctr");
+        assert!(
+            output.status.success(),
+            "ctr {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Snapshot mounts, if a container was left behind.
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.dir.join("root"))
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let output = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
+}
+
+/// Writes `bytes` as a blob of the OCI layout; returns (digest, size).
+fn blob(layout: &Path, source: &Path) -> (String, u64) {
+    let digest = sha256(source);
+    let size = fs::metadata(source).expect("blob").len();
+    fs::copy(source, layout.join("blobs/sha256").join(&digest)).expect("copy blob");
+    (digest, size)
+}
+
+/// An OCI image archive of busybox-static, named [`IMAGE`].
+fn build_image(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static at /bin/busybox");
+    let layout = dir.join("layout");
+    fs::create_dir_all(layout.join("blobs/sha256")).expect("layout");
+    let layer = dir.join("layer.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&layer)
+        .arg("bin")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let (layer_digest, layer_size) = blob(&layout, &layer);
+    let config = dir.join("config.json");
+    fs::write(
+        &config,
+        format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Entrypoint":["/bin/busybox"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_digest}"]}}}}"#
+        ),
+    )
+    .expect("config");
+    let (config_digest, config_size) = blob(&layout, &config);
+    let manifest = dir.join("manifest.json");
+    fs::write(
+        &manifest,
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_digest}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_digest}","size":{layer_size}}}]}}"#
+        ),
+    )
+    .expect("manifest");
+    let (manifest_digest, manifest_size) = blob(&layout, &manifest);
+    fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_digest}","size":{manifest_size},"annotations":{{"io.containerd.image.name":"{IMAGE}","org.opencontainers.image.ref.name":"1"}}}}]}}"#
+        ),
+    )
+    .expect("index");
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("layout");
+    let archive = dir.join("image.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    archive
+}
+
+/// The kubelet-style cgroup parents this test made, in every hierarchy,
+/// removed deepest first.
+struct CgroupTree {
+    top: String,
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for hierarchy in hierarchies.filter_map(Result::ok) {
+            let top = hierarchy.path().join(&self.top);
+            let mut dirs: Vec<PathBuf> = walk(&top);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for dir in dirs {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if dir.is_dir() {
+        found.push(dir.to_owned());
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.filter_map(Result::ok) {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    found.extend(walk(&entry.path()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_kubernetes_container_is_named_from_containerds_own_metadata() {
+    if !require_root("a_kubernetes_container_is_named_from_containerds_own_metadata") {
+        return;
+    }
+    let containerd = Containerd::start();
+    let archive = build_image(&containerd.dir);
+    containerd.run(&["images", "import", archive.to_str().expect("utf-8")]);
+
+    let id = format!(
+        "{:064x}",
+        std::process::id() as u128 * 0x9e37_79b9_7f4a_7c15
+    );
+    let top = format!("oom-e2e-kubepods-{}", std::process::id());
+    let _tree = CgroupTree { top: top.clone() };
+    let cgroup = format!("/{top}/kubepods/burstable/pod{POD_UID}/{id}");
+
+    let collector = Collector::start(&[
+        "--containerd-state",
+        containerd.state().to_str().expect("utf-8"),
+        "--log-level",
+        "info,oom_collector::enrich::runtime=debug",
+    ]);
+    let annotations = [
+        "io.kubernetes.cri.container-type=container".to_owned(),
+        format!("io.kubernetes.cri.sandbox-name={POD}"),
+        format!("io.kubernetes.cri.sandbox-namespace={NAMESPACE}"),
+        format!("io.kubernetes.cri.sandbox-uid={POD_UID}"),
+        format!("io.kubernetes.cri.container-name={CONTAINER}"),
+        format!("io.kubernetes.cri.image-name={IMAGE}"),
+    ];
+    let mut args = vec![
+        "run",
+        "-d",
+        "--memory-limit",
+        "33554432",
+        "--cgroup",
+        &cgroup,
+    ];
+    for annotation in &annotations {
+        args.extend(["--annotation", annotation.as_str()]);
+    }
+    args.extend([IMAGE, &id, "/bin/busybox", "tail", "/dev/zero"]);
+    containerd.run(&args);
+
+    let line = collector.next_line(Duration::from_secs(30), |json| {
+        json["event"]["action"] == "oom_kill" && json["container"]["id"] == id.as_str()
+    });
+    let event = &line.json;
+    assert_eq!(event["kubernetes"]["namespace"], NAMESPACE, "{event}");
+    assert_eq!(event["kubernetes"]["pod"]["name"], POD);
+    assert_eq!(event["kubernetes"]["pod"]["uid"], POD_UID);
+    assert_eq!(event["kubernetes"]["container"]["name"], CONTAINER);
+    assert_eq!(event["container"]["name"], CONTAINER);
+    assert_eq!(event["container"]["image"]["name"], IMAGE);
+    assert_eq!(event["container"]["runtime"], "containerd");
+    assert!(event["kubernetes"]["node"]["name"].is_string());
+    assert_eq!(event["oom"]["victim"]["memcg"]["path"], cgroup.as_str());
+    assert_eq!(event["oom"]["victim"]["memcg"]["limit_bytes"], 33_554_432);
+
+    // The figure the README quotes: what the lookup adds to a kill.
+    for line in collector
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("metadata read"))
+    {
+        eprintln!("figures: {line}");
+    }
+    let (status, _) = collector.stop();
+    assert!(status.success());
+    let _ = containerd.ctr(&["task", "delete", "-f", &id]).status();
+    let _ = containerd.ctr(&["containers", "delete", &id]).status();
+}
