@@ -57,8 +57,19 @@ pub enum Command {
 pub struct RunArgs {
     /// Append events to this file instead of writing them to stdout. The file
     /// is created if needed, written one line per event and fsynced on exit.
+    /// Give it more than once to write to several; `-` is stdout (a
+    /// DaemonSet: `--output - --output /var/log/oom-collector/events.ndjson`).
     #[arg(long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
+    pub output: Vec<PathBuf>,
+
+    /// Rotate a file output once it reaches this many bytes: it becomes
+    /// PATH.1 (older ones PATH.2, ...) and a new PATH is started.
+    #[arg(long, value_name = "BYTES")]
+    pub output_max_bytes: Option<u64>,
+
+    /// Rotated files to keep, with --output-max-bytes.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub output_keep: u32,
 
     /// `json`: one ECS document per line, for log shippers. `pretty`: one
     /// readable line per event.

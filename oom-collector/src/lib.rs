@@ -30,7 +30,7 @@ use crate::{
     loader::LoadOptions,
     pipeline::{Flow, Pipeline, PipelineError},
     selftest::SelftestError,
-    sink::{Sink, SinkError},
+    sink::{Rotation, Sink, SinkError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +82,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
 async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     use tokio::signal::unix::{signal, SignalKind};
 
-    let mut sink = match &args.output {
-        Some(path) => Sink::file(path, args.format)?,
-        None => Sink::stdout(args.format),
-    };
+    let mut sink = Sink::open(
+        &args.output,
+        args.format,
+        Rotation {
+            max_bytes: args.output_max_bytes,
+            keep: args.output_keep,
+        },
+    )?;
     let mut pipeline = Pipeline::start(&LoadOptions {
         kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
         ring_buffer_bytes: args.ring_buffer_bytes,

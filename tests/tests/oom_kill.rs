@@ -273,3 +273,27 @@ fn sigterm_delivers_what_the_kernel_already_holds() {
         "the kill that reached the ring buffer before SIGTERM is written"
     );
 }
+
+#[test]
+fn stdout_and_a_file_both_get_every_line() {
+    if !require_root("stdout_and_a_file_both_get_every_line") {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("oom-e2e-both-{}.ndjson", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let collector = Collector::start(&["--output", "-", "--output", file.to_str().expect("utf-8")]);
+    let cgroup = ScratchCgroup::new("both", 32 * MIB);
+    let mut hog = Hog::start(&cgroup);
+    hog.wait(KILL_TIMEOUT);
+    let on_stdout = collector.kill_of(hog.pid(), EVENT_TIMEOUT);
+    let (status, _) = collector.stop();
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&file).expect("the file output");
+    let _ = std::fs::remove_file(&file);
+    let in_file: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .find(|l| l["process"]["pid"] == hog.pid())
+        .expect("the kill is in the file too");
+    assert_eq!(in_file, on_stdout.json, "the same document in both");
+}
