@@ -262,7 +262,7 @@ mod tests {
         let path = dir.join("events.ndjson");
         let line_len = serde_json::to_string(&document("0")).expect("json").len() as u64 + 1;
         let mut sink = Sink::open(
-            &[path.clone()],
+            std::slice::from_ref(&path),
             Format::Json,
             Rotation {
                 max_bytes: Some(2 * line_len),

@@ -54,7 +54,7 @@ pub static OOM_CONTROLS: HashMap<u32, OomControl> = HashMap::with_max_entries(10
 /// `oom_common::AllocFailureKey`. Not an LRU: eviction would lose counts.
 #[map]
 pub static ALLOC_FAILURES: PerCpuHashMap<AllocFailureKey, AllocFailureCounts> =
-    PerCpuHashMap::with_max_entries(8192, 0);
+    PerCpuHashMap::with_max_entries(1024, 0);
 
 /// The parity allocation failures are counted under now.
 #[inline(always)]

@@ -115,3 +115,28 @@ fn output_to_a_device_ends_cleanly() {
     let (status, _) = collector.stop();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn the_daemonsets_capabilities_are_enough() {
+    if !require_root("the_daemonsets_capabilities_are_enough") {
+        return;
+    }
+    // What deploy/kubernetes/oom-collector.yaml grants: root's uid, and of
+    // all capabilities only BPF and PERFMON.
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--bounding-set=-all,+bpf,+perfmon", "--inh-caps=-all"])
+        .arg(collector_bin());
+    let collector = oom_e2e::Collector::spawn(command);
+    let cgroup = oom_e2e::ScratchCgroup::new("caps", 32 * 1024 * 1024);
+    let mut hog = oom_e2e::Hog::start(&cgroup);
+    hog.wait(std::time::Duration::from_secs(30));
+    let line = collector.kill_of(hog.pid(), std::time::Duration::from_secs(10));
+    assert_eq!(
+        line.json["oom"]["victim"]["memcg"]["path"],
+        cgroup.path.as_str()
+    );
+    assert!(line.json["process"]["args"].is_array(), "{}", line.json);
+    let (status, _) = collector.stop();
+    assert!(status.success(), "{status}");
+}

@@ -11,6 +11,8 @@
 //! Set-up is idempotent and takes well under a second when done already.
 
 mod bench;
+mod deploy;
+mod image;
 mod setup;
 mod system;
 
@@ -53,6 +55,8 @@ enum Task {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// Build the collector's container image (static binary, buildah).
+    Image,
     /// Lint, build and run every test. Root-only tests fail under CI=true
     /// when they cannot run, and are skipped with a reason otherwise.
     Test {
@@ -88,6 +92,10 @@ fn main() -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { no_lint, args } => test(&root, no_lint, &args),
+        Task::Image => {
+            let toolchain = setup::ensure_toolchain()?;
+            image::image(&root, &toolchain)
+        }
         Task::Bench { rounds } => {
             let binary = build(&root, true)?;
             system::mount_kernel_filesystems()?;
@@ -131,6 +139,10 @@ fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
             "warnings",
         ]))?;
         setup::clippy_ebpf(&toolchain, root)?;
+    }
+    deploy::validate_manifests(root)?;
+    if deploy::require_tool("buildah", "apt-get install buildah")? {
+        image::image(root, &toolchain)?;
     }
     let binary = build(root, true)?;
     if is_root() {

@@ -1,0 +1,98 @@
+//! `cargo xtask image`: the collector's container image, built from
+//! `deploy/Containerfile` with buildah (no daemon, no registry).
+//!
+//! The binary is linked statically (glibc with `crt-static`) so the image
+//! needs no base, and stripped. buildah keeps its storage under
+//! `target/image/` rather than the machine's, and the result is written as
+//! an OCI archive, `target/image/oom-collector.oci.tar`, ready for
+//! `skopeo copy` or `ctr images import`.
+
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    setup::Toolchain,
+    system::{output_of, run_checked},
+};
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+const TAG: &str = "localhost/oom-collector:latest";
+
+pub fn image(root: &Path, toolchain: &Toolchain) -> Result<()> {
+    let mut cargo = toolchain.cargo();
+    cargo
+        .current_dir(root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "oom-collector",
+            "--target",
+            TARGET,
+        ]);
+    run_checked(&mut cargo)?;
+    let binary = root
+        .join("target")
+        .join(TARGET)
+        .join("release/oom-collector");
+
+    let work = root.join("target/image");
+    let context = work.join("context");
+    let _ = fs::remove_dir_all(&context);
+    fs::create_dir_all(&context)?;
+    fs::copy(&binary, context.join("oom-collector"))
+        .with_context(|| format!("cannot copy {}", binary.display()))?;
+    run_checked(Command::new("strip").arg(context.join("oom-collector")))
+        .context("strip (binutils) is needed to build the image")?;
+    let file =
+        output_of(Command::new("file").arg(context.join("oom-collector"))).unwrap_or_default();
+    if !file.contains("static") {
+        bail!("the collector is not statically linked: {file}");
+    }
+
+    let buildah = |args: &[&str]| {
+        let mut command = Command::new("buildah");
+        command
+            .arg("--root")
+            .arg(work.join("storage"))
+            .arg("--runroot")
+            .arg(work.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        command
+    };
+    run_checked(
+        buildah(&["build", "--quiet", "--tag", TAG, "--file"])
+            .arg(root.join("deploy/Containerfile"))
+            .arg(&context),
+    )
+    .context("buildah (Debian package buildah) builds the image")?;
+    let archive = work.join("oom-collector.oci.tar");
+    let _ = fs::remove_file(&archive);
+    run_checked(
+        buildah(&["push", "--quiet", TAG]).arg(format!("oci-archive:{}", archive.display())),
+    )?;
+    let size = output_of(&mut buildah(&["images", "--format", "{{.Size}}", TAG]))?;
+    let entrypoint = output_of(&mut buildah(&[
+        "inspect",
+        "--format",
+        "{{.OCIv1.Config.Entrypoint}}",
+        TAG,
+    ]))?;
+    if !entrypoint.contains("/oom-collector") {
+        bail!("the image's entrypoint is {entrypoint}");
+    }
+    println!(
+        "image {TAG}: {} ({} as an OCI archive at {})",
+        size.trim(),
+        human(fs::metadata(&archive)?.len()),
+        archive.display()
+    );
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
