@@ -67,6 +67,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub output_max_bytes: Option<u64>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics and a readiness
+    /// check at /ready (e.g. `0.0.0.0:9402`). Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Rotated files to keep, with --output-max-bytes.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub output_keep: u32,

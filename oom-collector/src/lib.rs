@@ -13,6 +13,7 @@ pub mod enrich;
 pub mod host;
 pub mod kmsg;
 pub mod loader;
+pub mod metrics;
 pub mod pipeline;
 pub mod probes;
 pub mod record;
@@ -21,13 +22,14 @@ pub mod sink;
 pub mod source;
 pub mod tracefs;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::Arc};
 
 use tracing::{info, warn};
 
 use crate::{
     cli::{Cli, Command, RunArgs},
     loader::LoadOptions,
+    metrics::Metrics,
     pipeline::{Flow, Pipeline, PipelineError},
     selftest::SelftestError,
     sink::{Rotation, Sink, SinkError},
@@ -45,6 +47,8 @@ pub enum Error {
     Signals(#[source] std::io::Error),
     #[error("memory hog")]
     Hog(#[source] std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] metrics::BindError),
 }
 
 /// Runs the command the user asked for.
@@ -105,6 +109,11 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
             Err(reason) => warn!(hook = hook.hook, %reason, "hook unavailable"),
         }
     }
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_hooks(pipeline.hooks());
+    if let Some(addr) = args.metrics_addr {
+        metrics::serve(addr, Arc::clone(&metrics)).await?;
+    }
     let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     let stop = async move {
@@ -116,6 +125,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     info!(host = %pipeline.host().name, "collecting OOM events");
     pipeline
         .run(stop, |document| {
+            metrics.observe(&document);
             sink.write(&document).map(|()| Flow::Continue)
         })
         .await?;

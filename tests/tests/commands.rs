@@ -140,3 +140,73 @@ fn the_daemonsets_capabilities_are_enough() {
     let (status, _) = collector.stop();
     assert!(status.success(), "{status}");
 }
+
+/// GET `path` from `addr`; the status code and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[test]
+fn metrics_count_kills_by_pod_and_say_when_ready() {
+    if !require_root("metrics_count_kills_by_pod_and_say_when_ready") {
+        return;
+    }
+    let addr = format!("127.0.0.1:{}", 20_000 + std::process::id() % 10_000);
+    let collector = oom_e2e::Collector::start(&["--metrics-addr", &addr]);
+    assert_eq!(
+        http_get(&addr, "/ready").0,
+        200,
+        "the OOM tracepoint is attached"
+    );
+    let cgroup = oom_e2e::ScratchCgroup::new("metrics", 32 * 1024 * 1024);
+    let mut hog = oom_e2e::Hog::start(&cgroup);
+    hog.wait(std::time::Duration::from_secs(30));
+    collector.kill_of(hog.pid(), std::time::Duration::from_secs(10));
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let kills = body
+        .lines()
+        .find(|l| l.starts_with("oom_kills_total{") && l.contains("constraint=\"memcg\""))
+        .unwrap_or_else(|| panic!("no memcg kill counted:\n{body}"));
+    assert_eq!(
+        kills.split_whitespace().last(),
+        Some("1"),
+        "one kill: {kills}"
+    );
+    assert!(
+        body.contains("oom_hook_active{hook=\"tracepoint/oom/mark_victim\"} 1"),
+        "{body}"
+    );
+    assert_eq!(http_get(&addr, "/nothing").0, 404);
+    let (status, _) = collector.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_bad_metrics_address_is_a_clear_error() {
+    let output = run(&["--metrics-addr", "not-an-address"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("--metrics-addr"),
+        "{}",
+        text(&output.stderr)
+    );
+}
