@@ -12,6 +12,7 @@ use std::{
     fs, io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use walkdir::WalkDir;
@@ -112,11 +113,17 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How long an id that a rescan did not find is not looked for again: a
+/// cgroup removed before its event was processed would otherwise cost a
+/// walk of the whole hierarchy per event.
+const MISSING_FOR: Duration = Duration::from_secs(60);
+
 /// An id -> path cache for one hierarchy.
 #[derive(Debug)]
 pub struct CgroupPaths {
     root: PathBuf,
     by_id: HashMap<u64, String>,
+    missing: HashMap<u64, Instant>,
 }
 
 impl CgroupPaths {
@@ -124,6 +131,7 @@ impl CgroupPaths {
         Self {
             root,
             by_id: HashMap::new(),
+            missing: HashMap::new(),
         }
     }
 
@@ -137,8 +145,21 @@ impl CgroupPaths {
         if let Some(path) = self.by_id.get(&id) {
             return Some(path.clone());
         }
+        if self
+            .missing
+            .get(&id)
+            .is_some_and(|since| since.elapsed() < MISSING_FOR)
+        {
+            return None;
+        }
         self.rescan();
-        self.by_id.get(&id).cloned()
+        let found = self.by_id.get(&id).cloned();
+        if found.is_none() {
+            self.missing
+                .retain(|_, since| since.elapsed() < MISSING_FOR);
+            self.missing.insert(id, Instant::now());
+        }
+        found
     }
 
     fn rescan(&mut self) {
