@@ -135,6 +135,20 @@ pub struct RuntimeArgs {
     pub docker_root: PathBuf,
 }
 
+impl From<&RunArgs> for crate::loader::LoadOptions {
+    fn from(args: &RunArgs) -> Self {
+        Self {
+            kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
+            ring_buffer_bytes: args.ring_buffer_bytes,
+            alloc_window: args.enomem_window,
+            cmdline: args.cmdline.clone(),
+            page_alloc_failures: args.page_alloc_failures,
+            alloc_failures: args.alloc_failures,
+            runtime_dirs: args.runtimes.dirs(),
+        }
+    }
+}
+
 impl RuntimeArgs {
     pub fn dirs(&self) -> crate::enrich::runtime::RuntimeDirs {
         crate::enrich::runtime::RuntimeDirs {

@@ -94,15 +94,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
             keep: args.output_keep,
         },
     )?;
-    let mut pipeline = Pipeline::start(&LoadOptions {
-        kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
-        ring_buffer_bytes: args.ring_buffer_bytes,
-        alloc_window: args.enomem_window,
-        cmdline: args.cmdline.clone(),
-        page_alloc_failures: args.page_alloc_failures,
-        alloc_failures: args.alloc_failures,
-        runtime_dirs: args.runtimes.dirs(),
-    })?;
+    let mut pipeline = Pipeline::start(&LoadOptions::from(args))?;
     for hook in pipeline.hooks() {
         match &hook.state {
             Ok(()) => info!(hook = hook.hook, "hook active"),

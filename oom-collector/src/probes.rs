@@ -29,13 +29,9 @@ pub fn probe_kernel(args: &RunArgs) -> Vec<HookStatus> {
         return KernelSupport::probe().hook_statuses();
     }
     let options = LoadOptions {
+        // Only whether the hooks attach matters here.
         kernel_log_level: 0,
-        ring_buffer_bytes: args.ring_buffer_bytes,
-        alloc_window: args.enomem_window,
-        cmdline: args.cmdline.clone(),
-        page_alloc_failures: args.page_alloc_failures,
-        alloc_failures: args.alloc_failures,
-        runtime_dirs: args.runtimes.dirs(),
+        ..LoadOptions::from(args)
     };
     match loader::load(&options) {
         Ok(loaded) => loaded.hooks,
