@@ -67,6 +67,12 @@ impl KernelBtf {
             task_mm: self.member_offset("task_struct", "mm")?,
             mm_arg_start: self.member_offset("mm_struct", "arg_start")?,
             mm_arg_end: self.member_offset("mm_struct", "arg_end")?,
+            memcg_css: self.member_offset("mem_cgroup", "css")?,
+            memcg_memory_usage: self.member_offset("mem_cgroup", "memory")?
+                + self.member_offset("page_counter", "usage")?,
+            memcg_memory_max: self.member_offset("mem_cgroup", "memory")?
+                + self.member_offset("page_counter", "max")?,
+            _pad0: 0,
         })
     }
 

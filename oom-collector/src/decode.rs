@@ -55,6 +55,8 @@ pub struct OomControlInfo {
     pub constraint: Option<&'static str>,
     /// The victim the OOM chose (others were killed with it as a group).
     pub chosen_tid: u32,
+    /// The limited memory cgroup's usage and limit at the OOM.
+    pub memcg_pages: Option<MemcgPages>,
 }
 
 /// `enum oom_constraint`, unchanged since 4.6.
@@ -90,12 +92,27 @@ pub struct Victim {
     pub uid: Option<u32>,
     pub cgroup_id: Option<u64>,
     pub memcg_id: Option<u64>,
+    /// The memory cgroup's usage and limit at the kill, in pages.
+    pub memcg_pages: Option<MemcgPages>,
     pub total_vm_kib: Option<u64>,
     pub anon_rss_kib: Option<u64>,
     pub file_rss_kib: Option<u64>,
     pub shmem_rss_kib: Option<u64>,
     pub pgtables_kib: Option<u64>,
     pub oom_score_adj: Option<i16>,
+}
+
+/// A memory cgroup's page counter as the kernel had it at the OOM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemcgPages {
+    pub usage: u64,
+    pub max: u64,
+}
+
+impl MemcgPages {
+    fn from_kernel(usage: u64, max: u64) -> Option<Self> {
+        (max != 0).then_some(Self { usage, max })
+    }
 }
 
 /// A decoded ring-buffer record.
@@ -160,6 +177,11 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
             uid: unsigned("uid").map(|v| v as u32),
             cgroup_id: from_task(record.victim_cgroup_id),
             memcg_id: from_task(record.victim_memcg_id),
+            memcg_pages: MemcgPages::from_kernel(
+                record.victim_memcg_usage_pages,
+                record.victim_memcg_max_pages,
+            )
+            .filter(|_| have_task),
             total_vm_kib: unsigned("total_vm"),
             anon_rss_kib: unsigned("anon_rss"),
             file_rss_kib: unsigned("file_rss"),
@@ -177,6 +199,10 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
             order: record.oom.order.max(0) as u32,
             constraint: constraint_name(record.oom.constraint),
             chosen_tid: record.oom.chosen_tid,
+            memcg_pages: MemcgPages::from_kernel(
+                record.oom.memcg_usage_pages,
+                record.oom.memcg_max_pages,
+            ),
         }),
     }
 }
@@ -225,6 +251,8 @@ mod tests {
         record.victim_ppid = 15_138;
         record.victim_cgroup_id = 1;
         record.victim_memcg_id = 4242;
+        record.victim_memcg_usage_pages = 12_000;
+        record.victim_memcg_max_pages = 12_288;
         let tp = &mut record.tracepoint;
         put(tp, 8, 15_579i32.to_ne_bytes());
         put(tp, 12, ((5u32 << 16) | 68).to_ne_bytes());
@@ -273,6 +301,10 @@ mod tests {
                 uid: Some(1000),
                 cgroup_id: Some(1),
                 memcg_id: Some(4242),
+                memcg_pages: Some(MemcgPages {
+                    usage: 12_000,
+                    max: 12_288,
+                }),
                 total_vm_kib: Some(51_748),
                 anon_rss_kib: Some(48_896),
                 file_rss_kib: Some(1_548),
@@ -346,6 +378,8 @@ mod tests {
             order: 3,
             constraint: 0,
             chosen_tid: 15_579,
+            memcg_usage_pages: 0,
+            memcg_max_pages: 0,
         };
         // SAFETY: a plain-integer repr(C) struct viewed as its bytes.
         let raw = unsafe {
@@ -369,6 +403,7 @@ mod tests {
                 order: 3,
                 constraint: Some("global"),
                 chosen_tid: 15_579,
+                memcg_pages: None,
             }),
             "memcg 0 is a global OOM: no memory cgroup"
         );

@@ -64,6 +64,7 @@ fn kubernetes_kill() -> Document {
             uid: Some(1000),
             cgroup_id: Some(9_001),
             memcg_id: Some(9_001),
+            memcg_pages: None,
             total_vm_kib: Some(312_748),
             anon_rss_kib: Some(261_120),
             file_rss_kib: Some(10_548),
@@ -82,6 +83,7 @@ fn kubernetes_kill() -> Document {
             order: 0,
             constraint: Some("memcg"),
             chosen_tid: 15_579,
+            memcg_pages: None,
         }),
     };
     let pod = "/kubepods.slice/kubepods-burstable.slice/\

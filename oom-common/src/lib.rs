@@ -107,9 +107,13 @@ pub struct OomControl {
     /// `oc->chosen`'s thread id: the victim the OOM chose; others in the
     /// same incident were killed with it by `memory.oom.group`.
     pub chosen_tid: u32,
+    /// `oc->memcg`'s `memory` page counter at the OOM: usage and limit in
+    /// pages; 0 for a global OOM.
+    pub memcg_usage_pages: u64,
+    pub memcg_max_pages: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<OomControl>() == 48);
+const _: () = assert!(core::mem::size_of::<OomControl>() == 64);
 
 /// Offsets into `struct oom_control`, from BTF.
 #[repr(C)]
@@ -176,6 +180,10 @@ pub struct OomKillRecord {
     pub victim_cgroup_id: u64,
     /// The victim's memory cgroup (v1 memory controller or v2); 0 if unknown.
     pub victim_memcg_id: u64,
+    /// The victim's memory cgroup's `memory` page counter at the kill:
+    /// usage and limit (`max`) in pages; 0 if unknown.
+    pub victim_memcg_usage_pages: u64,
+    pub victim_memcg_max_pages: u64,
     /// The raw `oom/mark_victim` record; layout from tracefs.
     pub tracepoint: [u8; TRACEPOINT_BYTES],
     /// The OOM's context from `oom_kill_process`, when hooked.
@@ -186,7 +194,7 @@ pub struct OomKillRecord {
 
 const _: () = assert!(
     core::mem::size_of::<OomKillRecord>()
-        == 88
+        == 104
             + TRACEPOINT_BYTES
             + core::mem::size_of::<OomControl>()
             + core::mem::size_of::<Cmdline>()
@@ -209,6 +217,8 @@ impl OomKillRecord {
             _pad0: 0,
             victim_cgroup_id: 0,
             victim_memcg_id: 0,
+            victim_memcg_usage_pages: 0,
+            victim_memcg_max_pages: 0,
             tracepoint: [0; TRACEPOINT_BYTES],
             oom: OomControl {
                 incident_boot_ns: 0,
@@ -219,6 +229,8 @@ impl OomKillRecord {
                 order: 0,
                 constraint: 0,
                 chosen_tid: 0,
+                memcg_usage_pages: 0,
+                memcg_max_pages: 0,
             },
             cmdline: Cmdline::empty(),
         }
@@ -399,9 +411,15 @@ pub struct KernelOffsets {
     pub task_mm: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    /// `mem_cgroup::css`, and `mem_cgroup::memory` plus
+    /// `page_counter::usage` / `::max`: a memory cgroup's usage and limit.
+    pub memcg_css: u32,
+    pub memcg_memory_usage: u32,
+    pub memcg_memory_max: u32,
+    pub _pad0: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 
 impl KernelOffsets {
     pub const UNKNOWN: u32 = u32::MAX;
@@ -420,6 +438,10 @@ impl KernelOffsets {
             task_mm: Self::UNKNOWN,
             mm_arg_start: Self::UNKNOWN,
             mm_arg_end: Self::UNKNOWN,
+            memcg_css: Self::UNKNOWN,
+            memcg_memory_usage: Self::UNKNOWN,
+            memcg_memory_max: Self::UNKNOWN,
+            _pad0: 0,
         }
     }
 }

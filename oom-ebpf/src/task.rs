@@ -93,3 +93,23 @@ pub fn arg_range(task: *const u8) -> Result<(u64, u64), ReadError> {
     let end: u64 = read_field(mm, offsets.mm_arg_end)?;
     Ok((start, end))
 }
+
+/// A memory cgroup's `memory` page counter: (usage, max) in pages. `css`
+/// is the memory controller's `cgroup_subsys_state` of that cgroup.
+pub fn memcg_pages(css: *const u8) -> Result<(u64, u64), ReadError> {
+    let offsets = OFFSETS.load();
+    if offsets.memcg_css == KernelOffsets::UNKNOWN {
+        return Err(ReadError::NoOffset);
+    }
+    let memcg = css.wrapping_sub(offsets.memcg_css as usize);
+    let usage: u64 = read_field(memcg, offsets.memcg_memory_usage)?;
+    let max: u64 = read_field(memcg, offsets.memcg_memory_max)?;
+    Ok((usage, max))
+}
+
+/// The task's memory cgroup's css: `task->cgroups->subsys[memory_cgrp_id]`.
+pub fn memory_css(task: *const u8) -> Result<*const u8, ReadError> {
+    let offsets = OFFSETS.load();
+    let css_set: *const u8 = read_field(task, offsets.task_cgroups)?;
+    read_field(css_set, offsets.css_set_memory_css)
+}

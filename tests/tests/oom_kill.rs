@@ -39,6 +39,15 @@ fn an_oom_kill_in_a_memory_cgroup_is_one_accurate_line() {
         event["oom"]["victim"]["memcg"]["limit_bytes"],
         cgroup.limit_bytes
     );
+    // Usage as the kernel had it at the kill, not after the kill freed it.
+    let usage = event["oom"]["victim"]["memcg"]["usage_bytes"]
+        .as_u64()
+        .expect("usage_bytes");
+    assert!(
+        usage > cgroup.limit_bytes * 9 / 10 && usage <= cgroup.limit_bytes,
+        "usage {usage} at the kill should be at the {} limit",
+        cgroup.limit_bytes
+    );
     assert_eq!(
         event["oom"]["trigger"]["pid"], pid,
         "the hog ran itself out of memory"

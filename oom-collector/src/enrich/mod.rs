@@ -20,7 +20,7 @@ use crate::{
     alloc::AllocFailures,
     cli::CmdlineArgs,
     cmdline::{CapturedCmdline, CmdlineMode, Redactor},
-    decode::KernelKill,
+    decode::{KernelKill, MemcgPages},
     host::{wall_clock_of_boot_ns, HostInfo},
     kmsg::{Kmsg, OomContext},
     record::{
@@ -89,17 +89,28 @@ impl Enricher {
         self.memory.as_mut()?.0.path_of(id?)
     }
 
-    /// A memory cgroup path with its limit and usage as cgroupfs shows them.
-    fn memcg_with_usage(&self, path: String) -> Memcg {
-        let usage = self
+    /// A memory cgroup with its limit and usage at the OOM, as the kernel
+    /// had them. Without them, the limit as cgroupfs shows it now and no
+    /// usage: read now, usage would leave out what the kill freed.
+    fn memcg_at_oom(&self, path: String, pages: Option<MemcgPages>) -> Memcg {
+        if let Some(pages) = pages {
+            let page = page_size();
+            let unlimited = pages.max >= i64::MAX as u64 / page;
+            return Memcg {
+                path,
+                limit_bytes: (!unlimited).then(|| pages.max * page),
+                usage_bytes: Some(pages.usage * page),
+            };
+        }
+        let now = self
             .memory
             .as_ref()
             .map(|(paths, version)| memcg_usage(&paths.directory(&path), *version))
             .unwrap_or_default();
         Memcg {
             path,
-            limit_bytes: usage.limit_bytes,
-            usage_bytes: usage.usage_bytes,
+            limit_bytes: now.limit_bytes,
+            usage_bytes: None,
         }
     }
 
@@ -107,16 +118,16 @@ impl Enricher {
     pub fn oom_kill(&mut self, kill: &KernelKill) -> Document {
         let victim_memcg = self
             .memory_path(kill.victim.memcg_id)
-            .map(|path| self.memcg_with_usage(path));
+            .map(|path| self.memcg_at_oom(path, kill.victim.memcg_pages));
         let oom_log = self.kmsg.as_mut().and_then(|kmsg| {
             kmsg.poll();
             kmsg.log.context_of(kill.victim.tid).cloned()
         });
         // The limited cgroup: exact from the oom_kill_process hook, else as
         // the kernel logged it.
-        let oom_memcg_path = match &kill.oom_control {
-            Some(control) => self.memory_path(control.memcg_id),
-            None => oom_log.as_ref().and_then(|l| l.oom_memcg.clone()),
+        let (oom_memcg_path, oom_memcg_pages) = match &kill.oom_control {
+            Some(control) => (self.memory_path(control.memcg_id), control.memcg_pages),
+            None => (oom_log.as_ref().and_then(|l| l.oom_memcg.clone()), None),
         };
         let container_metadata = [
             victim_memcg.as_ref().map(|m| m.path.clone()),
@@ -136,7 +147,7 @@ impl Enricher {
             trigger_cgroup_path: self.unified_path(kill.trigger.cgroup_id),
             trigger_memcg_path: self.memory_path(kill.trigger.memcg_id),
             cmdline: self.shown_cmdline(kill.cmdline.as_ref()),
-            oom_memcg: oom_memcg_path.map(|path| self.memcg_with_usage(path)),
+            oom_memcg: oom_memcg_path.map(|path| self.memcg_at_oom(path, oom_memcg_pages)),
             oom_log,
             victim_comm_from_proc: match &kill.victim.comm {
                 Some(_) => None,

@@ -38,6 +38,11 @@ fn try_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i64> {
     };
     let cgroup_id = task::unified_cgroup_id(victim).unwrap_or(0);
     let memcg_id = task::memory_cgroup_id(victim).unwrap_or(0);
+    // The memory cgroup's usage and limit now, as the kill happens: read
+    // from cgroupfs later, usage would show memory the kill already freed.
+    let (memcg_usage, memcg_max) = task::memory_css(victim)
+        .and_then(task::memcg_pages)
+        .unwrap_or((0, 0));
     // Each read stands alone: a kernel without a memory controller still
     // gives the victim's process and cgroup. What fails is left 0.
     if tid == 0 || cgroup_id == 0 || memcg_id == 0 {
@@ -53,5 +58,7 @@ fn try_mark_victim_task(ctx: &BtfTracePointContext) -> Result<(), i64> {
         record.victim_ppid = parent_tgid;
         record.victim_cgroup_id = cgroup_id;
         record.victim_memcg_id = memcg_id;
+        record.victim_memcg_usage_pages = memcg_usage;
+        record.victim_memcg_max_pages = memcg_max;
     })
 }

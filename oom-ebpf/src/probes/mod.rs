@@ -84,6 +84,8 @@ fn start_record(record: &mut OomKillRecord, victim_tid: u32) {
     record.victim_ppid = 0;
     record.victim_cgroup_id = 0;
     record.victim_memcg_id = 0;
+    record.victim_memcg_usage_pages = 0;
+    record.victim_memcg_max_pages = 0;
 }
 
 /// Copies the victim's command line from `CMDLINES` into the record.

@@ -78,11 +78,16 @@ fn stash(oc: *const u8) {
     let offsets = OOM_CONTROL_OFFSETS.load();
     let memcg: *const u8 = read::<u64>(oc, offsets.memcg) as *const u8;
     let chosen: *const u8 = read::<u64>(oc, offsets.chosen) as *const u8;
-    let memcg_id = if memcg.is_null() || offsets.memcg_css == KernelOffsets::UNKNOWN {
-        0
-    } else {
-        task::css_cgroup_id(memcg.wrapping_add(offsets.memcg_css as usize)).unwrap_or(0)
-    };
+    let (memcg_id, (memcg_usage_pages, memcg_max_pages)) =
+        if memcg.is_null() || offsets.memcg_css == KernelOffsets::UNKNOWN {
+            (0, (0, 0))
+        } else {
+            let css = memcg.wrapping_add(offsets.memcg_css as usize);
+            (
+                task::css_cgroup_id(css).unwrap_or(0),
+                task::memcg_pages(css).unwrap_or((0, 0)),
+            )
+        };
     let context = OomControl {
         // SAFETY: a helper without arguments.
         incident_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
@@ -93,6 +98,8 @@ fn stash(oc: *const u8) {
         order: read(oc, offsets.order),
         constraint: read(oc, offsets.constraint),
         chosen_tid: task::task_ids(chosen).map_or(0, |ids| ids.tid),
+        memcg_usage_pages,
+        memcg_max_pages,
     };
     let trigger_tid = bpf_get_current_pid_tgid() as u32;
     let _ = OOM_CONTROLS.insert(trigger_tid, context, 0);
