@@ -2,13 +2,14 @@
 //!
 //! The machine the tests run on has one kernel (6.18, cgroup v1 memory, no
 //! kprobes); the collector's users run others. This boots Debian's cloud
-//! kernels 5.10 (bullseye), 6.1 and 6.12 (bookworm) under QEMU with a busybox
+//! kernels 5.10 (bullseye), 6.1 (bookworm) and 6.12 (trixie) under QEMU with a busybox
 //! initramfs holding the programs a test gives (and the shared libraries
 //! they load), runs the test's shell script in the guest as root, and hands
 //! back the script's stdout byte for byte with its exit status.
 //!
-//! - Kernels: [`Series::fetch`] downloads the newest build of the series
-//!   with `apt-get download` through a private apt set-up under
+//! - Kernels: [`Series::fetch`] downloads the build of the series that
+//!   Debian's meta package `linux-image-cloud-amd64` names (or the newest
+//!   older one when that is not on the mirror yet) with `apt-get download` through a private apt set-up under
 //!   `target/qemu/apt/` (never the machine's own), and caches its
 //!   `vmlinuz` in `target/qemu/kernels/<series>/`. Later calls reuse it
 //!   without the network; delete that directory to take a newer build.
@@ -45,12 +46,11 @@ use initramfs::Initramfs;
 /// A Debian kernel series the collector is tested on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Series {
-    /// Debian 11 (bullseye): `linux-image-5.10.0-<N>-cloud-amd64-unsigned`.
+    /// Debian 11 (bullseye)'s `linux-image-cloud-amd64`.
     Linux5_10,
-    /// Debian 12 (bookworm): `linux-image-6.1.0-<N>-cloud-amd64-unsigned`.
+    /// Debian 12 (bookworm)'s `linux-image-cloud-amd64`.
     Linux6_1,
-    /// Debian 12's backport in bookworm-security:
-    /// `linux-image-6.12.<N>+deb12-cloud-amd64-unsigned`.
+    /// Debian 13 (trixie)'s `linux-image-cloud-amd64`.
     Linux6_12,
 }
 
@@ -66,23 +66,15 @@ impl Series {
     }
 
     fn packages(self) -> apt::KernelPackages {
-        const SUFFIX: &str = "-cloud-amd64-unsigned";
-        match self {
-            Self::Linux5_10 => apt::KernelPackages {
-                suite: &apt::BULLSEYE,
-                prefix: "linux-image-5.10.0-",
-                suffix: SUFFIX,
-            },
-            Self::Linux6_1 => apt::KernelPackages {
-                suite: &apt::BOOKWORM,
-                prefix: "linux-image-6.1.0-",
-                suffix: SUFFIX,
-            },
-            Self::Linux6_12 => apt::KernelPackages {
-                suite: &apt::BOOKWORM,
-                prefix: "linux-image-6.12.",
-                suffix: "+deb12-cloud-amd64-unsigned",
-            },
+        let suite = match self {
+            Self::Linux5_10 => &apt::BULLSEYE,
+            Self::Linux6_1 => &apt::BOOKWORM,
+            Self::Linux6_12 => &apt::TRIXIE,
+        };
+        apt::KernelPackages {
+            suite,
+            meta: "linux-image-cloud-amd64",
+            flavour: "-cloud-amd64",
         }
     }
 

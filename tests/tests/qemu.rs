@@ -12,6 +12,14 @@
 //! - `alloc_failures`: real `mmap` and `brk` failures through the default
 //!   (fexit) hooks, and kernel page-allocation failures while the huge
 //!   page pool is filled beyond the guest's memory;
+//! - `memcg_kill`: a hog OOM-killed at a 48 MiB `memory.max`;
+//! - `two_kills`: two hogs at once, each in a limited cgroup of its own;
+//! - `nested_limit`: a hog in a child of a cgroup limited at 48 MiB;
+//! - `no_btf`: a kill seen by a collector without BTF (`/dev/null` mounted
+//!   over `/sys/kernel/btf/vmlinux`);
+//! - `no_tracefs`: the collector's words when tracefs is not mounted;
+//! - `global_oom`: a hog in the root cgroup running the guest out of
+//!   memory, with the collector shielded (`oom_score_adj` -1000);
 //! - `selftest`: `oom-collector selftest` (on cgroup v2 there).
 //!
 //! Without QEMU, busybox or the kernels (no network), the tests skip with
@@ -47,6 +55,33 @@ wait_until() {
         [ $n -ge $limit ] && return 1
         sleep 0.1; n=$((n + 1))
     done
+}
+
+# Starts the collector (events to $1, log to $2, then the options),
+# shielded from the OOM killer, and waits until it is attached: fails if it
+# never is. Sets $collector.
+start_collector() {
+    out=$1; log=$2; shift 2
+    oom-collector --output "$out" "$@" 2>"$log" &
+    collector=$!
+    echo -1000 > /proc/$collector/oom_score_adj
+    started() { grep -q "collecting OOM events" "$log" || ! kill -0 $collector; }
+    wait_until 600 started
+    grep -q "collecting OOM events" "$log"
+}
+# A memory cgroup $1 limited to $2.
+limited() {
+    mkdir -p "$1"
+    echo "$2" > "$1/memory.max"
+    [ -e "$1/memory.swap.max" ] && echo 0 > "$1/memory.swap.max"
+    return 0
+}
+# Runs a hog named $1 in cgroup $2 until it dies; appends "$1 <pid> <status>"
+# to /tmp/kill_pids.
+hog_in() {
+    oom-collector hog "$2/cgroup.procs" 2>/tmp/hog_$1.log & p=$!
+    wait $p
+    echo "$1 $p $?" >> /tmp/kill_pids
 }
 
 mount -t tracefs tracefs /sys/kernel/tracing
@@ -105,6 +140,58 @@ section hogs 0 /tmp/hogs
 section events $collector_status /tmp/events.ndjson
 section collector_log $collector_status /tmp/collector.log
 
+# Memory cgroup kills: one hog at a 48 MiB limit; two at once in two
+# cgroups; a hog in a child of a limited parent.
+C=/sys/fs/cgroup
+: > /tmp/kill_pids
+if start_collector /tmp/kills.ndjson /tmp/kills.log --cmdline full; then
+    limited $C/single 48M
+    hog_in single $C/single
+    limited $C/pair_a 48M
+    limited $C/pair_b 48M
+    hog_in pair_a $C/pair_a & w1=$!
+    hog_in pair_b $C/pair_b & w2=$!
+    wait $w1 $w2
+    limited $C/nested 48M
+    echo +memory > $C/nested/cgroup.subtree_control
+    mkdir $C/nested/busy $C/nested/idle
+    hog_in nested $C/nested/busy
+    sleep 1
+fi
+kill -TERM $collector
+wait $collector
+kills_status=$?
+rmdir $C/single $C/pair_a $C/pair_b $C/nested/busy $C/nested/idle $C/nested 2>/dev/null
+touch /tmp/kills.ndjson
+section kill_pids 0 /tmp/kill_pids
+section kills $kills_status /tmp/kills.ndjson
+section kills_log $kills_status /tmp/kills.log
+
+# No BTF for the collector: /dev/null over the kernel's.
+: > /tmp/kill_pids
+mount -o bind /dev/null /sys/kernel/btf/vmlinux
+if start_collector /tmp/nobtf.ndjson /tmp/nobtf.log; then
+    limited $C/nobtf 48M
+    hog_in nobtf $C/nobtf
+    sleep 1
+fi
+kill -TERM $collector
+wait $collector
+nobtf_status=$?
+umount /sys/kernel/btf/vmlinux
+rmdir $C/nobtf 2>/dev/null
+touch /tmp/nobtf.ndjson
+section nobtf_pids 0 /tmp/kill_pids
+section nobtf $nobtf_status /tmp/nobtf.ndjson
+section nobtf_log $nobtf_status /tmp/nobtf.log
+
+# No tracefs.
+umount /sys/kernel/tracing
+oom-collector > /tmp/notracefs 2>&1
+notracefs_status=$?
+mount -t tracefs tracefs /sys/kernel/tracing
+section notracefs $notracefs_status /tmp/notracefs
+
 # Allocation failures through the default hooks (fexit where the kernel
 # allows), and kernel page-allocation failures: asking for more 2 MiB huge
 # pages than the guest has makes the page allocator fail (quietly: the
@@ -132,6 +219,21 @@ section alloc_log $alloc_status /tmp/alloc.log
 
 oom-collector selftest > /tmp/selftest 2>&1
 section selftest $? /tmp/selftest
+
+# A global OOM, last: a hog in the root cgroup runs the guest out of
+# memory (no swap).
+: > /tmp/kill_pids
+if start_collector /tmp/global.ndjson /tmp/global.log; then
+    hog_in global $C
+    sleep 1
+fi
+kill -TERM $collector
+wait $collector
+global_status=$?
+touch /tmp/global.ndjson
+section global_pids 0 /tmp/kill_pids
+section global $global_status /tmp/global.ndjson
+section global_log $global_status /tmp/global.log
 
 dmesg > /tmp/dmesg
 section dmesg 0 /tmp/dmesg
@@ -644,6 +746,226 @@ fn check_alloc_failures(series: Series, test: &str) {
     assert!(total(filler, None) > 0);
 }
 
+/// The limit of the cgroups the guest script kills in.
+const LIMIT_BYTES: u64 = 48 << 20;
+
+/// The JSON lines of section `name`, after checking that the collector
+/// that wrote them exited 0.
+fn json_lines(boot: &Boot, name: &str) -> Vec<Value> {
+    let section = boot.section(name);
+    assert_eq!(
+        section.status,
+        0,
+        "{}: the collector writing {name} exited {}:\n{}",
+        boot.release,
+        section.status,
+        warnings(&boot.section(&format!("{name}_log")).body)
+    );
+    section
+        .body
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {line}", boot.release))
+        })
+        .collect()
+}
+
+/// The pid of the hog named `hog` in section `pids` (lines
+/// `<name> <pid> <status>`), checked to have died by SIGKILL.
+fn hog_pid(boot: &Boot, pids: &str, hog: &str) -> u64 {
+    let body = &boot.section(pids).body;
+    let line = body
+        .lines()
+        .find(|l| l.split(' ').next() == Some(hog))
+        .unwrap_or_else(|| panic!("{}: the {hog} hog did not run:\n{body}", boot.release));
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(
+        fields.get(2),
+        Some(&"137"),
+        "{}: the {hog} hog must die by SIGKILL: {line}\nkernel log:\n{}",
+        boot.release,
+        boot.oom_log()
+    );
+    fields[1].parse().expect("a pid")
+}
+
+/// The one oom_kill line of `pid` among `documents`.
+fn kill_of<'a>(boot: &Boot, documents: &'a [Value], pid: u64) -> &'a Value {
+    let kills: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "oom_kill" && d["process"]["pid"] == pid)
+        .collect();
+    assert_eq!(
+        kills.len(),
+        1,
+        "{}: want one oom_kill line for pid {pid}, got {}:\n{}\nkernel log:\n{}",
+        boot.release,
+        kills.len(),
+        documents
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        boot.oom_log()
+    );
+    kills[0]
+}
+
+/// Whether this kernel's mark_victim record carries more than the pid.
+fn tracepoint_has_task(boot: &Boot) -> bool {
+    boot.section("mark_victim_format").body.contains(" comm;")
+}
+
+/// Whether the collector hooks oom_kill_process on this kernel.
+fn oom_kill_process_hooked(boot: &Boot) -> bool {
+    hook_state(
+        &boot.section("probes").body,
+        "fentry or kprobe/oom_kill_process",
+    ) == "active"
+}
+
+fn check_memcg_kill(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let documents = json_lines(boot, "kills");
+    let pid = hog_pid(boot, "kill_pids", "single");
+    let kill = kill_of(boot, &documents, pid);
+    let release = &boot.release;
+    assert_eq!(
+        kill["process"]["name"], "oom-collector",
+        "{release}: {kill}"
+    );
+    assert_eq!(
+        kill["oom"]["victim"]["memcg"]["path"], "/single",
+        "{release}: {kill}"
+    );
+    assert_eq!(
+        kill["oom"]["victim"]["memcg"]["limit_bytes"], LIMIT_BYTES,
+        "{release}: {kill}"
+    );
+    let anon = kill["oom"]["victim"]["rss"]["anon_bytes"].as_u64();
+    assert!(
+        // The mm's counters, not the cgroup's charge: the kernel's own
+        // report reads anon-rss:49408kB at a 49152kB limit.
+        anon.is_some_and(|anon| (LIMIT_BYTES * 3 / 4..=LIMIT_BYTES * 5 / 4).contains(&anon)),
+        "{release}: oom.victim.rss.anon_bytes must be near the 48 MiB limit: {kill}"
+    );
+    assert_eq!(kill["oom"]["constraint"], "memcg", "{release}: {kill}");
+}
+
+fn check_two_kills(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let documents = json_lines(boot, "kills");
+    let in_pair_cgroups = documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "oom_kill")
+        .filter(|d| {
+            let path = &d["oom"]["victim"]["memcg"]["path"];
+            path == "/pair_a" || path == "/pair_b"
+        })
+        .count();
+    assert_eq!(
+        in_pair_cgroups, 2,
+        "{}: exactly two kills in the two cgroups",
+        boot.release
+    );
+    for hog in ["pair_a", "pair_b"] {
+        let pid = hog_pid(boot, "kill_pids", hog);
+        let kill = kill_of(boot, &documents, pid);
+        assert_eq!(
+            kill["oom"]["victim"]["memcg"]["path"],
+            format!("/{hog}"),
+            "{}: {kill}",
+            boot.release
+        );
+    }
+}
+
+fn check_nested_limit(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let documents = json_lines(boot, "kills");
+    let pid = hog_pid(boot, "kill_pids", "nested");
+    let kill = kill_of(boot, &documents, pid);
+    let release = &boot.release;
+    assert_eq!(
+        kill["oom"]["victim"]["memcg"]["path"], "/nested/busy",
+        "{release}: {kill}"
+    );
+    if oom_kill_process_hooked(boot) {
+        assert_eq!(kill["oom"]["memcg"]["path"], "/nested", "{release}: {kill}");
+        assert_eq!(
+            kill["oom"]["memcg"]["limit_bytes"], LIMIT_BYTES,
+            "{release}: {kill}"
+        );
+        assert_eq!(kill["oom"]["constraint"], "memcg", "{release}: {kill}");
+    }
+}
+
+fn check_no_btf(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let documents = json_lines(boot, "nobtf");
+    let pid = hog_pid(boot, "nobtf_pids", "nobtf");
+    let kill = kill_of(boot, &documents, pid);
+    let release = &boot.release;
+    assert!(
+        kill["oom"]["victim"].get("memcg").is_none(),
+        "{release}: without BTF the victim's cgroup is unknown, so it is left out: {kill}"
+    );
+    if tracepoint_has_task(boot) {
+        assert_eq!(
+            kill["process"]["name"], "oom-collector",
+            "{release}: {kill}"
+        );
+        assert!(
+            kill["oom"]["victim"]["rss"]["anon_bytes"].is_u64(),
+            "{release}: the tracepoint's anon-rss: {kill}"
+        );
+    }
+}
+
+fn check_no_tracefs(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let section = boot.section("notracefs");
+    assert_eq!(
+        section.status, 1,
+        "{}: without tracefs the collector must exit 1:\n{}",
+        boot.release, section.body
+    );
+    assert!(
+        section.body.contains("tracefs is not mounted"),
+        "{}: {}",
+        boot.release,
+        section.body
+    );
+}
+
+fn check_global_oom(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let documents = json_lines(boot, "global");
+    let pid = hog_pid(boot, "global_pids", "global");
+    let kill = kill_of(boot, &documents, pid);
+    let release = &boot.release;
+    if oom_kill_process_hooked(boot) || kill["oom"].get("constraint").is_some() {
+        assert_eq!(kill["oom"]["constraint"], "global", "{release}: {kill}");
+    }
+    assert!(
+        kill["oom"].get("memcg").is_none(),
+        "{release}: no memory cgroup's limit was hit: {kill}"
+    );
+}
+
 /// The collector's warnings and errors, each cut to its first line (a
 /// verifier log can run to thousands).
 fn warnings(log: &str) -> String {
@@ -706,6 +1028,36 @@ macro_rules! kernel_tests {
             #[test]
             fn alloc_failures() {
                 check_alloc_failures($series, concat!(stringify!($module), "::alloc_failures"));
+            }
+
+            #[test]
+            fn memcg_kill() {
+                check_memcg_kill($series, concat!(stringify!($module), "::memcg_kill"));
+            }
+
+            #[test]
+            fn two_kills() {
+                check_two_kills($series, concat!(stringify!($module), "::two_kills"));
+            }
+
+            #[test]
+            fn nested_limit() {
+                check_nested_limit($series, concat!(stringify!($module), "::nested_limit"));
+            }
+
+            #[test]
+            fn no_btf() {
+                check_no_btf($series, concat!(stringify!($module), "::no_btf"));
+            }
+
+            #[test]
+            fn no_tracefs() {
+                check_no_tracefs($series, concat!(stringify!($module), "::no_tracefs"));
+            }
+
+            #[test]
+            fn global_oom() {
+                check_global_oom($series, concat!(stringify!($module), "::global_oom"));
             }
 
             #[test]

@@ -6,6 +6,8 @@
 //!   end-to-end tests that cause real OOM kills in scratch cgroups).
 //! - `cargo xtask bench`: the overhead of each hook, with and without the
 //!   collector, side by side.
+//! - `cargo xtask vm-test [--kernel 5.10|6.1|6.12|all]`: the QEMU guest
+//!   tests alone, on one of Debian's kernels or all of them.
 //! - `cargo xtask setup`: only the toolchain set-up both of them do first.
 //!
 //! Set-up is idempotent and takes well under a second when done already.
@@ -57,6 +59,13 @@ enum Task {
     },
     /// Build the collector's container image (static binary, buildah).
     Image,
+    /// Boot Debian's kernels in QEMU with the release collector and run
+    /// the guest scenarios (the `qemu` test binary of `tests/`).
+    VmTest {
+        /// `5.10`, `6.1`, `6.12` or `all`.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// Lint, build and run every test. Root-only tests fail under CI=true
     /// when they cannot run, and are skipped with a reason otherwise.
     Test {
@@ -96,6 +105,7 @@ fn main() -> Result<()> {
             let toolchain = setup::ensure_toolchain()?;
             image::image(&root, &toolchain)
         }
+        Task::VmTest { kernel } => vm_test(&root, &kernel),
         Task::Bench { rounds } => {
             let binary = build(&root, true)?;
             system::mount_kernel_filesystems()?;
@@ -159,4 +169,33 @@ fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
         .args(["test", "--workspace", "--exclude", "oom-ebpf", "--release"])
         .args(args);
     run_checked(&mut cargo)
+}
+
+/// The QEMU guest tests, filtered to one kernel's module (`guest_6_1::`).
+fn vm_test(root: &std::path::Path, kernel: &str) -> Result<()> {
+    let filter = match kernel {
+        "all" => "guest_",
+        "5.10" => "guest_5_10::",
+        "6.1" => "guest_6_1::",
+        "6.12" => "guest_6_12::",
+        other => bail!("--kernel {other}: want 5.10, 6.1, 6.12 or all"),
+    };
+    let binary = build(root, true)?;
+    let toolchain = setup::ensure_toolchain()?;
+    run_checked(
+        toolchain
+            .cargo()
+            .current_dir(root)
+            .env("OOM_COLLECTOR_BIN", &binary)
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "oom-e2e",
+                "--test",
+                "qemu",
+                "--",
+                filter,
+            ]),
+    )
 }

@@ -33,12 +33,50 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 ",
 };
 
-/// A series of kernel image packages: `<prefix><N><suffix>`, the newest N
-/// first.
+pub const TRIXIE: Suite = Suite {
+    name: "trixie",
+    sources: "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-updates main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security trixie-security main
+",
+};
+
+/// A suite's kernel, named by its meta package (`linux-image-cloud-amd64`),
+/// which depends on the current build (`linux-image-5.10.0-46-cloud-amd64`):
+/// the ABI number is read from the archive, never written down here.
 pub struct KernelPackages {
     pub suite: &'static Suite,
-    pub prefix: &'static str,
-    pub suffix: &'static str,
+    pub meta: &'static str,
+    /// The flavour the meta package's dependency ends with (`-cloud-amd64`);
+    /// the package downloaded is its `-unsigned` build.
+    pub flavour: &'static str,
+}
+
+/// The build series of a kernel image package: `<prefix><N><suffix>`.
+#[derive(Debug, PartialEq)]
+struct Builds {
+    prefix: String,
+    newest: u64,
+    suffix: String,
+}
+
+impl Builds {
+    /// From the package a meta package depends on:
+    /// `linux-image-5.10.0-46-cloud-amd64` gives `linux-image-5.10.0-`, 46,
+    /// `-cloud-amd64-unsigned`; `linux-image-6.12.57+deb13-cloud-amd64`
+    /// gives `linux-image-6.12.`, 57, `+deb13-cloud-amd64-unsigned`.
+    fn of(image: &str, flavour: &str) -> Option<Self> {
+        let abi = image.strip_prefix("linux-image-")?.strip_suffix(flavour)?;
+        let (base, tail) = abi.split_at(abi.find('+').unwrap_or(abi.len()));
+        let digits = base.len() - base.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (stem, number) = base.split_at(base.len() - digits);
+        Some(Self {
+            prefix: format!("linux-image-{stem}"),
+            newest: number.parse().ok()?,
+            suffix: format!("{tail}{flavour}-unsigned"),
+        })
+    }
 }
 
 /// How many of the newest builds to try: a new build can be in the index a
@@ -109,23 +147,40 @@ pub fn download_newest(
     update.args(["-q", "update"]);
     apt.run(update, &format!("apt-get update ({})", packages.suite.name))?;
 
+    let mut depends = apt.command("apt-cache");
+    depends.args(["depends", packages.meta]);
+    let depends = apt.run(depends, &format!("apt-cache depends {}", packages.meta))?;
+    let depends = String::from_utf8_lossy(&depends.stdout);
+    let builds = depends
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Depends: "))
+        .find_map(|image| Builds::of(image.trim(), packages.flavour))
+        .ok_or_else(|| {
+            format!(
+                "{} in {} depends on no linux-image-*{}:\n{depends}",
+                packages.meta, packages.suite.name, packages.flavour
+            )
+        })?;
+
+    // The newest build first, then older ones still in the index.
     let mut names = apt.command("apt-cache");
-    names.args(["pkgnames", packages.prefix]);
+    names.args(["pkgnames", &builds.prefix]);
     let names = apt.run(names, "apt-cache pkgnames")?;
     let mut candidates: Vec<(u64, String)> = String::from_utf8_lossy(&names.stdout)
         .lines()
         .filter_map(|name| {
             let build = name
-                .strip_prefix(packages.prefix)?
-                .strip_suffix(packages.suffix)?;
+                .strip_prefix(&builds.prefix)?
+                .strip_suffix(&builds.suffix)?;
             Some((build.parse().ok()?, name.to_owned()))
         })
+        .filter(|(build, _)| *build <= builds.newest)
         .collect();
     candidates.sort_unstable_by(|a, b| b.cmp(a));
     if candidates.is_empty() {
         return Err(format!(
-            "no package {}<N>{} in {}",
-            packages.prefix, packages.suffix, packages.suite.name
+            "no package {}<N>{} up to {} in {}",
+            builds.prefix, builds.suffix, builds.newest, packages.suite.name
         ));
     }
 
@@ -181,4 +236,41 @@ pub fn extract_vmlinuz(deb: &Path, dir: &Path) -> Result<(String, PathBuf), Stri
             Some((release, entry.path()))
         })
         .ok_or_else(|| format!("{} has no boot/vmlinuz-*", deb.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Builds;
+
+    #[test]
+    fn builds_of_a_meta_package_dependency() {
+        assert_eq!(
+            Builds::of("linux-image-5.10.0-46-cloud-amd64", "-cloud-amd64"),
+            Some(Builds {
+                prefix: "linux-image-5.10.0-".into(),
+                newest: 46,
+                suffix: "-cloud-amd64-unsigned".into(),
+            })
+        );
+        assert_eq!(
+            Builds::of("linux-image-6.12.57+deb13-cloud-amd64", "-cloud-amd64"),
+            Some(Builds {
+                prefix: "linux-image-6.12.".into(),
+                newest: 57,
+                suffix: "+deb13-cloud-amd64-unsigned".into(),
+            })
+        );
+        assert_eq!(
+            Builds::of("linux-image-6.1-cloud-amd64", "-cloud-amd64"),
+            Some(Builds {
+                prefix: "linux-image-6.".into(),
+                newest: 1,
+                suffix: "-cloud-amd64-unsigned".into(),
+            })
+        );
+        assert_eq!(
+            Builds::of("linux-headers-6.1.0-57-cloud-amd64", "-cloud-amd64"),
+            None
+        );
+    }
 }
