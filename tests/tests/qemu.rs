@@ -853,6 +853,18 @@ fn check_memcg_kill(series: Series, test: &str) {
         "{release}: oom.victim.rss.anon_bytes must be near the 48 MiB limit: {kill}"
     );
     assert_eq!(kill["oom"]["constraint"], "memcg", "{release}: {kill}");
+    // Usage as the kernel had it at the kill (the victim-task hook reads the
+    // page counter), not what is left once the kill freed the memory.
+    for usage in [
+        &kill["oom"]["victim"]["memcg"]["usage_bytes"],
+        &kill["oom"]["memcg"]["usage_bytes"],
+    ] {
+        let usage = usage.as_u64();
+        assert!(
+            usage.is_some_and(|u| (LIMIT_BYTES * 9 / 10..=LIMIT_BYTES).contains(&u)),
+            "{release}: usage at the kill must be at the 48 MiB limit: {kill}"
+        );
+    }
 }
 
 fn check_two_kills(series: Series, test: &str) {
