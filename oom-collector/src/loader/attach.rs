@@ -1,0 +1,224 @@
+//! Loading and attaching each kind of hook. An optional hook that fails
+//! says why in one line; only the required tracepoint fails the load.
+
+use aya::{
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
+    Ebpf,
+};
+use tracing::debug;
+
+use super::{error_chain, support::*, AllocFailureHooks, HookStatus, LoadError};
+
+/// Attaches the allocation-failure hooks the way `mode` says; one status
+/// per system call.
+pub(super) fn attach_alloc_hooks(
+    ebpf: &mut Ebpf,
+    mode: AllocFailureHooks,
+    blockers: Vec<Option<String>>,
+) -> Vec<HookStatus> {
+    let status = |hook: &AllocHook, name: &'static str, state| HookStatus {
+        hook: name,
+        provides: hook.provides,
+        state,
+    };
+    match mode {
+        AllocFailureHooks::Off => ALLOC_HOOKS
+            .iter()
+            .map(|hook| {
+                status(
+                    hook,
+                    hook.fexit_hook,
+                    Err("off (--alloc-failures off)".into()),
+                )
+            })
+            .collect(),
+        AllocFailureHooks::Tracepoint => ALLOC_HOOKS
+            .iter()
+            .zip(blockers)
+            .map(|(hook, blocker)| {
+                let state = match blocker {
+                    Some(reason) => Err(reason),
+                    None => attach_tracepoint(
+                        ebpf,
+                        hook.tracepoint_program,
+                        "syscalls",
+                        hook.tracepoint,
+                    ),
+                };
+                status(hook, hook.tracepoint_hook, state)
+            })
+            .collect(),
+        AllocFailureHooks::Auto => {
+            let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no BTF: {e}"));
+            ALLOC_HOOKS
+                .iter()
+                .zip(blockers)
+                .map(|(hook, blocker)| {
+                    let state = match (blocker, &btf) {
+                        (Some(reason), _) => Err(reason),
+                        (None, Err(e)) => Err(e.clone()),
+                        (None, Ok(btf)) => attach_fexit(ebpf, hook, btf),
+                    };
+                    let state = state.map_err(|reason| {
+                        format!(
+                            "{reason}; `--alloc-failures tracepoint` watches it through the \
+                             syscall tracepoint instead, at a cost to every system call"
+                        )
+                    });
+                    status(hook, hook.fexit_hook, state)
+                })
+                .collect()
+        }
+    }
+}
+
+pub(super) fn attach_fexit(
+    ebpf: &mut Ebpf,
+    hook: &AllocHook,
+    btf: &aya::Btf,
+) -> Result<(), String> {
+    let program: &mut FExit = program(ebpf, hook.fexit_program)?;
+    program
+        .load(hook.fexit_function, btf)
+        .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
+    program
+        .attach()
+        .map(drop)
+        .map_err(|e| format!("cannot attach: {}", program_error(&e)))
+}
+
+/// fentry/fexit where the kernel allows them (cheapest), else
+/// kprobe/kretprobe; both the entry and the return hook, or neither.
+pub(super) fn attach_oom_kill_process(ebpf: &mut Ebpf) -> Result<(), String> {
+    let Err(fentry_error) = attach_fentry_pair(ebpf) else {
+        return Ok(());
+    };
+    attach_kprobe_pair(ebpf)
+        .map_err(|kprobe_error| format!("fentry: {fentry_error}; kprobe: {kprobe_error}"))
+}
+
+pub(super) fn attach_fentry_pair(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no BTF: {e}"))?;
+    let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
+    entry
+        .load("oom_kill_process", &btf)
+        .map_err(|e| program_error(&e))?;
+    let link = entry.attach().map_err(|e| program_error(&e))?;
+    let exit: &mut FExit = program(ebpf, "oom_kill_process_fexit")?;
+    let exit_attached = exit
+        .load("oom_kill_process", &btf)
+        .and_then(|()| exit.attach().map(drop))
+        .map_err(|e| program_error(&e));
+    if let Err(error) = exit_attached {
+        let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
+        let _ = entry.detach(link);
+        return Err(error);
+    }
+    Ok(())
+}
+
+pub(super) fn attach_kprobe_pair(ebpf: &mut Ebpf) -> Result<(), String> {
+    let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
+    entry.load().map_err(|e| program_error(&e))?;
+    let link = entry
+        .attach("oom_kill_process", 0)
+        .map_err(|e| program_error(&e))?;
+    let exit: &mut KProbe = program(ebpf, "oom_kill_process_return")?;
+    let exit_attached = exit
+        .load()
+        .and_then(|()| exit.attach("oom_kill_process", 0).map(drop))
+        .map_err(|e| program_error(&e));
+    if let Err(error) = exit_attached {
+        let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
+        let _ = entry.detach(link);
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// A program of the object, as its type.
+pub(super) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("eBPF object has no program {name}"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())
+}
+
+/// Takes a map out of the object as its typed handle.
+pub(super) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { map: name, source })
+}
+
+/// Loads and attaches an optional tracepoint program; `Err` says why not.
+pub(super) fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<(), String> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("eBPF object has no program {program}"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    program
+        .load()
+        .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
+    program
+        .attach(category, name)
+        .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
+    Ok(())
+}
+
+pub(super) fn attach_victim_task(ebpf: &mut Ebpf) -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("cannot read BTF: {e}"))?;
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut("mark_victim_task")
+        .ok_or("eBPF object has no program mark_victim_task")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program
+        .load("mark_victim", &btf)
+        .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
+    program
+        .attach()
+        .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
+    Ok(())
+}
+
+/// Why a program could not be loaded or attached, in one line. A verifier
+/// rejection carries the kernel's whole log (hundreds of lines); its last
+/// verdict says what matters, and the log goes to the debug log.
+pub(super) fn program_error(error: &aya::programs::ProgramError) -> String {
+    let aya::programs::ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = error
+    else {
+        return error_chain(error);
+    };
+    let log = verifier_log.to_string();
+    debug!(%log, "verifier log");
+    let verdict = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .find(|line| !line.starts_with("processed ") && !line.starts_with("verification time"));
+    let hint = if log.contains("invalid func unknown#") {
+        " (a BPF helper it needs is missing: the kernel is too old for this hook)"
+    } else {
+        ""
+    };
+    match verdict {
+        Some(verdict) => format!("the kernel's verifier refused it: {verdict}{hint} ({io_error})"),
+        None => format!("the kernel refused it ({io_error})"),
+    }
+}

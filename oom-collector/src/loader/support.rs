@@ -1,0 +1,320 @@
+//! What this kernel offers the collector's hooks, read from tracefs and
+//! BTF without loading anything: the layouts and offsets the programs
+//! need, and why a hook cannot be used where it cannot.
+
+use std::path::Path;
+
+use oom_common::{
+    AllocSyscall, KernelOffsets, OomControlOffsets, PageAllocOffsets, SyscallOffsets,
+};
+
+use super::HookStatus;
+use crate::{
+    btf::{KernelBtf, VMLINUX_BTF},
+    tracefs::{self, FieldKind, TracefsError, TracepointFormat},
+};
+
+/// What the hooks could be on this kernel, before loading anything.
+pub struct KernelSupport {
+    pub tracefs: Result<std::path::PathBuf, TracefsError>,
+    pub mark_victim: Result<TracepointFormat, TracefsError>,
+    pub offsets: Result<KernelOffsets, String>,
+    pub mark_victim_passes_task: Result<bool, String>,
+    /// What the allocation-failure programs read; `Err` when the
+    /// `sys_exit_*` tracepoints are unusable.
+    pub syscall_offsets: Result<SyscallOffsets, String>,
+    /// Offset of `filename` in `sched_process_exec` records.
+    pub exec_filename_offset: Result<u32, String>,
+    /// Offsets into `struct oom_control`, for the `oom_kill_process` hooks.
+    pub oom_control_offsets: Result<OomControlOffsets, String>,
+    /// Where `kmem/mm_page_alloc` records keep `pfn` and `order`.
+    pub page_alloc_offsets: Result<PageAllocOffsets, String>,
+}
+
+impl KernelSupport {
+    pub fn probe() -> Self {
+        let tracefs = tracefs::find_tracefs();
+        let mark_victim = match &tracefs {
+            Ok(dir) => tracefs::read_format(dir, "oom", "mark_victim"),
+            Err(_) => Err(TracefsError::NotMounted),
+        };
+        let btf = KernelBtf::load(Path::new(VMLINUX_BTF));
+        let (offsets, mark_victim_passes_task) = match &btf {
+            Ok(btf) => (
+                btf.kernel_offsets().map_err(|e| e.to_string()),
+                btf.mark_victim_passes_task().map_err(|e| e.to_string()),
+            ),
+            Err(e) => (Err(e.to_string()), Err(e.to_string())),
+        };
+        let syscall_offsets = match &tracefs {
+            Ok(dir) => syscall_exit_ret_offset(dir).map(|exit_ret| SyscallOffsets {
+                exit_ret,
+                regs_arg: btf
+                    .as_ref()
+                    .ok()
+                    .and_then(|btf| btf.syscall_arg_offsets().ok())
+                    .unwrap_or([KernelOffsets::UNKNOWN; 3]),
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        let exec_filename_offset = match &tracefs {
+            Ok(dir) => tracefs::read_format(dir, "sched", "sched_process_exec")
+                .map_err(|e| e.to_string())
+                .and_then(|format| {
+                    format
+                        .field("filename")
+                        .filter(|f| f.kind == FieldKind::DataLoc)
+                        .map(|f| f.offset as u32)
+                        .ok_or_else(|| "sched_process_exec has no __data_loc filename".into())
+                }),
+            Err(e) => Err(e.to_string()),
+        };
+        let page_alloc_offsets = match &tracefs {
+            Ok(dir) => page_alloc_offsets(dir, gfp_direct_reclaim(btf.as_ref().ok())),
+            Err(e) => Err(e.to_string()),
+        };
+        let oom_control_offsets = match &btf {
+            Ok(btf) => btf.oom_control_offsets().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        Self {
+            tracefs,
+            mark_victim,
+            offsets,
+            mark_victim_passes_task,
+            syscall_offsets,
+            exec_filename_offset,
+            oom_control_offsets,
+            page_alloc_offsets,
+        }
+    }
+
+    /// Why the exec hook cannot capture command lines, if it cannot.
+    pub(super) fn exec_unavailable(&self) -> Option<String> {
+        match (&self.exec_filename_offset, &self.offsets) {
+            (Err(e), _) => Some(e.clone()),
+            (_, Err(e)) => Some(format!(
+                "process arguments are unreadable without BTF offsets ({e})"
+            )),
+            (Ok(_), Ok(_)) => None,
+        }
+    }
+
+    /// Why the allocation-failure hook on `syscall` cannot be used, if not.
+    pub(super) fn alloc_hook_unavailable(&self, syscall: AllocSyscall) -> Option<String> {
+        match &self.syscall_offsets {
+            Err(e) => Some(e.clone()),
+            // brk reports failure by returning less than was asked: without
+            // the request there is nothing to compare.
+            Ok(offsets)
+                if syscall == AllocSyscall::Brk
+                    && offsets.regs_arg[0] == KernelOffsets::UNKNOWN =>
+            {
+                Some(
+                    "the requested break is unreadable without BTF (pt_regs), \
+                     and brk signals failure only by comparison with it"
+                        .into(),
+                )
+            }
+            Ok(_) => None,
+        }
+    }
+
+    /// Why `tp_btf/mark_victim` cannot be used, if it cannot.
+    pub(super) fn victim_task_unavailable(&self) -> Option<String> {
+        match (&self.offsets, &self.mark_victim_passes_task) {
+            (Err(e), _) | (_, Err(e)) => Some(e.clone()),
+            (Ok(_), Ok(false)) => Some(
+                "this kernel's mark_victim passes only the pid, not the task \
+                 (the victim's cgroups and parent are not known)"
+                    .into(),
+            ),
+            (Ok(_), Ok(true)) => None,
+        }
+    }
+
+    /// The hooks as `probes` reports them, without loading anything.
+    pub fn hook_statuses(&self) -> Vec<HookStatus> {
+        vec![
+            HookStatus {
+                hook: HOOK_MARK_VICTIM,
+                provides: PROVIDES_MARK_VICTIM,
+                state: self
+                    .mark_victim
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            },
+            HookStatus {
+                hook: HOOK_MARK_VICTIM_TASK,
+                provides: PROVIDES_MARK_VICTIM_TASK,
+                state: self.victim_task_unavailable().map_or(Ok(()), Err),
+            },
+        ]
+        .into_iter()
+        .chain(std::iter::once(HookStatus {
+            hook: HOOK_OOM_KILL_PROCESS,
+            provides: PROVIDES_OOM_KILL_PROCESS,
+            state: match &self.oom_control_offsets {
+                Ok(_) => Err("not tried: run `probes` as root to attach and see".into()),
+                Err(e) => Err(e.clone()),
+            },
+        }))
+        .chain(std::iter::once(HookStatus {
+            hook: HOOK_PAGE_ALLOC,
+            provides: PROVIDES_PAGE_ALLOC,
+            state: self
+                .page_alloc_offsets
+                .as_ref()
+                .map(drop)
+                .map_err(Clone::clone),
+        }))
+        .chain(std::iter::once(HookStatus {
+            hook: HOOK_EXEC,
+            provides: PROVIDES_EXEC,
+            state: self.exec_unavailable().map_or(Ok(()), Err),
+        }))
+        .chain(ALLOC_HOOKS.iter().map(|hook| {
+            HookStatus {
+                hook: hook.tracepoint_hook,
+                provides: hook.provides,
+                state: self
+                    .alloc_hook_unavailable(hook.syscall)
+                    .map_or(Ok(()), Err),
+            }
+        }))
+        .collect()
+    }
+}
+
+/// The architecture's name for a system call's kernel entry point.
+#[cfg(target_arch = "x86_64")]
+macro_rules! syscall_entry {
+    ($name:literal) => {
+        concat!("__x64_sys_", $name)
+    };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! syscall_entry {
+    ($name:literal) => {
+        concat!("__arm64_sys_", $name)
+    };
+}
+
+/// An allocation-failure hook: one system call, watched either by fexit on
+/// its entry point (cheap: only its own calls pay) or by its exit
+/// tracepoint (every system call on the host pays; see the README).
+pub(super) struct AllocHook {
+    pub(super) syscall: AllocSyscall,
+    pub(super) tracepoint_program: &'static str,
+    pub(super) tracepoint: &'static str,
+    pub(super) tracepoint_hook: &'static str,
+    pub(super) fexit_program: &'static str,
+    pub(super) fexit_function: &'static str,
+    pub(super) fexit_hook: &'static str,
+    pub(super) provides: &'static str,
+}
+
+macro_rules! alloc_hook {
+    ($syscall:expr, $name:literal, $provides:literal) => {
+        AllocHook {
+            syscall: $syscall,
+            tracepoint_program: concat!("sys_exit_", $name),
+            tracepoint: concat!("sys_exit_", $name),
+            tracepoint_hook: concat!("tracepoint/syscalls/sys_exit_", $name),
+            fexit_program: concat!($name, "_return"),
+            fexit_function: syscall_entry!($name),
+            fexit_hook: concat!("fexit/", syscall_entry!($name)),
+            provides: $provides,
+        }
+    };
+}
+
+pub(super) const ALLOC_HOOKS: [AllocHook; 3] = [
+    alloc_hook!(
+        AllocSyscall::Mmap,
+        "mmap",
+        "mmap failures with ENOMEM, counted per process, with the size asked for"
+    ),
+    alloc_hook!(
+        AllocSyscall::Mremap,
+        "mremap",
+        "mremap failures with ENOMEM, counted per process, with the size asked for"
+    ),
+    alloc_hook!(
+        AllocSyscall::Brk,
+        "brk",
+        "heap (brk) growth refused, counted per process, with the size asked for"
+    ),
+];
+
+/// `__GFP_DIRECT_RECLAIM`: 0x400 from 4.4 until the flags became an enum
+/// of bit numbers (6.10), which BTF then names.
+pub(super) fn gfp_direct_reclaim(btf: Option<&KernelBtf>) -> u32 {
+    btf.and_then(|btf| btf.enum_value_anywhere("___GFP_DIRECT_RECLAIM_BIT"))
+        .map_or(0x400, |bit| 1 << bit)
+}
+
+pub(super) fn page_alloc_offsets(
+    tracefs: &Path,
+    direct_reclaim: u32,
+) -> Result<PageAllocOffsets, String> {
+    let format =
+        tracefs::read_format(tracefs, "kmem", "mm_page_alloc").map_err(|e| e.to_string())?;
+    let pfn = format
+        .field("pfn")
+        .filter(|f| f.size == 8)
+        .ok_or("mm_page_alloc has no 8-byte pfn")?;
+    let order = format
+        .field("order")
+        .filter(|f| f.size == 4)
+        .ok_or("mm_page_alloc has no 4-byte order")?;
+    let gfp = format
+        .field("gfp_flags")
+        .filter(|f| f.size == 4 || f.size == 8)
+        .ok_or("mm_page_alloc has no gfp_flags")?;
+    Ok(PageAllocOffsets {
+        pfn: pfn.offset as u32,
+        order: order.offset as u32,
+        page_size: rustix::param::page_size() as u32,
+        gfp_flags: gfp.offset as u32,
+        gfp_flags_size: gfp.size as u32,
+        gfp_direct_reclaim: direct_reclaim,
+    })
+}
+
+/// The offset of `ret` in the `sys_exit_*` records, the same in all three.
+pub(super) fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
+    let mut offset = None;
+    for hook in &ALLOC_HOOKS {
+        let format = tracefs::read_format(tracefs, "syscalls", hook.tracepoint)
+            .map_err(|e| e.to_string())?;
+        let field = format
+            .field("ret")
+            .filter(|f| f.size == 8)
+            .ok_or_else(|| format!("{} has no 8-byte `ret` field", hook.tracepoint))?;
+        match offset {
+            None => offset = Some(field.offset as u32),
+            Some(seen) if seen == field.offset as u32 => {}
+            Some(_) => return Err("the sys_exit_* records disagree on where `ret` is".into()),
+        }
+    }
+    offset.ok_or_else(|| "no sys_exit tracepoints".into())
+}
+
+pub const HOOK_MARK_VICTIM: &str = "tracepoint/oom/mark_victim";
+pub(super) const HOOK_EXEC: &str = "tracepoint/sched/sched_process_exec";
+pub(super) const HOOK_PAGE_ALLOC: &str = "tracepoint/kmem/mm_page_alloc";
+pub(super) const PROVIDES_PAGE_ALLOC: &str =
+    "kernel page allocations that failed, counted per process (--page-alloc-failures)";
+pub(super) const HOOK_OOM_KILL_PROCESS: &str = "fentry or kprobe/oom_kill_process";
+pub(super) const PROVIDES_OOM_KILL_PROCESS: &str =
+    "the OOM's constraint, limited cgroup, domain size, \
+     victim's points, failing allocation and incident, without reading the kernel log";
+pub(super) const PROVIDES_EXEC: &str =
+    "the victim's executable and arguments, even once it is gone (process.args)";
+pub(super) const PROVIDES_MARK_VICTIM: &str =
+    "every OOM kill: victim pid, name, memory sizes, uid, oom_score_adj; the trigger";
+pub const HOOK_MARK_VICTIM_TASK: &str = "tp_btf/mark_victim";
+pub(super) const PROVIDES_MARK_VICTIM_TASK: &str =
+    "the victim's process id, parent, cgroup and memory cgroup (container, pod, limit)";
