@@ -90,33 +90,45 @@ fn a_storm_of_mmap_failures_is_a_few_lines_that_add_up_exactly() {
     );
 }
 
-#[test]
-fn refused_heap_growth_through_brk_is_counted_too() {
-    if !require_root("refused_heap_growth_through_brk_is_counted_too") {
-        return;
-    }
+/// Fails `count` requests of `mode` on purpose and checks they are counted
+/// exactly, with the 1 GiB asked for as the request.
+fn check_counted(mode: &str, count: u64) {
     let collector =
         Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "100ms"]);
-    let (pid, _) = fail_on_purpose("brk", 1_000);
+    let (pid, _) = fail_on_purpose(mode, count);
     std::thread::sleep(Duration::from_millis(400));
     let (status, lines) = collector.stop();
     assert!(status.success(), "{status}");
-    let failures = failure_lines(&lines, pid, "brk");
+    let failures = failure_lines(&lines, pid, mode);
     let total: u64 = failures
         .iter()
         .map(|l| l.json["oom"]["alloc"]["count"].as_u64().expect("count"))
         .sum();
     assert_eq!(
         total,
-        1_000,
+        count,
         "{:?}",
         failures.iter().map(|l| &l.json).collect::<Vec<_>>()
     );
-    // brk reports the growth it was asked for: 1 GiB beyond the break.
+    // brk: the growth beyond the break; mremap: the new size.
     assert_eq!(
         failures[0].json["oom"]["alloc"]["request_bytes"],
         1u64 << 30
     );
+}
+
+#[test]
+fn refused_heap_growth_through_brk_is_counted_too() {
+    if require_root("refused_heap_growth_through_brk_is_counted_too") {
+        check_counted("brk", 1_000);
+    }
+}
+
+#[test]
+fn refused_mremap_growth_is_counted_too() {
+    if require_root("refused_mremap_growth_is_counted_too") {
+        check_counted("mremap", 500);
+    }
 }
 
 #[test]
@@ -143,28 +155,4 @@ fn failures_come_before_the_kill_they_led_to() {
     assert_eq!(failures[0].json["oom"]["alloc"]["count"], 1000);
     let (status, _) = collector.stop();
     assert!(status.success(), "{status}");
-}
-
-#[test]
-fn refused_mremap_growth_is_counted_too() {
-    if !require_root("refused_mremap_growth_is_counted_too") {
-        return;
-    }
-    let collector =
-        Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "100ms"]);
-    let (pid, _) = fail_on_purpose("mremap", 500);
-    std::thread::sleep(Duration::from_millis(400));
-    let (status, lines) = collector.stop();
-    assert!(status.success(), "{status}");
-    let failures = failure_lines(&lines, pid, "mremap");
-    let total: u64 = failures
-        .iter()
-        .map(|l| l.json["oom"]["alloc"]["count"].as_u64().expect("count"))
-        .sum();
-    assert_eq!(total, 500);
-    assert_eq!(
-        failures[0].json["oom"]["alloc"]["request_bytes"],
-        1u64 << 30,
-        "the new size"
-    );
 }
