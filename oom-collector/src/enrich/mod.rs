@@ -129,20 +129,20 @@ impl Enricher {
             Some(control) => (self.memory_path(control.memcg_id), control.memcg_pages),
             None => (oom_log.as_ref().and_then(|l| l.oom_memcg.clone()), None),
         };
-        let container_metadata = [
-            victim_memcg.as_ref().map(|m| m.path.clone()),
-            self.unified_path(kill.victim.cgroup_id),
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(|path| parse_cgroup_path(&path).id)
+        let victim_cgroup_path = self.unified_path(kill.victim.cgroup_id);
+        // The same container `kill_document` will name.
+        let container_metadata = container_of([
+            victim_memcg.as_ref().map(|m| m.path.as_str()),
+            victim_cgroup_path.as_deref(),
+        ])
+        .id
         .and_then(|id| self.runtime.lookup(&id));
         let context = KillContext {
             container_metadata,
             node_name: Some(self.node_name.clone()),
             timestamp: wall_clock_of_boot_ns(kill.boot_ns),
             created: SystemTime::now(),
-            victim_cgroup_path: self.unified_path(kill.victim.cgroup_id),
+            victim_cgroup_path,
             victim_memcg,
             trigger_cgroup_path: self.unified_path(kill.trigger.cgroup_id),
             trigger_memcg_path: self.memory_path(kill.trigger.memcg_id),

@@ -9,10 +9,14 @@ use tracing::debug;
 
 use super::{error_chain, support::*, AllocFailureHooks, HookStatus, LoadError};
 
+/// The kernel's BTF as aya parsed it, once per load, or why it could not.
+pub(super) type KernelBtfRef<'a> = Result<&'a aya::Btf, &'a str>;
+
 /// Attaches the allocation-failure hooks the way `mode` says; one status
 /// per system call.
 pub(super) fn attach_alloc_hooks(
     ebpf: &mut Ebpf,
+    btf: KernelBtfRef,
     mode: AllocFailureHooks,
     blockers: Vec<Option<String>>,
 ) -> Vec<HookStatus> {
@@ -48,27 +52,24 @@ pub(super) fn attach_alloc_hooks(
                 status(hook, hook.tracepoint_hook, state)
             })
             .collect(),
-        AllocFailureHooks::Auto => {
-            let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no BTF: {e}"));
-            ALLOC_HOOKS
-                .iter()
-                .zip(blockers)
-                .map(|(hook, blocker)| {
-                    let state = match (blocker, &btf) {
-                        (Some(reason), _) => Err(reason),
-                        (None, Err(e)) => Err(e.clone()),
-                        (None, Ok(btf)) => attach_fexit(ebpf, hook, btf),
-                    };
-                    let state = state.map_err(|reason| {
-                        format!(
-                            "{reason}; `--alloc-failures tracepoint` watches it through the \
+        AllocFailureHooks::Auto => ALLOC_HOOKS
+            .iter()
+            .zip(blockers)
+            .map(|(hook, blocker)| {
+                let state = match (blocker, &btf) {
+                    (Some(reason), _) => Err(reason),
+                    (None, Err(e)) => Err(e.to_string()),
+                    (None, Ok(btf)) => attach_fexit(ebpf, hook, btf),
+                };
+                let state = state.map_err(|reason| {
+                    format!(
+                        "{reason}; `--alloc-failures tracepoint` watches it through the \
                              syscall tracepoint instead, at a cost to every system call"
-                        )
-                    });
-                    status(hook, hook.fexit_hook, state)
-                })
-                .collect()
-        }
+                    )
+                });
+                status(hook, hook.fexit_hook, state)
+            })
+            .collect(),
     }
 }
 
@@ -89,24 +90,24 @@ pub(super) fn attach_fexit(
 
 /// fentry/fexit where the kernel allows them (cheapest), else
 /// kprobe/kretprobe; both the entry and the return hook, or neither.
-pub(super) fn attach_oom_kill_process(ebpf: &mut Ebpf) -> Result<(), String> {
-    let Err(fentry_error) = attach_fentry_pair(ebpf) else {
+pub(super) fn attach_oom_kill_process(ebpf: &mut Ebpf, btf: KernelBtfRef) -> Result<(), String> {
+    let Err(fentry_error) = attach_fentry_pair(ebpf, btf) else {
         return Ok(());
     };
     attach_kprobe_pair(ebpf)
         .map_err(|kprobe_error| format!("fentry: {fentry_error}; kprobe: {kprobe_error}"))
 }
 
-pub(super) fn attach_fentry_pair(ebpf: &mut Ebpf) -> Result<(), String> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no BTF: {e}"))?;
+pub(super) fn attach_fentry_pair(ebpf: &mut Ebpf, btf: KernelBtfRef) -> Result<(), String> {
+    let btf = btf.map_err(str::to_owned)?;
     let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
     entry
-        .load("oom_kill_process", &btf)
+        .load("oom_kill_process", btf)
         .map_err(|e| program_error(&e))?;
     let link = entry.attach().map_err(|e| program_error(&e))?;
     let exit: &mut FExit = program(ebpf, "oom_kill_process_fexit")?;
     let exit_attached = exit
-        .load("oom_kill_process", &btf)
+        .load("oom_kill_process", btf)
         .and_then(|()| exit.attach().map(drop))
         .map_err(|e| program_error(&e));
     if let Err(error) = exit_attached {
@@ -177,15 +178,15 @@ pub(super) fn attach_tracepoint(
     Ok(())
 }
 
-pub(super) fn attach_victim_task(ebpf: &mut Ebpf) -> Result<(), String> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("cannot read BTF: {e}"))?;
+pub(super) fn attach_victim_task(ebpf: &mut Ebpf, btf: KernelBtfRef) -> Result<(), String> {
+    let btf = btf.map_err(str::to_owned)?;
     let program: &mut BtfTracePoint = ebpf
         .program_mut("mark_victim_task")
         .ok_or("eBPF object has no program mark_victim_task")?
         .try_into()
         .map_err(|e| format!("{e}"))?;
     program
-        .load("mark_victim", &btf)
+        .load("mark_victim", btf)
         .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
     program
         .attach()

@@ -203,6 +203,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .load(EBPF_OBJECT)
         .map_err(LoadError::Load)?;
 
+    // Parsed once for every BTF-typed program (tp_btf, fentry, fexit).
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no BTF: {e}"));
     let mut hooks = Vec::new();
 
     let program: &mut TracePoint = ebpf
@@ -229,7 +231,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut expected_parts = part::TRACEPOINT;
     let victim_task = match victim_task_blocker {
         Some(reason) => Err(reason),
-        None => attach_victim_task(&mut ebpf),
+        None => attach_victim_task(&mut ebpf, btf.as_ref().map_err(String::as_str)),
     };
     if victim_task.is_ok() {
         expected_parts |= part::VICTIM_TASK;
@@ -240,7 +242,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         state: victim_task,
     });
 
-    let oom_control_state = oom_control_state.and_then(|()| attach_oom_kill_process(&mut ebpf));
+    let oom_control_state = oom_control_state
+        .and_then(|()| attach_oom_kill_process(&mut ebpf, btf.as_ref().map_err(String::as_str)));
     hooks.push(HookStatus {
         hook: HOOK_OOM_KILL_PROCESS,
         provides: PROVIDES_OOM_KILL_PROCESS,
@@ -275,6 +278,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
 
     hooks.extend(attach_alloc_hooks(
         &mut ebpf,
+        btf.as_ref().map_err(String::as_str),
         options.alloc_failures,
         alloc_blockers,
     ));
