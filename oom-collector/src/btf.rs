@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, BtfType, Type};
-use oom_common::{KernelOffsets, OomControlOffsets};
+use btf_rs::{Btf, BtfType, Member, Type};
+use oom_common::{ChosenTaskOffsets, KernelOffsets, OomControlOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -90,6 +90,73 @@ impl KernelBtf {
             constraint: field("constraint")?,
             memcg_css: self.member_offset("mem_cgroup", "css")?,
         })
+    }
+
+    /// Offsets for reading the chosen victim's `task_struct` in the
+    /// `oom_kill_process` hooks. Each field resolves on its own: one the
+    /// kernel lacks is [`KernelOffsets::UNKNOWN`] and only its group of
+    /// fields goes missing.
+    pub fn chosen_task_offsets(&self) -> ChosenTaskOffsets {
+        let known = |offset: Result<u32, BtfError>| offset.unwrap_or(KernelOffsets::UNKNOWN);
+        let rss = self.mm_rss_offsets().ok();
+        let counter = |index: usize| rss.map_or(KernelOffsets::UNKNOWN, |rss| rss[index]);
+        ChosenTaskOffsets {
+            task_comm: known(self.member_offset("task_struct", "comm")),
+            task_real_cred: known(self.member_offset("task_struct", "real_cred")),
+            // `kuid_t` is `struct { uid_t val; }`: its value is where it is.
+            cred_uid: known(self.member_offset("cred", "uid")),
+            task_signal: known(self.member_offset("task_struct", "signal")),
+            signal_oom_score_adj: known(self.member_offset("signal_struct", "oom_score_adj")),
+            mm_total_vm: known(self.member_offset("mm_struct", "total_vm")),
+            // `atomic_long_t`: its counter is its first and only member.
+            mm_pgtables_bytes: known(self.member_offset("mm_struct", "pgtables_bytes")),
+            mm_rss_file: counter(0),
+            mm_rss_anon: counter(1),
+            mm_rss_shmem: counter(2),
+        }
+    }
+
+    /// Where in `mm_struct` the values of the rss counters `MM_FILEPAGES`,
+    /// `MM_ANONPAGES` and `MM_SHMEMPAGES` are. Before 6.2 `rss_stat` is a
+    /// `struct mm_rss_stat { atomic_long_t count[NR_MM_COUNTERS]; }`; since,
+    /// an array `struct percpu_counter rss_stat[NR_MM_COUNTERS]` whose
+    /// `count` is the value the kernel's report prints.
+    fn mm_rss_offsets(&self) -> Result<[u32; 3], BtfError> {
+        let what = "mm_struct::rss_stat";
+        let mm = self.named("mm_struct", |ty| matches!(ty, Type::Struct(_)))?;
+        let (bits, member) = self
+            .find_member_of(&mm, "rss_stat", 0)
+            .ok_or_else(|| BtfError::Missing(format!("struct {what}")))?;
+        let rss_stat = bits / 8;
+        let (first, stride) = match self.resolve(&member, what)? {
+            Type::Array(array) => {
+                let element = self.resolve(&array, what)?;
+                let Type::Struct(ref counter) = element else {
+                    return Err(BtfError::Missing(format!("a struct array {what}")));
+                };
+                let (count, _) = self
+                    .find_member_of(&element, "count", 0)
+                    .ok_or_else(|| BtfError::Missing("struct percpu_counter::count".into()))?;
+                (rss_stat + count / 8, counter.size() as u32)
+            }
+            Type::Struct(_) => {
+                let count = self.member_offset("mm_rss_stat", "count")?;
+                (rss_stat + count, size_of::<u64>() as u32)
+            }
+            _ => return Err(BtfError::Missing(format!("a known layout of {what}"))),
+        };
+        let mut offsets = [0; 3];
+        for (offset, counter) in
+            offsets
+                .iter_mut()
+                .zip(["MM_FILEPAGES", "MM_ANONPAGES", "MM_SHMEMPAGES"])
+        {
+            let index = self
+                .enum_value_anywhere(counter)
+                .ok_or_else(|| BtfError::Missing(format!("enum value {counter}")))?;
+            *offset = first + index * stride;
+        }
+        Ok(offsets)
     }
 
     /// Offsets in `struct pt_regs` of the first three system-call arguments
@@ -212,12 +279,14 @@ impl KernelBtf {
     /// anonymous structs and unions.
     pub fn member_offset(&self, struct_name: &str, member: &str) -> Result<u32, BtfError> {
         let ty = self.named(struct_name, |ty| matches!(ty, Type::Struct(_)))?;
-        self.find_member(&ty, member, 0)
-            .map(|bits| bits / 8)
+        self.find_member_of(&ty, member, 0)
+            .map(|(bits, _)| bits / 8)
             .ok_or_else(|| BtfError::Missing(format!("struct {struct_name}::{member}")))
     }
 
-    fn find_member(&self, ty: &Type, member: &str, base_bits: u32) -> Option<u32> {
+    /// `member` of the struct or union `ty` and its bit offset, looking
+    /// through anonymous members.
+    fn find_member_of(&self, ty: &Type, member: &str, base_bits: u32) -> Option<(u32, Member)> {
         let (Type::Struct(st) | Type::Union(st)) = ty else {
             return None;
         };
@@ -225,11 +294,11 @@ impl KernelBtf {
             let name = self.btf.resolve_name(m).unwrap_or_default();
             let offset = base_bits + m.bit_offset();
             if name == member {
-                return Some(offset);
+                return Some((offset, m.clone()));
             }
             if name.is_empty() {
                 let inner = self.btf.resolve_chained_type(m).ok()?;
-                if let Some(found) = self.find_member(&inner, member, offset) {
+                if let Some(found) = self.find_member_of(&inner, member, offset) {
                     return Some(found);
                 }
             }
@@ -291,5 +360,40 @@ mod tests {
             assert!(bit < 32, "{bit}");
         }
         assert_eq!(btf.enum_value_anywhere("no_such_enumerator_anywhere"), None);
+    }
+
+    /// 6.2+ keeps the rss counters in a `percpu_counter` array, indexed by
+    /// `MM_FILEPAGES` (0), `MM_ANONPAGES` (1), `MM_SWAPENTS`, `MM_SHMEMPAGES`
+    /// (3); the 5.10 layout is proved in the QEMU guests.
+    #[test]
+    fn resolves_the_chosen_victims_offsets_on_this_kernel() {
+        let btf = KernelBtf::load(Path::new(VMLINUX_BTF)).expect("this kernel has BTF");
+        let offsets = btf.chosen_task_offsets();
+        let all = [
+            offsets.task_comm,
+            offsets.task_real_cred,
+            offsets.cred_uid,
+            offsets.task_signal,
+            offsets.signal_oom_score_adj,
+            offsets.mm_total_vm,
+            offsets.mm_pgtables_bytes,
+            offsets.mm_rss_file,
+            offsets.mm_rss_anon,
+            offsets.mm_rss_shmem,
+        ];
+        assert!(!all.contains(&KernelOffsets::UNKNOWN), "{offsets:?}");
+        let stride = offsets.mm_rss_anon - offsets.mm_rss_file;
+        assert_eq!(offsets.mm_rss_shmem - offsets.mm_rss_file, 3 * stride);
+        let Ok(Type::Struct(counter)) =
+            btf.named("percpu_counter", |ty| matches!(ty, Type::Struct(_)))
+        else {
+            panic!("6.18 has struct percpu_counter");
+        };
+        assert_eq!(stride as usize, counter.size());
+        assert_eq!(
+            offsets.mm_rss_file,
+            btf.member_offset("mm_struct", "rss_stat").unwrap()
+                + btf.member_offset("percpu_counter", "count").unwrap()
+        );
     }
 }

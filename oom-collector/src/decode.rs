@@ -5,7 +5,7 @@
 //! ([`TracepointFormat`]). Anything the kernel could not supply decodes to
 //! `None`, never to a zero that would read as a real value.
 
-use oom_common::{part, OomKillRecord, RecordKind, COMM_LEN};
+use oom_common::{part, ChosenTask, OomKillRecord, RecordKind, COMM_LEN};
 
 use crate::{
     cmdline::CapturedCmdline,
@@ -157,6 +157,39 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
     let have_task = record.flags & part::VICTIM_TASK != 0;
     let from_task = |value: u64| (have_task && value != 0).then_some(value);
     let tracepoint_pid = view.integer("pid").and_then(|p| u32::try_from(p).ok());
+    let tid = tracepoint_pid.unwrap_or(record.victim_tid);
+
+    let from_tracepoint = Victim {
+        tid,
+        pid: from_task(record.victim_tgid.into()).map(|v| v as u32),
+        parent_pid: from_task(record.victim_ppid.into()).map(|v| v as u32),
+        comm: view
+            .bytes_str("comm")
+            .map(|c| String::from_utf8_lossy(c).into_owned()),
+        uid: unsigned("uid").map(|v| v as u32),
+        cgroup_id: from_task(record.victim_cgroup_id),
+        memcg_id: from_task(record.victim_memcg_id),
+        memcg_pages: MemcgPages::from_kernel(
+            record.victim_memcg_usage_pages,
+            record.victim_memcg_max_pages,
+        )
+        .filter(|_| have_task),
+        total_vm_kib: unsigned("total_vm"),
+        anon_rss_kib: unsigned("anon_rss"),
+        file_rss_kib: unsigned("file_rss"),
+        shmem_rss_kib: unsigned("shmem_rss"),
+        pgtables_kib: unsigned("pgtables"),
+        oom_score_adj: view.integer("oom_score_adj").map(|v| v as i16),
+    };
+    // What the hooks on oom_kill_process read of the victim fills in what
+    // the tracepoint could not give (all of it before 6.1), when they read
+    // this victim: the kernel can mark another thread of the process.
+    let chosen = (record.oom.incident_boot_ns != 0 && record.oom.chosen.tid == tid)
+        .then(|| chosen_victim(tid, &record.oom.chosen));
+    let victim = match chosen {
+        Some(chosen) => from_tracepoint.or(chosen),
+        None => from_tracepoint,
+    };
 
     KernelKill {
         boot_ns: record.boot_ns,
@@ -167,28 +200,7 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
             cgroup_id: (record.trigger_cgroup_id != 0).then_some(record.trigger_cgroup_id),
             memcg_id: (record.trigger_memcg_id != 0).then_some(record.trigger_memcg_id),
         },
-        victim: Victim {
-            tid: tracepoint_pid.unwrap_or(record.victim_tid),
-            pid: from_task(record.victim_tgid.into()).map(|v| v as u32),
-            parent_pid: from_task(record.victim_ppid.into()).map(|v| v as u32),
-            comm: view
-                .bytes_str("comm")
-                .map(|c| String::from_utf8_lossy(c).into_owned()),
-            uid: unsigned("uid").map(|v| v as u32),
-            cgroup_id: from_task(record.victim_cgroup_id),
-            memcg_id: from_task(record.victim_memcg_id),
-            memcg_pages: MemcgPages::from_kernel(
-                record.victim_memcg_usage_pages,
-                record.victim_memcg_max_pages,
-            )
-            .filter(|_| have_task),
-            total_vm_kib: unsigned("total_vm"),
-            anon_rss_kib: unsigned("anon_rss"),
-            file_rss_kib: unsigned("file_rss"),
-            shmem_rss_kib: unsigned("shmem_rss"),
-            pgtables_kib: unsigned("pgtables"),
-            oom_score_adj: view.integer("oom_score_adj").map(|v| v as i16),
-        },
+        victim,
         cmdline: CapturedCmdline::from_entry(&record.cmdline),
         oom_control: (record.oom.incident_boot_ns != 0).then(|| OomControlInfo {
             incident_boot_ns: record.oom.incident_boot_ns,
@@ -207,6 +219,54 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
     }
 }
 
+/// The victim as the `oom_kill_process` hook read it, in the tracepoint's
+/// units (KiB) and with the kernel's rounding: a counter below zero is 0.
+fn chosen_victim(tid: u32, chosen: &ChosenTask) -> Victim {
+    let has = |group| chosen.read & group != 0;
+    let page_kib = rustix::param::page_size() as u64 / 1024;
+    let mm = |pages: u64| has(ChosenTask::MM).then_some(pages.saturating_mul(page_kib));
+    let counter = |pages: i64| mm(pages.max(0) as u64);
+    let nonzero = |id: u64| (id != 0).then_some(id);
+    Victim {
+        tid,
+        pid: has(ChosenTask::IDS).then_some(chosen.tgid),
+        parent_pid: has(ChosenTask::IDS).then_some(chosen.ppid),
+        comm: has(ChosenTask::IDS).then(|| comm_string(&chosen.comm)),
+        uid: has(ChosenTask::CRED).then_some(chosen.uid),
+        cgroup_id: nonzero(chosen.cgroup_id),
+        memcg_id: nonzero(chosen.memcg_id),
+        memcg_pages: MemcgPages::from_kernel(chosen.memcg_usage_pages, chosen.memcg_max_pages),
+        total_vm_kib: mm(chosen.total_vm_pages),
+        anon_rss_kib: counter(chosen.rss_anon_pages),
+        file_rss_kib: counter(chosen.rss_file_pages),
+        shmem_rss_kib: counter(chosen.rss_shmem_pages),
+        pgtables_kib: has(ChosenTask::MM).then_some(chosen.pgtables_bytes / 1024),
+        oom_score_adj: has(ChosenTask::SIGNAL).then_some(chosen.oom_score_adj as i16),
+    }
+}
+
+impl Victim {
+    /// This victim, with each unknown field taken from `other`.
+    fn or(self, other: Victim) -> Victim {
+        Victim {
+            tid: self.tid,
+            pid: self.pid.or(other.pid),
+            parent_pid: self.parent_pid.or(other.parent_pid),
+            comm: self.comm.or(other.comm),
+            uid: self.uid.or(other.uid),
+            cgroup_id: self.cgroup_id.or(other.cgroup_id),
+            memcg_id: self.memcg_id.or(other.memcg_id),
+            memcg_pages: self.memcg_pages.or(other.memcg_pages),
+            total_vm_kib: self.total_vm_kib.or(other.total_vm_kib),
+            anon_rss_kib: self.anon_rss_kib.or(other.anon_rss_kib),
+            file_rss_kib: self.file_rss_kib.or(other.file_rss_kib),
+            shmem_rss_kib: self.shmem_rss_kib.or(other.shmem_rss_kib),
+            pgtables_kib: self.pgtables_kib.or(other.pgtables_kib),
+            oom_score_adj: self.oom_score_adj.or(other.oom_score_adj),
+        }
+    }
+}
+
 /// A kernel `comm`: up to the first NUL, lossily UTF-8 (a comm is whatever
 /// bytes a process wrote with `prctl(PR_SET_NAME)`).
 pub fn comm_string(comm: &[u8; COMM_LEN]) -> String {
@@ -216,6 +276,8 @@ pub fn comm_string(comm: &[u8; COMM_LEN]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use oom_common::OomControl;
+
     use super::*;
 
     const MARK_VICTIM_6_18: &str = include_str!(concat!(
@@ -368,27 +430,22 @@ mod tests {
         };
         assert_eq!(kill.oom_control, None, "no hook, no context");
 
-        let oom = std::mem::offset_of!(OomKillRecord, oom);
-        let control = oom_common::OomControl {
-            incident_boot_ns: 675_923_690_004,
-            totalpages: 8_192,
-            chosen_points: 1_965,
-            memcg_id: 0,
-            gfp_mask: 0xcc0,
-            order: 3,
-            constraint: 0,
-            chosen_tid: 15_579,
-            memcg_usage_pages: 0,
-            memcg_max_pages: 0,
-        };
-        // SAFETY: a plain-integer repr(C) struct viewed as its bytes.
-        let raw = unsafe {
-            std::slice::from_raw_parts(
-                (&control as *const oom_common::OomControl).cast::<u8>(),
-                size_of::<oom_common::OomControl>(),
-            )
-        };
-        bytes[oom..oom + raw.len()].copy_from_slice(raw);
+        put_control(
+            &mut bytes,
+            OomControl {
+                incident_boot_ns: 675_923_690_004,
+                totalpages: 8_192,
+                chosen_points: 1_965,
+                memcg_id: 0,
+                gfp_mask: 0xcc0,
+                order: 3,
+                constraint: 0,
+                chosen_tid: 15_579,
+                memcg_usage_pages: 0,
+                memcg_max_pages: 0,
+                chosen: ChosenTask::zeroed(),
+            },
+        );
         let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_6_18)) else {
             panic!("decodes");
         };
@@ -407,6 +464,133 @@ mod tests {
             }),
             "memcg 0 is a global OOM: no memory cgroup"
         );
+    }
+
+    /// Writes `control` into a record's `oom` field, as the hook on
+    /// `oom_kill_process` would have stashed it.
+    fn put_control(bytes: &mut [u8], control: OomControl) {
+        let oom = std::mem::offset_of!(OomKillRecord, oom);
+        // SAFETY: a plain-integer repr(C) struct viewed as its bytes.
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                (&control as *const OomControl).cast::<u8>(),
+                size_of::<OomControl>(),
+            )
+        };
+        bytes[oom..oom + raw.len()].copy_from_slice(raw);
+    }
+
+    /// A memcg OOM on a pid-only kernel whose hooks read the victim
+    /// `chosen_tid`.
+    fn control_choosing(chosen_tid: u32, read: u32) -> OomControl {
+        let mut comm = [0; COMM_LEN];
+        comm[..4].copy_from_slice(b"java");
+        OomControl {
+            incident_boot_ns: 675_923_690_004,
+            totalpages: 12_288,
+            chosen_points: 12_500,
+            memcg_id: 4242,
+            gfp_mask: 0xcc0,
+            order: 0,
+            constraint: 3,
+            chosen_tid,
+            memcg_usage_pages: 12_280,
+            memcg_max_pages: 12_288,
+            chosen: ChosenTask {
+                read,
+                tgid: 15_579,
+                ppid: 15_138,
+                uid: 0,
+                comm,
+                oom_score_adj: 0,
+                tid: chosen_tid,
+                cgroup_id: 77,
+                memcg_id: 4243,
+                memcg_usage_pages: 12_270,
+                memcg_max_pages: 16_384,
+                total_vm_pages: 12_937,
+                rss_file_pages: 387,
+                rss_anon_pages: 12_224,
+                // The kernel shows a counter that ran below zero as 0.
+                rss_shmem_pages: -3,
+                pgtables_bytes: 147_456,
+            },
+        }
+    }
+
+    #[test]
+    fn a_pid_only_kernel_takes_the_victim_from_oom_kill_process() {
+        if rustix::param::page_size() != 4096 {
+            return;
+        }
+        let mut bytes = record_6_18(part::TRACEPOINT);
+        let all = ChosenTask::IDS | ChosenTask::CRED | ChosenTask::SIGNAL | ChosenTask::MM;
+        put_control(&mut bytes, control_choosing(15_579, all));
+        let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_5_10_218)) else {
+            panic!("decodes");
+        };
+        assert_eq!(
+            kill.victim,
+            Victim {
+                tid: 15_579,
+                pid: Some(15_579),
+                parent_pid: Some(15_138),
+                comm: Some("java".into()),
+                uid: Some(0),
+                cgroup_id: Some(77),
+                memcg_id: Some(4243),
+                memcg_pages: Some(MemcgPages {
+                    usage: 12_270,
+                    max: 16_384,
+                }),
+                total_vm_kib: Some(51_748),
+                anon_rss_kib: Some(48_896),
+                file_rss_kib: Some(1_548),
+                shmem_rss_kib: Some(0),
+                pgtables_kib: Some(144),
+                oom_score_adj: Some(0),
+            }
+        );
+
+        // Groups the hook could not read stay unknown; 0 is not made up.
+        let mut bytes = record_6_18(part::TRACEPOINT);
+        put_control(&mut bytes, control_choosing(15_579, ChosenTask::IDS));
+        let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_5_10_218)) else {
+            panic!("decodes");
+        };
+        assert_eq!(kill.victim.comm.as_deref(), Some("java"));
+        assert_eq!(kill.victim.uid, None);
+        assert_eq!(kill.victim.oom_score_adj, None);
+        assert_eq!(kill.victim.anon_rss_kib, None);
+        assert_eq!(kill.victim.pgtables_kib, None);
+    }
+
+    #[test]
+    fn the_tracepoint_wins_over_the_hooks_and_another_thread_keeps_its_gaps() {
+        // 6.x: both read the victim; the tracepoint's values are the ones
+        // taken at the kill itself.
+        let mut bytes = record_6_18(part::TRACEPOINT | part::VICTIM_TASK);
+        let all = ChosenTask::IDS | ChosenTask::CRED | ChosenTask::SIGNAL | ChosenTask::MM;
+        put_control(&mut bytes, control_choosing(15_579, all));
+        let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_6_18)) else {
+            panic!("decodes");
+        };
+        assert_eq!(kill.victim.comm.as_deref(), Some("tail"));
+        assert_eq!(kill.victim.uid, Some(1000));
+        assert_eq!(kill.victim.oom_score_adj, Some(-17));
+        assert_eq!(kill.victim.memcg_id, Some(4242));
+
+        // The hooks read another thread than the one marked.
+        let mut bytes = record_6_18(part::TRACEPOINT);
+        put_control(&mut bytes, control_choosing(15_600, all));
+        let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_5_10_218)) else {
+            panic!("decodes");
+        };
+        assert_eq!(kill.victim.tid, 15_579);
+        assert_eq!(kill.victim.comm, None);
+        assert_eq!(kill.victim.pid, None);
+        assert_eq!(kill.victim.anon_rss_kib, None);
+        assert_eq!(kill.oom_control.map(|c| c.chosen_tid), Some(15_600));
     }
 
     #[test]

@@ -111,9 +111,126 @@ pub struct OomControl {
     /// pages; 0 for a global OOM.
     pub memcg_usage_pages: u64,
     pub memcg_max_pages: u64,
+    /// The chosen victim itself, read from `oc->chosen`.
+    pub chosen: ChosenTask,
 }
 
-const _: () = assert!(core::mem::size_of::<OomControl>() == 64);
+const _: () =
+    assert!(core::mem::size_of::<OomControl>() == 64 + core::mem::size_of::<ChosenTask>());
+
+/// The victim about to be killed, read from its `task_struct` by the hooks
+/// on `oom_kill_process` (`oc->chosen`) and `__oom_kill_process` (each
+/// victim, including those a `memory.oom.group` kill adds).
+///
+/// Kernels before 6.1 put only the victim's pid in `oom/mark_victim`, and
+/// their BTF-typed `mark_victim` passes no task either: this is where their
+/// kill lines get the victim's name, memory and cgroups. Which groups of
+/// fields were read is in `read`; zeros elsewhere mean unknown, since 0 is
+/// a real uid, `oom_score_adj` or shmem size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChosenTask {
+    /// [`ChosenTask::IDS`] and friends.
+    pub read: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    /// `real_cred->uid`, as the kernel's own report gives it.
+    pub uid: u32,
+    pub comm: [u8; COMM_LEN],
+    /// `signal->oom_score_adj` (a `short`).
+    pub oom_score_adj: i32,
+    /// The task's thread id: the pid `mark_victim` reports for it.
+    pub tid: u32,
+    /// The task's cgroups, like the kill record's; 0 if unknown.
+    pub cgroup_id: u64,
+    pub memcg_id: u64,
+    /// The task's memory cgroup's `memory` page counter: usage and limit;
+    /// 0 if unknown.
+    pub memcg_usage_pages: u64,
+    pub memcg_max_pages: u64,
+    /// `mm->total_vm`, in pages.
+    pub total_vm_pages: u64,
+    /// `mm->rss_stat` counters `MM_FILEPAGES`, `MM_ANONPAGES` and
+    /// `MM_SHMEMPAGES`, in pages. Signed: a counter can briefly run below
+    /// zero, which the kernel shows as 0.
+    pub rss_file_pages: i64,
+    pub rss_anon_pages: i64,
+    pub rss_shmem_pages: i64,
+    /// `mm->pgtables_bytes`.
+    pub pgtables_bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ChosenTask>() == 112);
+
+impl ChosenTask {
+    /// `tgid`, `ppid` and `comm`.
+    pub const IDS: u32 = 1 << 0;
+    /// `uid`.
+    pub const CRED: u32 = 1 << 1;
+    /// `oom_score_adj`.
+    pub const SIGNAL: u32 = 1 << 2;
+    /// `total_vm_pages`, the three rss counters and `pgtables_bytes`.
+    pub const MM: u32 = 1 << 3;
+
+    pub const fn zeroed() -> Self {
+        Self {
+            read: 0,
+            tgid: 0,
+            ppid: 0,
+            uid: 0,
+            comm: [0; COMM_LEN],
+            oom_score_adj: 0,
+            tid: 0,
+            cgroup_id: 0,
+            memcg_id: 0,
+            memcg_usage_pages: 0,
+            memcg_max_pages: 0,
+            total_vm_pages: 0,
+            rss_file_pages: 0,
+            rss_anon_pages: 0,
+            rss_shmem_pages: 0,
+            pgtables_bytes: 0,
+        }
+    }
+}
+
+/// Offsets of what [`ChosenTask`] reads beyond [`KernelOffsets`], from BTF.
+/// Each is [`KernelOffsets::UNKNOWN`] on its own when the kernel lacks it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChosenTaskOffsets {
+    pub task_comm: u32,
+    pub task_real_cred: u32,
+    pub cred_uid: u32,
+    pub task_signal: u32,
+    pub signal_oom_score_adj: u32,
+    pub mm_total_vm: u32,
+    pub mm_pgtables_bytes: u32,
+    /// Where in `mm_struct` each rss counter's value is: inside an
+    /// `atomic_long_t` array before 6.2, a `percpu_counter` array since.
+    pub mm_rss_file: u32,
+    pub mm_rss_anon: u32,
+    pub mm_rss_shmem: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ChosenTaskOffsets>() == 40);
+
+impl ChosenTaskOffsets {
+    pub const fn unknown() -> Self {
+        Self {
+            task_comm: KernelOffsets::UNKNOWN,
+            task_real_cred: KernelOffsets::UNKNOWN,
+            cred_uid: KernelOffsets::UNKNOWN,
+            task_signal: KernelOffsets::UNKNOWN,
+            signal_oom_score_adj: KernelOffsets::UNKNOWN,
+            mm_total_vm: KernelOffsets::UNKNOWN,
+            mm_pgtables_bytes: KernelOffsets::UNKNOWN,
+            mm_rss_file: KernelOffsets::UNKNOWN,
+            mm_rss_anon: KernelOffsets::UNKNOWN,
+            mm_rss_shmem: KernelOffsets::UNKNOWN,
+        }
+    }
+}
 
 /// Offsets into `struct oom_control`, from BTF.
 #[repr(C)]
@@ -231,6 +348,7 @@ impl OomKillRecord {
                 chosen_tid: 0,
                 memcg_usage_pages: 0,
                 memcg_max_pages: 0,
+                chosen: ChosenTask::zeroed(),
             },
             cmdline: Cmdline::empty(),
         }
@@ -453,8 +571,8 @@ pub const TRACEPOINT_PID_OFFSET_UNKNOWN: u32 = u32::MAX;
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        AllocFailureCounts, AllocFailureKey, Cmdline, KernelOffsets, OomControlOffsets,
-        OomKillRecord, PageAllocOffsets, SyscallOffsets,
+        AllocFailureCounts, AllocFailureKey, ChosenTaskOffsets, Cmdline, KernelOffsets,
+        OomControlOffsets, OomKillRecord, PageAllocOffsets, SyscallOffsets,
     };
 
     // SAFETY: all are `repr(C)`, consist only of integers and integer
@@ -466,5 +584,6 @@ mod user {
     unsafe impl aya::Pod for SyscallOffsets {}
     unsafe impl aya::Pod for Cmdline {}
     unsafe impl aya::Pod for OomControlOffsets {}
+    unsafe impl aya::Pod for ChosenTaskOffsets {}
     unsafe impl aya::Pod for PageAllocOffsets {}
 }

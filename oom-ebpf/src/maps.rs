@@ -50,6 +50,11 @@ pub fn expected_parts() -> u32 {
 #[map]
 pub static OOM_CONTROLS: HashMap<u32, OomControl> = HashMap::with_max_entries(1024, 0);
 
+/// Where each CPU's `oom_kill_process` hook assembles the context before
+/// stashing it: it is too large for the eBPF stack.
+#[map]
+pub static OOM_CONTROL_SCRATCH: PerCpuArray<OomControl> = PerCpuArray::with_max_entries(1, 0);
+
 /// Allocation failures per process, system call and epoch parity; see
 /// `oom_common::AllocFailureKey`. Not an LRU: eviction would lose counts.
 #[map]

@@ -11,6 +11,12 @@ use oom_common::KernelOffsets;
 #[unsafe(no_mangle)]
 static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::unknown());
 
+/// The offsets the collector resolved for this kernel.
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    OFFSETS.load()
+}
+
 /// Why a read could not be made.
 pub enum ReadError {
     /// The collector could not resolve an offset on this kernel.
@@ -57,13 +63,6 @@ fn cgroup_id(cgroup: *const u8, offsets: &KernelOffsets) -> Result<u64, ReadErro
     read_field(kn, offsets.kernfs_node_id)
 }
 
-/// The cgroup id of a `cgroup_subsys_state`: `css->cgroup->kn->id`.
-pub fn css_cgroup_id(css: *const u8) -> Result<u64, ReadError> {
-    let offsets = OFFSETS.load();
-    let cgroup: *const u8 = read_field(css, offsets.css_cgroup)?;
-    cgroup_id(cgroup, &offsets)
-}
-
 /// The task's cgroup on the unified hierarchy: `task->cgroups->dfl_cgrp`.
 pub fn unified_cgroup_id(task: *const u8) -> Result<u64, ReadError> {
     let offsets = OFFSETS.load();
@@ -84,11 +83,20 @@ pub fn memory_cgroup_id(task: *const u8) -> Result<u64, ReadError> {
     cgroup_id(cgroup, &offsets)
 }
 
+/// The task's `mm_struct`; fails for kernel threads, which have none.
+pub fn task_mm(task: *const u8) -> Result<*const u8, ReadError> {
+    let mm: *const u8 = read_field(task, OFFSETS.load().task_mm)?;
+    if mm.is_null() {
+        return Err(ReadError::Fault);
+    }
+    Ok(mm)
+}
+
 /// The user-space range holding a task's arguments:
 /// `task->mm->arg_start .. arg_end`. `None` for kernel threads.
 pub fn arg_range(task: *const u8) -> Result<(u64, u64), ReadError> {
     let offsets = OFFSETS.load();
-    let mm: *const u8 = read_field(task, offsets.task_mm)?;
+    let mm = task_mm(task)?;
     let start: u64 = read_field(mm, offsets.mm_arg_start)?;
     let end: u64 = read_field(mm, offsets.mm_arg_end)?;
     Ok((start, end))

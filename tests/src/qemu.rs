@@ -2,7 +2,8 @@
 //!
 //! The machine the tests run on has one kernel (6.18, cgroup v1 memory, no
 //! kprobes); the collector's users run others. This boots Debian's cloud
-//! kernels 5.10 (bullseye), 6.1 (bookworm) and 6.12 (trixie) under QEMU with a busybox
+//! kernels 5.10 (bullseye, as updated and as released), 6.1 (bookworm) and
+//! 6.12 (trixie) under QEMU with a busybox
 //! initramfs holding the programs a test gives (and the shared libraries
 //! they load), runs the test's shell script in the guest as root, and hands
 //! back the script's stdout byte for byte with its exit status.
@@ -48,6 +49,10 @@ use initramfs::Initramfs;
 pub enum Series {
     /// Debian 11 (bullseye)'s `linux-image-cloud-amd64`.
     Linux5_10,
+    /// The same from bullseye's last point release alone, without the
+    /// security archive: a 5.10 from before `mark_victim` carried more than
+    /// the victim's pid (5.10.218), as long-lived images still run.
+    Linux5_10Release,
     /// Debian 12 (bookworm)'s `linux-image-cloud-amd64`.
     Linux6_1,
     /// Debian 13 (trixie)'s `linux-image-cloud-amd64`.
@@ -55,11 +60,17 @@ pub enum Series {
 }
 
 impl Series {
-    pub const ALL: [Self; 3] = [Self::Linux5_10, Self::Linux6_1, Self::Linux6_12];
+    pub const ALL: [Self; 4] = [
+        Self::Linux5_10,
+        Self::Linux5_10Release,
+        Self::Linux6_1,
+        Self::Linux6_12,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Linux5_10 => "5.10",
+            Self::Linux5_10Release => "5.10-release",
             Self::Linux6_1 => "6.1",
             Self::Linux6_12 => "6.12",
         }
@@ -68,6 +79,7 @@ impl Series {
     fn packages(self) -> apt::KernelPackages {
         let suite = match self {
             Self::Linux5_10 => &apt::BULLSEYE,
+            Self::Linux5_10Release => &apt::BULLSEYE_RELEASE,
             Self::Linux6_1 => &apt::BOOKWORM,
             Self::Linux6_12 => &apt::TRIXIE,
         };

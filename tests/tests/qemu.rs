@@ -76,12 +76,12 @@ limited() {
     [ -e "$1/memory.swap.max" ] && echo 0 > "$1/memory.swap.max"
     return 0
 }
-# Runs a hog named $1 in cgroup $2 until it dies; appends "$1 <pid> <status>"
-# to /tmp/kill_pids.
+# Runs a hog named $1 in cgroup $2 until it dies; appends
+# "$1 <pid> <status> <parent pid>" to /tmp/kill_pids.
 hog_in() {
     oom-collector hog "$2/cgroup.procs" 2>/tmp/hog_$1.log & p=$!
     wait $p
-    echo "$1 $p $?" >> /tmp/kill_pids
+    echo "$1 $p $? $$" >> /tmp/kill_pids
 }
 
 mount -t tracefs tracefs /sys/kernel/tracing
@@ -288,7 +288,8 @@ enum Outcome {
 /// The boot of `series`, shared by its tests; `None` when the test should
 /// skip.
 fn guest(series: Series, test: &str) -> Option<&'static Boot> {
-    static BOOTS: [OnceLock<Outcome>; 3] = [const { OnceLock::new() }; 3];
+    static BOOTS: [OnceLock<Outcome>; Series::ALL.len()] =
+        [const { OnceLock::new() }; Series::ALL.len()];
     let index = Series::ALL
         .iter()
         .position(|s| *s == series)
@@ -617,6 +618,21 @@ fn check_group_kill(series: Series, test: &str) {
             boot.release,
             context()
         );
+        // Each victim named with its memory, the ones the group adds too:
+        // on a pid-only kernel from the hook on __oom_kill_process.
+        assert_eq!(
+            kill["process"]["name"],
+            "oom-collector",
+            "{}: process.name of {pid}\n{}",
+            boot.release,
+            context()
+        );
+        assert!(
+            kill["oom"]["victim"]["rss"]["anon_bytes"].is_u64(),
+            "{}: oom.victim.rss.anon_bytes of {pid}\n{}",
+            boot.release,
+            context()
+        );
     }
 
     // Where a hook on oom_kill_process runs, its exact context is there:
@@ -853,6 +869,45 @@ fn check_memcg_kill(series: Series, test: &str) {
         "{release}: oom.victim.rss.anon_bytes must be near the 48 MiB limit: {kill}"
     );
     assert_eq!(kill["oom"]["constraint"], "memcg", "{release}: {kill}");
+    // As complete where the tracepoint has only the pid: there the
+    // oom_kill_process hook reads the chosen victim's task_struct. The
+    // guest's shell started the hog as root, with the default score.
+    let parent: u64 = boot
+        .section("kill_pids")
+        .body
+        .lines()
+        .find(|l| l.starts_with("single "))
+        .and_then(|l| l.split(' ').nth(3))
+        .and_then(|p| p.parse().ok())
+        .expect("the shell's pid");
+    assert_eq!(
+        kill["process"]["parent"]["pid"], parent,
+        "{release}: {kill}"
+    );
+    assert_eq!(kill["process"]["user"]["id"], "0", "{release}: {kill}");
+    assert_eq!(
+        kill["oom"]["victim"]["oom_score_adj"], 0,
+        "{release}: {kill}"
+    );
+    let victim = &kill["oom"]["victim"];
+    for field in [
+        &victim["rss"]["file_bytes"],
+        &victim["rss"]["shmem_bytes"],
+        &victim["pgtables_bytes"],
+    ] {
+        assert!(field.is_u64(), "{release}: {kill}");
+    }
+    assert!(
+        victim["total_vm_bytes"]
+            .as_u64()
+            .zip(anon)
+            .is_some_and(|(total, anon)| total > anon),
+        "{release}: total_vm_bytes covers the anonymous memory: {kill}"
+    );
+    assert!(
+        victim["pgtables_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{release}: {kill}"
+    );
     // Usage as the kernel had it at the kill (the victim-task hook reads the
     // page counter), not what is left once the kill freed the memory.
     for usage in [
@@ -972,6 +1027,14 @@ fn check_global_oom(series: Series, test: &str) {
     if oom_kill_process_hooked(boot) || kill["oom"].get("constraint").is_some() {
         assert_eq!(kill["oom"]["constraint"], "global", "{release}: {kill}");
     }
+    assert_eq!(
+        kill["process"]["name"], "oom-collector",
+        "{release}: {kill}"
+    );
+    assert!(
+        kill["oom"]["victim"]["rss"]["anon_bytes"].is_u64(),
+        "{release}: {kill}"
+    );
     assert!(
         kill["oom"].get("memcg").is_none(),
         "{release}: no memory cgroup's limit was hit: {kill}"
@@ -1081,5 +1144,6 @@ macro_rules! kernel_tests {
 }
 
 kernel_tests!(guest_5_10, Series::Linux5_10);
+kernel_tests!(guest_5_10_release, Series::Linux5_10Release);
 kernel_tests!(guest_6_1, Series::Linux6_1);
 kernel_tests!(guest_6_12, Series::Linux6_12);

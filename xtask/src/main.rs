@@ -6,7 +6,7 @@
 //!   end-to-end tests that cause real OOM kills in scratch cgroups).
 //! - `cargo xtask bench`: the overhead of each hook, with and without the
 //!   collector, side by side.
-//! - `cargo xtask vm-test [--kernel 5.10|6.1|6.12|all]`: the QEMU guest
+//! - `cargo xtask vm-test [--kernel 5.10|5.10-release|6.1|6.12|all]`: the QEMU guest
 //!   tests alone, on one of Debian's kernels or all of them.
 //! - `cargo xtask setup`: only the toolchain set-up both of them do first.
 //!
@@ -62,7 +62,8 @@ enum Task {
     /// Boot Debian's kernels in QEMU with the release collector and run
     /// the guest scenarios (the `qemu` test binary of `tests/`).
     VmTest {
-        /// `5.10`, `6.1`, `6.12` or `all`.
+        /// `5.10`, `5.10-release` (bullseye's kernel as released, whose
+        /// `mark_victim` has only the pid), `6.1`, `6.12` or `all`.
         #[arg(long, default_value = "all")]
         kernel: String,
     },
@@ -176,9 +177,10 @@ fn vm_test(root: &std::path::Path, kernel: &str) -> Result<()> {
     let filter = match kernel {
         "all" => "guest_",
         "5.10" => "guest_5_10::",
+        "5.10-release" => "guest_5_10_release::",
         "6.1" => "guest_6_1::",
         "6.12" => "guest_6_12::",
-        other => bail!("--kernel {other}: want 5.10, 6.1, 6.12 or all"),
+        other => bail!("--kernel {other}: want 5.10, 5.10-release, 6.1, 6.12 or all"),
     };
     let binary = build(root, true)?;
     let toolchain = setup::ensure_toolchain()?;

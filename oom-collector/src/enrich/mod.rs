@@ -98,8 +98,8 @@ impl Enricher {
             let unlimited = pages.max >= i64::MAX as u64 / page;
             return Memcg {
                 path,
-                limit_bytes: (!unlimited).then(|| pages.max * page),
-                usage_bytes: Some(pages.usage * page),
+                limit_bytes: (!unlimited).then(|| pages.max.saturating_mul(page)),
+                usage_bytes: Some(pages.usage.saturating_mul(page)),
             };
         }
         let now = self
@@ -427,7 +427,7 @@ fn host_fields(host: &HostInfo) -> Host {
 /// Shapes the `oom_kill` document; no I/O.
 pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -> Document {
     let victim = &kill.victim;
-    let kib = |v: Option<u64>| v.map(|kib| kib * 1024);
+    let kib = |v: Option<u64>| v.map(|kib| kib.saturating_mul(1024));
     let container = container_of([
         context.victim_memcg.as_ref().map(|m| m.path.as_str()),
         context.victim_cgroup_path.as_deref(),
@@ -455,7 +455,7 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
             (None, Some(false)) => Some(true),
             _ => None,
         },
-        domain_bytes: control.map(|c| c.domain_pages * page_size()),
+        domain_bytes: control.map(|c| c.domain_pages.saturating_mul(page_size())),
         alloc: non_empty(OomAlloc {
             order: control
                 .map(|c| c.order)

@@ -90,12 +90,49 @@ pub(super) fn attach_fexit(
 
 /// fentry/fexit where the kernel allows them (cheapest), else
 /// kprobe/kretprobe; both the entry and the return hook, or neither.
-pub(super) fn attach_oom_kill_process(ebpf: &mut Ebpf, btf: KernelBtfRef) -> Result<(), String> {
+/// How the hooks on the OOM killer's functions attached.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum FunctionHook {
+    Fentry,
+    Kprobe,
+}
+
+pub(super) fn attach_oom_kill_process(
+    ebpf: &mut Ebpf,
+    btf: KernelBtfRef,
+) -> Result<FunctionHook, String> {
     let Err(fentry_error) = attach_fentry_pair(ebpf, btf) else {
-        return Ok(());
+        return Ok(FunctionHook::Fentry);
     };
     attach_kprobe_pair(ebpf)
+        .map(|()| FunctionHook::Kprobe)
         .map_err(|kprobe_error| format!("fentry: {fentry_error}; kprobe: {kprobe_error}"))
+}
+
+/// The hook on `__oom_kill_process`, the way the one on `oom_kill_process`
+/// attached: it adds to that hook's stash.
+pub(super) fn attach_oom_kill_victim(
+    ebpf: &mut Ebpf,
+    btf: KernelBtfRef,
+    how: FunctionHook,
+) -> Result<(), String> {
+    const FUNCTION: &str = "__oom_kill_process";
+    match how {
+        FunctionHook::Fentry => {
+            let btf = btf.map_err(str::to_owned)?;
+            let entry: &mut FEntry = program(ebpf, "oom_kill_victim_fentry")?;
+            entry.load(FUNCTION, btf).map_err(|e| program_error(&e))?;
+            entry.attach().map(drop).map_err(|e| program_error(&e))
+        }
+        FunctionHook::Kprobe => {
+            let entry: &mut KProbe = program(ebpf, "oom_kill_victim")?;
+            entry.load().map_err(|e| program_error(&e))?;
+            entry
+                .attach(FUNCTION, 0)
+                .map(drop)
+                .map_err(|e| program_error(&e))
+        }
+    }
 }
 
 pub(super) fn attach_fentry_pair(ebpf: &mut Ebpf, btf: KernelBtfRef) -> Result<(), String> {

@@ -196,6 +196,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename_offset, true)
         .override_global("OOM_CONTROL_OFFSETS", &oom_control_offsets, true)
+        .override_global("CHOSEN_TASK_OFFSETS", &support.chosen_task_offsets, true)
         .override_global("PAGE_ALLOC_OFFSETS", &page_alloc_offsets, true)
         .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
@@ -242,12 +243,21 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         state: victim_task,
     });
 
-    let oom_control_state = oom_control_state
+    let oom_kill_process = oom_control_state
         .and_then(|()| attach_oom_kill_process(&mut ebpf, btf.as_ref().map_err(String::as_str)));
+    let oom_kill_victim = match &oom_kill_process {
+        Ok(how) => attach_oom_kill_victim(&mut ebpf, btf.as_ref().map_err(String::as_str), *how),
+        Err(_) => Err(NEEDS_OOM_KILL_PROCESS.to_owned()),
+    };
     hooks.push(HookStatus {
         hook: HOOK_OOM_KILL_PROCESS,
         provides: PROVIDES_OOM_KILL_PROCESS,
-        state: oom_control_state,
+        state: oom_kill_process.map(drop),
+    });
+    hooks.push(HookStatus {
+        hook: HOOK_OOM_KILL_VICTIM,
+        provides: PROVIDES_OOM_KILL_VICTIM,
+        state: oom_kill_victim,
     });
 
     // Attached before seeding, so a process that executes meanwhile is

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use oom_common::{
-    AllocSyscall, KernelOffsets, OomControlOffsets, PageAllocOffsets, SyscallOffsets,
+    AllocSyscall, ChosenTaskOffsets, KernelOffsets, OomControlOffsets, PageAllocOffsets,
+    SyscallOffsets,
 };
 
 use super::HookStatus;
@@ -27,6 +28,8 @@ pub struct KernelSupport {
     pub exec_filename_offset: Result<u32, String>,
     /// Offsets into `struct oom_control`, for the `oom_kill_process` hooks.
     pub oom_control_offsets: Result<OomControlOffsets, String>,
+    /// What those hooks read of the chosen victim's `task_struct`.
+    pub chosen_task_offsets: ChosenTaskOffsets,
     /// Where `kmem/mm_page_alloc` records keep `pfn` and `order`.
     pub page_alloc_offsets: Result<PageAllocOffsets, String>,
 }
@@ -77,6 +80,10 @@ impl KernelSupport {
             Ok(btf) => btf.oom_control_offsets().map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        let chosen_task_offsets = match &btf {
+            Ok(btf) => btf.chosen_task_offsets(),
+            Err(_) => ChosenTaskOffsets::unknown(),
+        };
         Self {
             tracefs,
             mark_victim,
@@ -85,6 +92,7 @@ impl KernelSupport {
             syscall_offsets,
             exec_filename_offset,
             oom_control_offsets,
+            chosen_task_offsets,
             page_alloc_offsets,
         }
     }
@@ -158,6 +166,14 @@ impl KernelSupport {
             state: match &self.oom_control_offsets {
                 Ok(_) => Err("not tried: run `probes` as root to attach and see".into()),
                 Err(e) => Err(e.clone()),
+            },
+        }))
+        .chain(std::iter::once(HookStatus {
+            hook: HOOK_OOM_KILL_VICTIM,
+            provides: PROVIDES_OOM_KILL_VICTIM,
+            state: match &self.oom_control_offsets {
+                Ok(_) => Err("not tried: run `probes` as root to attach and see".into()),
+                Err(_) => Err(NEEDS_OOM_KILL_PROCESS.into()),
             },
         }))
         .chain(std::iter::once(HookStatus {
@@ -311,6 +327,12 @@ pub(super) const HOOK_OOM_KILL_PROCESS: &str = "fentry or kprobe/oom_kill_proces
 pub(super) const PROVIDES_OOM_KILL_PROCESS: &str =
     "the OOM's constraint, limited cgroup, domain size, \
      victim's points, failing allocation and incident, without reading the kernel log";
+pub(super) const HOOK_OOM_KILL_VICTIM: &str = "fentry or kprobe/__oom_kill_process";
+pub(super) const PROVIDES_OOM_KILL_VICTIM: &str =
+    "each victim's name, memory sizes, uid, parent and cgroups where mark_victim \
+     carries only the pid (kernels before 6.1), a memory.oom.group kill's too";
+pub(super) const NEEDS_OOM_KILL_PROCESS: &str =
+    "needs the oom_kill_process hook, which is unavailable";
 pub(super) const PROVIDES_EXEC: &str =
     "the victim's executable and arguments, even once it is gone (process.args)";
 pub(super) const PROVIDES_MARK_VICTIM: &str =

@@ -15,7 +15,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel_buf,
-        generated::{bpf_get_current_cgroup_id, bpf_get_current_task},
+        generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel},
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -79,11 +79,22 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
         record.trigger_cgroup_id = trigger_cgroup_id;
         record.trigger_memcg_id = trigger_memcg_id;
         // The OOM's context, if a hook on oom_kill_process stashed it for
-        // this (trigger) task; see `oom_kill_process.rs`.
-        // SAFETY: a lookup by value, copied out at once.
-        record.oom = match unsafe { OOM_CONTROLS.get(pid_tgid as u32) } {
-            Some(context) => *context,
-            None => OomControl::default(),
-        };
+        // this (trigger) task; see `oom_kill_process.rs`. Copied map to
+        // map: the record is too large for the stack. Without one,
+        // `incident_boot_ns` 0 says the rest is not this kill's.
+        record.oom.incident_boot_ns = 0;
+        if let Some(context) = OOM_CONTROLS.get_ptr(pid_tgid as u32) {
+            // SAFETY: a probe read between two map values of this type.
+            let copied = unsafe {
+                bpf_probe_read_kernel(
+                    (&mut record.oom as *mut OomControl).cast(),
+                    size_of::<OomControl>() as u32,
+                    context.cast(),
+                )
+            };
+            if copied != 0 {
+                record.oom.incident_boot_ns = 0;
+            }
+        }
     })
 }

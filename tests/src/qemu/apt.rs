@@ -24,6 +24,15 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 ",
 };
 
+/// Bullseye as its last point release shipped it, without the security
+/// archive: its kernel (5.10.218) still has the pid-only `mark_victim`.
+pub const BULLSEYE_RELEASE: Suite = Suite {
+    name: "bullseye-release",
+    sources: "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+",
+};
+
 pub const BOOKWORM: Suite = Suite {
     name: "bookworm",
     sources: "\
