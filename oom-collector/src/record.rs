@@ -429,8 +429,29 @@ impl Document {
                 parts.push(format!("by {}[{}]", trigger.name, trigger.pid));
             }
         }
-        format!("{} {label:<8} {}", self.timestamp, parts.join(" | "))
+        one_line(&format!(
+            "{} {label:<8} {}",
+            self.timestamp,
+            parts.join(" | ")
+        ))
     }
+}
+
+/// `text` with control characters (a newline in a process name, say)
+/// written as escapes, so a human-readable line stays one line.
+pub fn one_line(text: &str) -> String {
+    if !text.contains(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Bytes as MiB with one decimal.
@@ -443,5 +464,17 @@ fn shorten(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(
+            super::one_line("ev\nil\u{fffd}name\t"),
+            "ev\\nil\u{fffd}name\\t"
+        );
+        assert_eq!(super::one_line("plain ü"), "plain ü");
     }
 }

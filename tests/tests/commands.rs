@@ -106,6 +106,26 @@ fn without_capabilities_it_names_the_missing_ones() {
 }
 
 #[test]
+fn with_one_capability_short_it_names_that_one() {
+    if !require_root("with_one_capability_short_it_names_that_one") {
+        return;
+    }
+    for (keep, missing) in [("+bpf", "CAP_PERFMON"), ("+perfmon", "CAP_BPF")] {
+        let output = Command::new("setpriv")
+            .args([&format!("--bounding-set=-all,{keep}"), "--inh-caps=-all"])
+            .arg(collector_bin())
+            .output()
+            .expect("run setpriv (util-linux)");
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("missing capabilities {missing}:")),
+            "names {missing}, and only it, as missing: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn output_to_a_device_ends_cleanly() {
     if !require_root("output_to_a_device_ends_cleanly") {
         return;

@@ -341,7 +341,7 @@ pub fn alloc_document(
     event.outcome = Some("failure");
     Document {
         timestamp: rfc3339(timestamp),
-        message,
+        message: crate::record::one_line(&message),
         event,
         host: host_fields(host),
         ecs: Ecs::default(),
@@ -590,5 +590,5 @@ fn kill_message(
     if let Some(id) = container_id {
         message.push_str(&format!(", container {}", &id[..12.min(id.len())]));
     }
-    message
+    crate::record::one_line(&message)
 }
