@@ -88,6 +88,19 @@ pub struct RunArgs {
           value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
 
+    /// Keep the kernel hooks and the ring buffer pinned in this directory on
+    /// bpffs (e.g. /sys/fs/bpf/oom-collector) when the collector exits or
+    /// is killed: kills while it is down wait in the buffer and are
+    /// delivered, once, when it starts again with the same directory. A
+    /// start with another build or other options replaces what is kept.
+    /// Without it, the hooks go with the process.
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+
+    /// Remove what `--pin-dir` keeps (detaching its hooks) and exit.
+    #[arg(long, requires = "pin_dir")]
+    pub unpin: bool,
+
     /// Allocation failures (mmap, mremap, brk returning ENOMEM) are counted in
     /// the kernel and written as one `memory_allocation_failed` event per
     /// process and system call per window of this length, so a storm of a
@@ -145,6 +158,7 @@ impl From<&RunArgs> for crate::loader::LoadOptions {
             page_alloc_failures: args.page_alloc_failures,
             alloc_failures: args.alloc_failures,
             runtime_dirs: args.runtimes.dirs(),
+            pin_dir: args.pin_dir.clone(),
         }
     }
 }

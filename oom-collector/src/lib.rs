@@ -49,6 +49,8 @@ pub enum Error {
     Hog(#[source] std::io::Error),
     #[error(transparent)]
     Metrics(#[from] metrics::BindError),
+    #[error("--unpin: cannot remove what {0} keeps")]
+    Unpin(std::path::PathBuf, #[source] std::io::Error),
 }
 
 /// Runs the command the user asked for.
@@ -85,6 +87,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
 /// The collector proper: stream events until SIGINT or SIGTERM.
 async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     use tokio::signal::unix::{signal, SignalKind};
+
+    if let (true, Some(dir)) = (args.unpin, &args.pin_dir) {
+        let removed = loader::pin::remove_sets(dir, None)
+            .map_err(|source| Error::Unpin(dir.clone(), source))?;
+        eprintln!(
+            "removed {removed} kept set(s) of hooks from {}; their hooks are detached",
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
 
     let mut sink = Sink::open(
         &args.output,

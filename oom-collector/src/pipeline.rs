@@ -51,8 +51,9 @@ pub struct Pipeline {
     enricher: Enricher,
     mark_victim: TracepointFormat,
     hooks: Vec<HookStatus>,
-    /// Owns the programs and their links: dropping it detaches everything.
-    _ebpf: aya::Ebpf,
+    /// Owns the programs and the links not pinned: dropping it detaches
+    /// them. `None` when the hooks were taken up from a pinned set.
+    _ebpf: Option<aya::Ebpf>,
 }
 
 impl Pipeline {
@@ -67,15 +68,17 @@ impl Pipeline {
             warn!("no memory cgroup hierarchy mounted; memory cgroup paths and limits will be missing");
         }
         let mut loaded = loader::load(options)?;
-        let kernel_log = match aya_log::EbpfLogger::init(&mut loaded.ebpf) {
-            Ok(logger) => Some(logger),
-            Err(error) => {
+        let kernel_log = match loaded.ebpf.as_mut().map(aya_log::EbpfLogger::init) {
+            Some(Ok(logger)) => Some(logger),
+            Some(Err(error)) => {
                 warn!(%error, "kernel-side diagnostics are unavailable");
                 None
             }
+            None => None,
         };
         release_startup_heap();
-        let source = KernelSource::new(loaded.events, loaded.stats).map_err(PipelineError::Poll)?;
+        let source = KernelSource::new(loaded.events, loaded.stats, loaded.losses_reported)
+            .map_err(PipelineError::Poll)?;
         let kernel_log = KernelLog::new(kernel_log).map_err(PipelineError::Poll)?;
         Ok(Self {
             source,
@@ -112,13 +115,15 @@ impl Pipeline {
         let mut alloc_tick = tokio::time::interval(self.alloc_window);
         alloc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut read_failures_reported = 0;
-        let mut batch: Vec<Vec<u8>> = Vec::new();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                polled = self.source.next_batch(|bytes| batch.push(bytes.to_vec())) => {
+                polled = self.source.readable() => {
                     polled.map_err(PipelineError::Poll)?;
+                    if self.deliver_records(&mut deliver).await? == Flow::Stop {
+                        return Ok(());
+                    }
                 }
                 log = self.kernel_log.forward() => log.map_err(PipelineError::Poll)?,
                 _ = alloc_tick.tick() => {
@@ -131,57 +136,48 @@ impl Pipeline {
                     read_failures_reported = self.warn_read_failures(read_failures_reported);
                 }
             }
-            if self
-                .deliver_records(std::mem::take(&mut batch), &mut deliver)
-                .await?
-                == Flow::Stop
-            {
-                return Ok(());
-            }
         }
-        self.source.drain(|bytes| batch.push(bytes.to_vec()));
-        debug!(records = batch.len(), "drained the ring buffer");
-        if self.deliver_records(batch, &mut deliver).await? == Flow::Stop {
+        if self.deliver_records(&mut deliver).await? == Flow::Stop {
             return Ok(());
         }
+        debug!("drained the ring buffer");
         self.report_lost(&mut deliver)?;
         // Two windows' worth: the one being counted and the one before.
         self.report_alloc_failures(&mut deliver).await?;
         self.report_alloc_failures(&mut deliver).await.map(drop)
     }
 
-    /// Decodes, enriches and delivers ring-buffer records. Before the first
-    /// kill, the allocation failures counted so far are delivered, so they
+    /// Decodes, enriches and delivers the ring buffer's records, each
+    /// before it leaves the buffer. Only kills come through the buffer:
+    /// the allocation failures counted so far are delivered first, so they
     /// come before the kill they led to, as they happened.
-    async fn deliver_records<D>(
-        &mut self,
-        records: Vec<Vec<u8>>,
-        deliver: &mut D,
-    ) -> Result<Flow, PipelineError>
+    async fn deliver_records<D>(&mut self, deliver: &mut D) -> Result<Flow, PipelineError>
     where
         D: FnMut(Document) -> Result<Flow, SinkError>,
     {
-        let mut failures_reported = false;
-        for bytes in records {
-            let kill = match decode(&bytes, &self.mark_victim) {
+        if self.report_alloc_failures(deliver).await? == Flow::Stop {
+            return Ok(Flow::Stop);
+        }
+        let (enricher, mark_victim) = (&mut self.enricher, &self.mark_victim);
+        let mut outcome = Ok(Flow::Continue);
+        self.source.consume(|bytes| {
+            let kill = match decode(bytes, mark_victim) {
                 Ok(Record::OomKill(kill)) => kill,
                 Err(error) => {
                     warn!(%error, "skipping a ring-buffer record the collector cannot read");
-                    continue;
+                    return true;
                 }
             };
-            if !failures_reported {
-                failures_reported = true;
-                if self.report_alloc_failures(deliver).await? == Flow::Stop {
-                    return Ok(Flow::Stop);
+            info!(pid = kill.victim.tid, "OOM kill");
+            match deliver(enricher.oom_kill(&kill)) {
+                Ok(Flow::Continue) => true,
+                other => {
+                    outcome = other.map_err(PipelineError::from);
+                    false
                 }
             }
-            info!(pid = kill.victim.tid, "OOM kill");
-            if deliver(self.enricher.oom_kill(&kill))? == Flow::Stop {
-                return Ok(Flow::Stop);
-            }
-        }
-        Ok(Flow::Continue)
+        });
+        outcome
     }
 
     /// Ends the allocation-failure window and delivers its tallies.

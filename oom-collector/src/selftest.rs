@@ -135,6 +135,7 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
         page_alloc_failures: false,
         alloc_failures: crate::loader::AllocFailureHooks::Off,
         runtime_dirs: Default::default(),
+        pin_dir: None,
     })?;
 
     let limit_bytes = args.limit_mib * 1024 * 1024;

@@ -4,9 +4,9 @@
 
 use std::{io, os::fd::AsRawFd};
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya_log::EbpfLogger;
-use oom_common::Stat;
+use oom_common::{Stat, CONFIG_LOSSES_REPORTED};
 use tokio::io::{unix::AsyncFd, Interest};
 
 pub struct KernelSource {
@@ -14,6 +14,8 @@ pub struct KernelSource {
     stats: PerCpuArray<MapData, u64>,
     /// Per loss counter: how much of it has been reported.
     lost_reported: [u64; LOSSES.len()],
+    /// Where `lost_reported` is kept across restarts (`--pin-dir`).
+    kept: Option<Array<MapData, u32>>,
 }
 
 /// The kernel counters that mean events were lost, and the reason each
@@ -22,6 +24,11 @@ const LOSSES: [(Stat, &str); 2] = [
     (Stat::RingBufFull, "ring_buffer_full"),
     (Stat::AllocFailureTableFull, "allocation_failure_table_full"),
 ];
+
+/// The first `CONFIG` word of loss counter `index` (low, then high).
+fn loss_word(index: usize) -> u32 {
+    CONFIG_LOSSES_REPORTED + 2 * index as u32
+}
 
 /// The kernel programs' diagnostics, forwarded to the collector's log.
 pub struct KernelLog {
@@ -36,30 +43,48 @@ fn register<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
 }
 
 impl KernelSource {
-    pub fn new(events: RingBuf<MapData>, stats: PerCpuArray<MapData, u64>) -> io::Result<Self> {
+    /// `kept`: the pinned `CONFIG` map, whose loss words say what an
+    /// earlier start already reported.
+    pub fn new(
+        events: RingBuf<MapData>,
+        stats: PerCpuArray<MapData, u64>,
+        kept: Option<Array<MapData, u32>>,
+    ) -> io::Result<Self> {
+        let mut lost_reported = [0; LOSSES.len()];
+        if let Some(config) = &kept {
+            for (index, reported) in lost_reported.iter_mut().enumerate() {
+                let word = |offset| config.get(&(loss_word(index) + offset), 0).unwrap_or(0);
+                *reported = u64::from(word(0)) | (u64::from(word(1)) << 32);
+            }
+        }
         Ok(Self {
             events: register(events)?,
             stats,
-            lost_reported: [0; LOSSES.len()],
+            lost_reported,
+            kept,
         })
     }
 
-    /// Waits until the ring buffer has records, then hands each to `each`.
-    pub async fn next_batch(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    /// Waits until the ring buffer has records (or may have: a wake-up
+    /// can find it empty); [`KernelSource::consume`] takes them.
+    pub async fn readable(&mut self) -> io::Result<()> {
         let mut guard = self.events.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            each(&item);
-        }
+        // Cleared before the records are taken: one that arrives meanwhile
+        // wakes the next call.
         guard.clear_ready();
         Ok(())
     }
 
-    /// Hands over what is in the ring buffer now, without waiting.
-    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) {
+    /// Hands each record in the ring buffer now to `each`, in order, until
+    /// it returns `false`. A record leaves the buffer only once `each` has
+    /// returned: should the collector be killed while handling it, a kept
+    /// buffer (`--pin-dir`) still has it for the next start.
+    pub fn consume(&mut self, mut each: impl FnMut(&[u8]) -> bool) {
         let ring = self.events.get_mut();
         while let Some(item) = ring.next() {
-            each(&item);
+            if !each(&item) {
+                break;
+            }
         }
     }
 
@@ -76,6 +101,12 @@ impl KernelSource {
             if total > *reported {
                 lost.push((total - *reported, *reason));
                 *reported = total;
+            }
+        }
+        if let (Some(config), false) = (&mut self.kept, lost.is_empty()) {
+            for (index, reported) in self.lost_reported.iter().enumerate() {
+                config.set(loss_word(index), *reported as u32, 0)?;
+                config.set(loss_word(index) + 1, (*reported >> 32) as u32, 0)?;
             }
         }
         Ok(lost)

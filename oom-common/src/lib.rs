@@ -378,8 +378,13 @@ pub const CONFIG_EXPECTED_PARTS: u32 = 0;
 /// counts under the current epoch's parity while the collector drains the
 /// other (see [`AllocFailureKey`]).
 pub const CONFIG_ALLOC_EPOCH: u32 = 1;
+/// First of the `CONFIG` words the kernel never reads: how many events
+/// counted lost the collector has reported, per loss counter (two words,
+/// low then high, each). They outlive a restart with `--pin-dir`, so a loss
+/// is reported once.
+pub const CONFIG_LOSSES_REPORTED: u32 = 2;
 /// Number of `CONFIG` words.
-pub const CONFIG_COUNT: u32 = 2;
+pub const CONFIG_COUNT: u32 = CONFIG_LOSSES_REPORTED + 2 * 2;
 
 /// The requests whose failures are counted: three system calls, and the
 /// kernel's own page allocator.

@@ -2,12 +2,12 @@
 //! says why in one line; only the required tracepoint fails the load.
 
 use aya::{
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
+    programs::{links::FdLink, BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Ebpf,
 };
 use tracing::debug;
 
-use super::{error_chain, support::*, AllocFailureHooks, HookStatus, LoadError};
+use super::{error_chain, pin::PinSet, support::*, AllocFailureHooks, HookStatus, LoadError};
 
 /// The kernel's BTF as aya parsed it, once per load, or why it could not.
 pub(super) type KernelBtfRef<'a> = Result<&'a aya::Btf, &'a str>;
@@ -19,6 +19,7 @@ pub(super) fn attach_alloc_hooks(
     btf: KernelBtfRef,
     mode: AllocFailureHooks,
     blockers: Vec<Option<String>>,
+    pins: Option<&PinSet>,
 ) -> Vec<HookStatus> {
     let status = |hook: &AllocHook, name: &'static str, state| HookStatus {
         hook: name,
@@ -47,6 +48,7 @@ pub(super) fn attach_alloc_hooks(
                         hook.tracepoint_program,
                         "syscalls",
                         hook.tracepoint,
+                        pins,
                     ),
                 };
                 status(hook, hook.tracepoint_hook, state)
@@ -59,7 +61,7 @@ pub(super) fn attach_alloc_hooks(
                 let state = match (blocker, &btf) {
                     (Some(reason), _) => Err(reason),
                     (None, Err(e)) => Err(e.to_string()),
-                    (None, Ok(btf)) => attach_fexit(ebpf, hook, btf),
+                    (None, Ok(btf)) => attach_fexit(ebpf, hook, btf, pins),
                 };
                 let state = state.map_err(|reason| {
                     format!(
@@ -77,19 +79,18 @@ pub(super) fn attach_fexit(
     ebpf: &mut Ebpf,
     hook: &AllocHook,
     btf: &aya::Btf,
+    pins: Option<&PinSet>,
 ) -> Result<(), String> {
     let program: &mut FExit = program(ebpf, hook.fexit_program)?;
     program
         .load(hook.fexit_function, btf)
         .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
-    program
+    let link = program
         .attach()
-        .map(drop)
-        .map_err(|e| format!("cannot attach: {}", program_error(&e)))
+        .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
+    keep(pins, hook.fexit_program, || program.take_link(link))
 }
 
-/// fentry/fexit where the kernel allows them (cheapest), else
-/// kprobe/kretprobe; both the entry and the return hook, or neither.
 /// How the hooks on the OOM killer's functions attached.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum FunctionHook {
@@ -97,14 +98,17 @@ pub(super) enum FunctionHook {
     Kprobe,
 }
 
+/// fentry/fexit where the kernel allows them (cheapest), else
+/// kprobe/kretprobe; both the entry and the return hook, or neither.
 pub(super) fn attach_oom_kill_process(
     ebpf: &mut Ebpf,
     btf: KernelBtfRef,
+    pins: Option<&PinSet>,
 ) -> Result<FunctionHook, String> {
-    let Err(fentry_error) = attach_fentry_pair(ebpf, btf) else {
+    let Err(fentry_error) = attach_fentry_pair(ebpf, btf, pins) else {
         return Ok(FunctionHook::Fentry);
     };
-    attach_kprobe_pair(ebpf)
+    attach_kprobe_pair(ebpf, pins)
         .map(|()| FunctionHook::Kprobe)
         .map_err(|kprobe_error| format!("fentry: {fentry_error}; kprobe: {kprobe_error}"))
 }
@@ -115,27 +119,33 @@ pub(super) fn attach_oom_kill_victim(
     ebpf: &mut Ebpf,
     btf: KernelBtfRef,
     how: FunctionHook,
+    pins: Option<&PinSet>,
 ) -> Result<(), String> {
     const FUNCTION: &str = "__oom_kill_process";
     match how {
         FunctionHook::Fentry => {
             let btf = btf.map_err(str::to_owned)?;
-            let entry: &mut FEntry = program(ebpf, "oom_kill_victim_fentry")?;
+            let name = "oom_kill_victim_fentry";
+            let entry: &mut FEntry = program(ebpf, name)?;
             entry.load(FUNCTION, btf).map_err(|e| program_error(&e))?;
-            entry.attach().map(drop).map_err(|e| program_error(&e))
+            let link = entry.attach().map_err(|e| program_error(&e))?;
+            keep(pins, name, || entry.take_link(link))
         }
         FunctionHook::Kprobe => {
-            let entry: &mut KProbe = program(ebpf, "oom_kill_victim")?;
+            let name = "oom_kill_victim";
+            let entry: &mut KProbe = program(ebpf, name)?;
             entry.load().map_err(|e| program_error(&e))?;
-            entry
-                .attach(FUNCTION, 0)
-                .map(drop)
-                .map_err(|e| program_error(&e))
+            let link = entry.attach(FUNCTION, 0).map_err(|e| program_error(&e))?;
+            keep(pins, name, || entry.take_link(link))
         }
     }
 }
 
-pub(super) fn attach_fentry_pair(ebpf: &mut Ebpf, btf: KernelBtfRef) -> Result<(), String> {
+pub(super) fn attach_fentry_pair(
+    ebpf: &mut Ebpf,
+    btf: KernelBtfRef,
+    pins: Option<&PinSet>,
+) -> Result<(), String> {
     let btf = btf.map_err(str::to_owned)?;
     let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
     entry
@@ -145,17 +155,18 @@ pub(super) fn attach_fentry_pair(ebpf: &mut Ebpf, btf: KernelBtfRef) -> Result<(
     let exit: &mut FExit = program(ebpf, "oom_kill_process_fexit")?;
     let exit_attached = exit
         .load("oom_kill_process", btf)
-        .and_then(|()| exit.attach().map(drop))
-        .map_err(|e| program_error(&e));
+        .and_then(|()| exit.attach())
+        .map_err(|e| program_error(&e))
+        .and_then(|exit_link| keep(pins, "oom_kill_process_fexit", || exit.take_link(exit_link)));
+    let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
     if let Err(error) = exit_attached {
-        let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
         let _ = entry.detach(link);
         return Err(error);
     }
-    Ok(())
+    keep(pins, "oom_kill_process_fentry", || entry.take_link(link))
 }
 
-pub(super) fn attach_kprobe_pair(ebpf: &mut Ebpf) -> Result<(), String> {
+pub(super) fn attach_kprobe_pair(ebpf: &mut Ebpf, pins: Option<&PinSet>) -> Result<(), String> {
     let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
     entry.load().map_err(|e| program_error(&e))?;
     let link = entry
@@ -164,14 +175,37 @@ pub(super) fn attach_kprobe_pair(ebpf: &mut Ebpf) -> Result<(), String> {
     let exit: &mut KProbe = program(ebpf, "oom_kill_process_return")?;
     let exit_attached = exit
         .load()
-        .and_then(|()| exit.attach("oom_kill_process", 0).map(drop))
-        .map_err(|e| program_error(&e));
+        .and_then(|()| exit.attach("oom_kill_process", 0))
+        .map_err(|e| program_error(&e))
+        .and_then(|exit_link| {
+            keep(pins, "oom_kill_process_return", || {
+                exit.take_link(exit_link)
+            })
+        });
+    let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
     if let Err(error) = exit_attached {
-        let entry: &mut KProbe = program(ebpf, "oom_kill_process")?;
         let _ = entry.detach(link);
         return Err(error);
     }
-    Ok(())
+    keep(pins, "oom_kill_process", || entry.take_link(link))
+}
+
+/// With `--pin-dir`, takes the link of a hook just attached out of its
+/// program and pins it, so it stays attached when the collector exits.
+pub(super) fn keep<L>(
+    pins: Option<&PinSet>,
+    program: &str,
+    take: impl FnOnce() -> Result<L, aya::programs::ProgramError>,
+) -> Result<(), String>
+where
+    L: TryInto<FdLink>,
+    L::Error: std::fmt::Display,
+{
+    let Some(pins) = pins else {
+        return Ok(());
+    };
+    let link = take().map_err(|e| program_error(&e))?;
+    pins.keep_link(program, link)
 }
 
 /// A program of the object, as its type.
@@ -197,38 +231,35 @@ where
 /// Loads and attaches an optional tracepoint program; `Err` says why not.
 pub(super) fn attach_tracepoint(
     ebpf: &mut Ebpf,
-    program: &str,
+    program_name: &str,
     category: &str,
     name: &str,
+    pins: Option<&PinSet>,
 ) -> Result<(), String> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("eBPF object has no program {program}"))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    let program: &mut TracePoint = program(ebpf, program_name)?;
     program
         .load()
         .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
-    program
+    let link = program
         .attach(category, name)
         .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
-    Ok(())
+    keep(pins, program_name, || program.take_link(link))
 }
 
-pub(super) fn attach_victim_task(ebpf: &mut Ebpf, btf: KernelBtfRef) -> Result<(), String> {
+pub(super) fn attach_victim_task(
+    ebpf: &mut Ebpf,
+    btf: KernelBtfRef,
+    pins: Option<&PinSet>,
+) -> Result<(), String> {
     let btf = btf.map_err(str::to_owned)?;
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut("mark_victim_task")
-        .ok_or("eBPF object has no program mark_victim_task")?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
+    let program: &mut BtfTracePoint = program(ebpf, "mark_victim_task")?;
     program
         .load("mark_victim", btf)
         .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
-    program
+    let link = program
         .attach()
         .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
-    Ok(())
+    keep(pins, "mark_victim_task", || program.take_link(link))
 }
 
 /// Why a program could not be loaded or attached, in one line. A verifier

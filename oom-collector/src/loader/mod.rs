@@ -10,9 +10,10 @@
 //! each kind of hook; this module puts them together in [`load`].
 
 mod attach;
+pub mod pin;
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use attach::*;
 use aya::{
@@ -64,6 +65,15 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("--pin-dir {path}: cannot {what} (is it on a bpffs mount, such as /sys/fs/bpf?)")]
+    PinDir {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--pin-dir: {0}")]
+    Pin(String),
 }
 
 /// One kernel hook and whether it is in use on this kernel.
@@ -117,6 +127,24 @@ pub struct LoadOptions {
     pub alloc_failures: AllocFailureHooks,
     /// Where the container runtimes keep their metadata.
     pub runtime_dirs: crate::enrich::runtime::RuntimeDirs,
+    /// Keep the hooks and their buffers pinned here across restarts.
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    /// What shapes the kernel programs and maps, as text: two starts with
+    /// the same text can share one pinned set.
+    fn shaping(&self) -> String {
+        format!(
+            "ring={} log={} cmdline={:?}/{} page_alloc={} alloc={:?}",
+            self.ring_buffer_bytes,
+            self.kernel_log_level,
+            self.cmdline.mode,
+            self.cmdline.cmdline_cache_entries,
+            self.page_alloc_failures,
+            self.alloc_failures,
+        )
+    }
 }
 
 /// How the collector watches system calls for allocation failures.
@@ -135,7 +163,12 @@ pub enum AllocFailureHooks {
 
 /// The loaded, attached programs and the maps the collector reads.
 pub struct Loaded {
-    pub ebpf: Ebpf,
+    /// The loaded object; `None` when the hooks were taken up from a
+    /// pinned set, whose programs this process did not load.
+    pub ebpf: Option<Ebpf>,
+    /// With `--pin-dir`: a handle on `CONFIG` where the count of losses
+    /// reported is kept, so a restart reports each loss once.
+    pub losses_reported: Option<Array<MapData, u32>>,
     pub events: RingBuf<MapData>,
     pub stats: PerCpuArray<MapData, u64>,
     pub config: Array<MapData, u32>,
@@ -147,6 +180,34 @@ pub struct Loaded {
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     check_capabilities()?;
     let support = KernelSupport::probe();
+    let pins = match &options.pin_dir {
+        None => None,
+        Some(root) => {
+            let pins = pin::PinSet::new(root, &pin::set_name(EBPF_OBJECT, &options.shaping()));
+            if pins.resumable() {
+                return resume(support, &pins);
+            }
+            let removed = pin::remove_sets(root, None).map_err(|source| LoadError::PinDir {
+                path: root.clone(),
+                what: "remove the hooks an earlier start kept",
+                source,
+            })?;
+            if removed > 0 {
+                warn!(
+                    dir = %root.display(),
+                    "the hooks kept there were from another build or other options: \
+                     detached them; kills they held and not yet delivered are dropped"
+                );
+            }
+            pins.create().map_err(|source| LoadError::PinDir {
+                path: pins.dir().to_owned(),
+                what: "create the directory",
+                source,
+            })?;
+            Some(pins)
+        }
+    };
+    let pins = pins.as_ref();
     let victim_task_blocker = support.victim_task_unavailable();
     let exec_blocker = match options.cmdline.mode {
         CmdlineMode::Off => Some("off (--cmdline off)".to_owned()),
@@ -190,7 +251,13 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     };
     let offsets = support.offsets.unwrap_or_else(|_| KernelOffsets::unknown());
 
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(pins) = pins {
+        for map in pin::PINNED_MAPS {
+            loader.map_pin_path(map, pins.map_path(map));
+        }
+    }
+    let mut ebpf = loader
         .override_global("OFFSETS", &offsets, true)
         .override_global("MARK_VICTIM_PID_OFFSET", &pid_offset, true)
         .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
@@ -216,13 +283,14 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             program: "mark_victim",
             source,
         })?;
-    program
+    let link = program
         .load()
         .and_then(|()| program.attach("oom", "mark_victim"))
         .map_err(|source| LoadError::Program {
             program: "mark_victim",
             source,
         })?;
+    keep(pins, "mark_victim", || program.take_link(link)).map_err(LoadError::Pin)?;
     hooks.push(HookStatus {
         hook: HOOK_MARK_VICTIM,
         provides: PROVIDES_MARK_VICTIM,
@@ -232,7 +300,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut expected_parts = part::TRACEPOINT;
     let victim_task = match victim_task_blocker {
         Some(reason) => Err(reason),
-        None => attach_victim_task(&mut ebpf, btf.as_ref().map_err(String::as_str)),
+        None => attach_victim_task(&mut ebpf, btf.as_ref().map_err(String::as_str), pins),
     };
     if victim_task.is_ok() {
         expected_parts |= part::VICTIM_TASK;
@@ -243,10 +311,13 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         state: victim_task,
     });
 
-    let oom_kill_process = oom_control_state
-        .and_then(|()| attach_oom_kill_process(&mut ebpf, btf.as_ref().map_err(String::as_str)));
+    let oom_kill_process = oom_control_state.and_then(|()| {
+        attach_oom_kill_process(&mut ebpf, btf.as_ref().map_err(String::as_str), pins)
+    });
     let oom_kill_victim = match &oom_kill_process {
-        Ok(how) => attach_oom_kill_victim(&mut ebpf, btf.as_ref().map_err(String::as_str), *how),
+        Ok(how) => {
+            attach_oom_kill_victim(&mut ebpf, btf.as_ref().map_err(String::as_str), *how, pins)
+        }
         Err(_) => Err(NEEDS_OOM_KILL_PROCESS.to_owned()),
     };
     hooks.push(HookStatus {
@@ -269,6 +340,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             "sched_process_exec",
             "sched",
             "sched_process_exec",
+            pins,
         ),
     };
     let mut cmdlines: aya::maps::HashMap<_, u32, Cmdline> = take_map(&mut ebpf, "CMDLINES")?;
@@ -291,10 +363,12 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         btf.as_ref().map_err(String::as_str),
         options.alloc_failures,
         alloc_blockers,
+        pins,
     ));
 
-    let page_alloc_state = page_alloc_state
-        .and_then(|()| attach_tracepoint(&mut ebpf, "mm_page_alloc", "kmem", "mm_page_alloc"));
+    let page_alloc_state = page_alloc_state.and_then(|()| {
+        attach_tracepoint(&mut ebpf, "mm_page_alloc", "kmem", "mm_page_alloc", pins)
+    });
     hooks.push(HookStatus {
         hook: HOOK_PAGE_ALLOC,
         provides: PROVIDES_PAGE_ALLOC,
@@ -312,8 +386,10 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
 
     let events = take_map(&mut ebpf, "EVENTS")?;
     let stats = take_map(&mut ebpf, "STATS")?;
+    let losses_reported = pins.map(|pins| pinned_map(pins, "CONFIG")).transpose()?;
     Ok(Loaded {
-        ebpf,
+        ebpf: Some(ebpf),
+        losses_reported,
         events,
         stats,
         config,
@@ -321,6 +397,61 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         mark_victim,
         hooks,
     })
+}
+
+/// Takes up the hooks a previous start kept in `pins`: they are attached
+/// and write into the kept maps, so nothing is loaded or attached again.
+fn resume(support: KernelSupport, pins: &pin::PinSet) -> Result<Loaded, LoadError> {
+    let kept = pins.kept_links();
+    let hooks = support
+        .hook_statuses()
+        .into_iter()
+        .map(|mut status| {
+            let is_kept = pin::programs_of(status.hook)
+                .iter()
+                .any(|program| kept.iter().any(|k| k == program));
+            status.state = match status.state {
+                _ if is_kept => Ok(()),
+                Err(reason) => Err(reason),
+                Ok(()) => Err(format!(
+                    "not among the hooks kept in {}; `--unpin` and start again to retry it",
+                    pins.dir().display()
+                )),
+            };
+            status
+        })
+        .collect();
+    let mark_victim = support.mark_victim?;
+    tracing::info!(
+        dir = %pins.dir().display(),
+        "took up the hooks kept from the previous start; kills while it was stopped follow"
+    );
+    Ok(Loaded {
+        ebpf: None,
+        losses_reported: Some(pinned_map(pins, "CONFIG")?),
+        events: pinned_map(pins, "EVENTS")?,
+        stats: pinned_map(pins, "STATS")?,
+        config: pinned_map(pins, "CONFIG")?,
+        alloc_failures: pinned_map(pins, "ALLOC_FAILURES")?,
+        mark_victim,
+        hooks,
+    })
+}
+
+/// A kept map, opened from its pin as its typed handle.
+fn pinned_map<T>(pins: &pin::PinSet, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let failed = |source| LoadError::Map { map: name, source };
+    let data = MapData::from_pin(pins.map_path(name)).map_err(failed)?;
+    let map = match name {
+        "EVENTS" => aya::maps::Map::RingBuf(data),
+        "STATS" => aya::maps::Map::PerCpuArray(data),
+        "ALLOC_FAILURES" => aya::maps::Map::PerCpuHashMap(data),
+        _ => aya::maps::Map::Array(data),
+    };
+    T::try_from(map).map_err(failed)
 }
 
 /// An error and its sources on one line.

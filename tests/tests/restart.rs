@@ -1,0 +1,226 @@
+//! `--pin-dir`: a collector restarted (a rolling update) or killed loses no
+//! kill that happened meanwhile, and reports none twice. Root only; see the
+//! crate's doc.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    os::unix::process::ExitStatusExt,
+    path::PathBuf,
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use oom_e2e::{collector_bin, require_root, Collector, Hog, Line, ScratchCgroup};
+
+const MIB: u64 = 1024 * 1024;
+const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pin directory of this test's own on bpffs, removed (with `--unpin`,
+/// which detaches what it keeps) when dropped.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new(label: &str) -> Self {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/oom-e2e-{label}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 path")
+    }
+
+    /// The kept sets (one per build and options).
+    fn sets(&self) -> Vec<String> {
+        fs::read_dir(&self.0)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn unpin(&self) -> std::process::Output {
+        Command::new(collector_bin())
+            .args(["--pin-dir", self.arg(), "--unpin"])
+            .output()
+            .expect("run oom-collector --unpin")
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = self.unpin();
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills one hog in `cgroup`; its pid.
+fn kill_one(cgroup: &ScratchCgroup) -> u32 {
+    let mut hog = Hog::start(cgroup);
+    let (status, _) = hog.wait(KILL_TIMEOUT);
+    assert_eq!(status.signal(), Some(9), "the hog must be OOM-killed");
+    hog.pid()
+}
+
+/// The kill lines among `lines` by victim pid, counting repeats.
+fn kills_by_pid(lines: &[Line]) -> BTreeMap<u32, usize> {
+    let mut kills = BTreeMap::new();
+    for line in lines {
+        if line.json["event"]["action"] == "oom_kill" {
+            let pid = line.json["process"]["pid"].as_u64().expect("pid") as u32;
+            *kills.entry(pid).or_default() += 1;
+        }
+    }
+    kills
+}
+
+#[test]
+fn kills_while_the_collector_is_stopped_are_delivered_once_on_restart() {
+    if !require_root("kills_while_the_collector_is_stopped_are_delivered_once_on_restart") {
+        return;
+    }
+    let pins = PinDir::new("restart");
+    let cgroup = ScratchCgroup::new("restart", 16 * MIB);
+
+    let first = Collector::start(&["--pin-dir", pins.arg()]);
+    let before = kill_one(&cgroup);
+    first.kill_of(before, EVENT_TIMEOUT);
+    let (status, _) = first.stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(pins.sets().len(), 1, "one kept set: {:?}", pins.sets());
+
+    // Down: the kept hooks still see these.
+    let while_down = [kill_one(&cgroup), kill_one(&cgroup)];
+
+    let second = Collector::start(&["--pin-dir", pins.arg()]);
+    assert!(
+        second.stderr().contains("took up the hooks kept"),
+        "{}",
+        second.stderr()
+    );
+    for pid in while_down {
+        second.kill_of(pid, EVENT_TIMEOUT);
+    }
+    let after = kill_one(&cgroup);
+    second.kill_of(after, EVENT_TIMEOUT);
+    thread::sleep(Duration::from_millis(500));
+    let (status, rest) = second.stop();
+    assert!(status.success(), "{status}");
+    let repeats = kills_by_pid(&rest);
+    assert!(
+        !repeats.contains_key(&before) && while_down.iter().all(|p| !repeats.contains_key(p)),
+        "no kill twice: {repeats:?}"
+    );
+
+    let output = pins.unpin();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        pins.sets().is_empty(),
+        "--unpin leaves nothing: {:?}",
+        pins.sets()
+    );
+    // Without the kept hooks, a kill now reaches nobody, and a start
+    // without --pin-dir attaches afresh.
+    let fresh = Collector::start(&[]);
+    let last = kill_one(&cgroup);
+    fresh.kill_of(last, EVENT_TIMEOUT);
+    let (status, _) = fresh.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sigkill_in_a_storm_loses_nothing_that_fitted_in_the_buffer() {
+    if !require_root("sigkill_in_a_storm_loses_nothing_that_fitted_in_the_buffer") {
+        return;
+    }
+    const CGROUPS: usize = 8;
+    const KILLS_EACH: usize = 6;
+    const KILLS: usize = CGROUPS * KILLS_EACH;
+    let pins = PinDir::new("sigkill");
+    let cgroups: Vec<ScratchCgroup> = (0..CGROUPS)
+        .map(|i| ScratchCgroup::new(&format!("sigkill-{i}"), 8 * MIB))
+        .collect();
+
+    let first = Collector::start(&["--pin-dir", pins.arg()]);
+    let (victims, mut seen) = thread::scope(|scope| {
+        let storm: Vec<_> = cgroups
+            .iter()
+            .map(|cgroup| {
+                scope.spawn(move || {
+                    (0..KILLS_EACH)
+                        .map(|_| kill_one(cgroup))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // Killed mid-storm, as a node under pressure might do to it.
+        let seen = first.lines_until(EVENT_TIMEOUT, |json| json["event"]["action"] == "oom_kill");
+        first.signal(rustix::process::Signal::KILL);
+        let victims: BTreeSet<u32> = storm
+            .into_iter()
+            .flat_map(|w| w.join().expect("a storm worker"))
+            .collect();
+        (victims, seen)
+    });
+    assert_eq!(victims.len(), KILLS);
+    let (_, rest) = first.stop();
+    seen.extend(rest);
+
+    let second = Collector::start(&["--pin-dir", pins.arg()]);
+    let storm_kill = |json: &serde_json::Value| {
+        json["event"]["action"] == "oom_kill"
+            && json["process"]["pid"]
+                .as_u64()
+                .is_some_and(|p| victims.contains(&(p as u32)))
+    };
+    let before_restart = kills_by_pid(&seen)
+        .keys()
+        .filter(|p| victims.contains(p))
+        .count();
+    let wanted = KILLS - before_restart;
+    let count = std::cell::Cell::new(0);
+    let mut after = if wanted == 0 {
+        Vec::new()
+    } else {
+        second.lines_until(Duration::from_secs(20), |json| {
+            if storm_kill(json) || json["event"]["action"] == "events_lost" {
+                count.set(count.get() + 1);
+            }
+            count.get() >= wanted
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let (status, rest) = second.stop();
+    assert!(status.success(), "{status}");
+    after.extend(rest);
+
+    let all: Vec<Line> = seen.into_iter().chain(after).collect();
+    let kills = kills_by_pid(&all);
+    let twice: Vec<_> = kills.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "kills reported twice: {twice:?}");
+    let delivered = kills.keys().filter(|p| victims.contains(p)).count();
+    let lost: u64 = all
+        .iter()
+        .filter(|l| l.json["event"]["action"] == "events_lost")
+        .map(|l| l.json["oom"]["lost"]["count"].as_u64().expect("count"))
+        .sum();
+    eprintln!(
+        "figures: {KILLS} kills, collector SIGKILLed after {before_restart} lines; \
+         after the restart {delivered} delivered in all, {lost} counted lost"
+    );
+    assert_eq!(
+        delivered as u64 + lost,
+        KILLS as u64,
+        "each kill delivered once or counted lost"
+    );
+    assert_eq!(lost, 0, "a 256 KiB buffer holds {KILLS} kills");
+}
