@@ -84,6 +84,23 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
+/// Resolves once standard output is a pipe or socket whose reader has gone
+/// (the kernel flags it with POLLERR); never for a file or a terminal.
+async fn stdout_reader_gone() {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let stdout = std::io::stdout();
+        let mut fds = [PollFd::new(&stdout, PollFlags::OUT)];
+        let gone = poll(&mut fds, Some(&rustix::time::Timespec::default())).is_ok()
+            && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP);
+        if gone {
+            return;
+        }
+    }
+}
+
 /// The collector proper: stream events until SIGINT or SIGTERM.
 async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -120,10 +137,16 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     }
     let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    // `oom-collector | head -1`: with stdout the only output, a reader
+    // that has gone is a reason to stop now, not at the next event.
+    let stdout_only = args.output.iter().all(|o| o.as_os_str() == sink::STDOUT);
     let stop = async move {
         tokio::select! {
             _ = interrupt.recv() => info!("SIGINT: draining and stopping"),
             _ = terminate.recv() => info!("SIGTERM: draining and stopping"),
+            () = stdout_reader_gone(), if stdout_only => {
+                info!("stdout was closed by its reader; stopping");
+            }
         }
     };
     info!(host = %pipeline.host().name, "collecting OOM events");

@@ -4,6 +4,12 @@
 //! enrichment; [`Pipeline::run`] moves records along until told to stop,
 //! then drains what the kernel still holds, so a SIGTERM loses nothing that
 //! reached the ring buffer.
+//!
+//! What the sink could neither write nor keep is counted and reported like
+//! the kernel's own losses: an `events_lost` document with the reason
+//! `output_failed`, at most once per [`STATS_INTERVAL`]. When the last
+//! output is closed by its reader the collector stops: nothing is left to
+//! write to.
 
 use std::{future::Future, io, time::Duration};
 
@@ -21,8 +27,11 @@ use crate::{
     tracefs::TracepointFormat,
 };
 
-/// How often the kernel's drop counters are checked.
+/// How often the kernel's drop counters, and the outputs', are checked.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `oom.lost.reason` of events an output could neither take nor keep.
+pub const OUTPUT_FAILED: &str = "output_failed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -51,6 +60,7 @@ pub struct Pipeline {
     enricher: Enricher,
     mark_victim: TracepointFormat,
     hooks: Vec<HookStatus>,
+    output_losses: OutputLosses,
     /// Owns the programs and the links not pinned: dropping it detaches
     /// them. `None` when the hooks were taken up from a pinned set.
     _ebpf: Option<aya::Ebpf>,
@@ -88,6 +98,7 @@ impl Pipeline {
             enricher: Enricher::new(host, mounts, &options.cmdline, options.runtime_dirs.clone()),
             mark_victim: loaded.mark_victim,
             hooks: loaded.hooks,
+            output_losses: OutputLosses::default(),
             _ebpf: loaded.ebpf,
         })
     }
@@ -132,7 +143,9 @@ impl Pipeline {
                     }
                 }
                 _ = stats_tick.tick() => {
-                    self.report_lost(&mut deliver)?;
+                    if self.report_lost(&mut deliver)? == Flow::Stop {
+                        return Ok(());
+                    }
                     read_failures_reported = self.warn_read_failures(read_failures_reported);
                 }
             }
@@ -141,7 +154,9 @@ impl Pipeline {
             return Ok(());
         }
         debug!("drained the ring buffer");
-        self.report_lost(&mut deliver)?;
+        if self.report_lost(&mut deliver)? == Flow::Stop {
+            return Ok(());
+        }
         // Two windows' worth: the one being counted and the one before.
         self.report_alloc_failures(&mut deliver).await?;
         self.report_alloc_failures(&mut deliver).await.map(drop)
@@ -158,7 +173,11 @@ impl Pipeline {
         if self.report_alloc_failures(deliver).await? == Flow::Stop {
             return Ok(Flow::Stop);
         }
-        let (enricher, mark_victim) = (&mut self.enricher, &self.mark_victim);
+        let (enricher, mark_victim, output_losses) = (
+            &mut self.enricher,
+            &self.mark_victim,
+            &mut self.output_losses,
+        );
         let mut outcome = Ok(Flow::Continue);
         self.source.consume(|bytes| {
             let kill = match decode(bytes, mark_victim) {
@@ -169,10 +188,10 @@ impl Pipeline {
                 }
             };
             info!(pid = kill.victim.tid, "OOM kill");
-            match deliver(enricher.oom_kill(&kill)) {
+            match output_losses.settle(deliver(enricher.oom_kill(&kill))) {
                 Ok(Flow::Continue) => true,
                 other => {
-                    outcome = other.map_err(PipelineError::from);
+                    outcome = other;
                     false
                 }
             }
@@ -194,14 +213,16 @@ impl Pipeline {
         };
         let window_ms = self.alloc_window.as_millis() as u64;
         for tally in &tallies {
-            if deliver(self.enricher.alloc_failures(tally, window_ms))? == Flow::Stop {
+            let delivered = deliver(self.enricher.alloc_failures(tally, window_ms));
+            if self.output_losses.settle(delivered)? == Flow::Stop {
                 return Ok(Flow::Stop);
             }
         }
         Ok(Flow::Continue)
     }
 
-    fn report_lost<D>(&mut self, deliver: &mut D) -> Result<(), PipelineError>
+    /// Reports what the kernel, then the outputs, lost since last time.
+    fn report_lost<D>(&mut self, deliver: &mut D) -> Result<Flow, PipelineError>
     where
         D: FnMut(Document) -> Result<Flow, SinkError>,
     {
@@ -209,14 +230,37 @@ impl Pipeline {
             Ok(losses) => {
                 for (lost, reason) in losses {
                     warn!(lost, reason, "the kernel could not hand over some events");
-                    deliver(self.enricher.events_lost(lost, reason, boot_ns_now()))?;
+                    let delivered = deliver(self.enricher.events_lost(lost, reason, boot_ns_now()));
+                    if self.output_losses.settle(delivered)? == Flow::Stop {
+                        return Ok(Flow::Stop);
+                    }
                 }
-                Ok(())
             }
-            Err(error) => {
-                warn!(%error, "cannot read the kernel's drop counters");
-                Ok(())
-            }
+            Err(error) => warn!(%error, "cannot read the kernel's drop counters"),
+        }
+        let OutputLosses { count, outputs } = std::mem::take(&mut self.output_losses);
+        if count == 0 {
+            return Ok(Flow::Continue);
+        }
+        let outputs = outputs.join(", ");
+        warn!(
+            lost = count,
+            reason = OUTPUT_FAILED,
+            %outputs,
+            "some events could neither be written to an output nor kept for it"
+        );
+        let mut document = self
+            .enricher
+            .events_lost(count, OUTPUT_FAILED, boot_ns_now());
+        document.message = format!(
+            "{count} OOM event(s) could not be written to {outputs} and were dropped \
+             ({OUTPUT_FAILED}); the collector's log says why"
+        );
+        match deliver(document) {
+            // Where this report is dropped too, its count is in the log and
+            // the metrics already; counting it again would report forever.
+            Err(SinkError::Dropped { .. }) => Ok(Flow::Continue),
+            delivered => self.output_losses.settle(delivered),
         }
     }
 
@@ -230,6 +274,37 @@ impl Pipeline {
                 failures
             }
             _ => reported,
+        }
+    }
+}
+
+/// Events some output could neither take nor keep since the last report,
+/// and which outputs.
+#[derive(Debug, Default)]
+struct OutputLosses {
+    count: u64,
+    outputs: Vec<String>,
+}
+
+impl OutputLosses {
+    /// What the pipeline does after the sink's answer: a line some output
+    /// dropped is counted; the last output closed by its reader stops it.
+    fn settle(&mut self, delivered: Result<Flow, SinkError>) -> Result<Flow, PipelineError> {
+        match delivered {
+            Err(SinkError::Dropped { outputs }) => {
+                self.count += 1;
+                for output in outputs {
+                    if !self.outputs.contains(&output) {
+                        self.outputs.push(output);
+                    }
+                }
+                Ok(Flow::Continue)
+            }
+            Err(SinkError::Closed { output }) => {
+                info!("{output} was closed by its reader; stopping");
+                Ok(Flow::Stop)
+            }
+            delivered => Ok(delivered?),
         }
     }
 }
@@ -265,5 +340,29 @@ fn release_startup_heap() {
     // SAFETY: malloc_trim only returns free heap memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_outputs_dropped_are_counted_once_each_and_the_last_output_closed_stops() {
+        let mut losses = OutputLosses::default();
+        assert_eq!(losses.settle(Ok(Flow::Continue)).ok(), Some(Flow::Continue));
+        for outputs in [
+            vec!["/a".to_owned()],
+            vec!["/a".to_owned(), "/b".to_owned()],
+        ] {
+            let dropped = Err(SinkError::Dropped { outputs });
+            assert_eq!(losses.settle(dropped).ok(), Some(Flow::Continue));
+        }
+        assert_eq!(losses.count, 2, "one per event, however many outputs");
+        assert_eq!(losses.outputs, ["/a", "/b"]);
+        let closed = Err(SinkError::Closed {
+            output: "stdout".into(),
+        });
+        assert_eq!(losses.settle(closed).ok(), Some(Flow::Stop));
     }
 }
