@@ -355,7 +355,7 @@ impl Document {
                     let total = [rss.anon_bytes, rss.file_bytes, rss.shmem_bytes]
                         .into_iter()
                         .flatten()
-                        .sum::<u64>();
+                        .fold(0u64, u64::saturating_add);
                     parts.push(format!("{process} rss {}", mib(total)));
                 } else {
                     parts.push(process);

@@ -233,7 +233,12 @@ impl RecordView<'_> {
         let FieldKind::Integer { signed } = field.kind else {
             return None;
         };
-        let raw = self.bytes.get(field.offset..field.offset + field.size)?;
+        if field.size > 8 {
+            return None;
+        }
+        let raw = self
+            .bytes
+            .get(field.offset..field.offset.checked_add(field.size)?)?;
         let mut buf = [0u8; 8];
         buf[..raw.len()].copy_from_slice(raw);
         let value = u64::from_ne_bytes(buf);
@@ -250,9 +255,11 @@ impl RecordView<'_> {
     pub fn bytes_str(&self, name: &str) -> Option<&[u8]> {
         let field = self.format.field(name)?;
         let raw = match field.kind {
-            FieldKind::CharArray => self.bytes.get(field.offset..field.offset + field.size)?,
+            FieldKind::CharArray => self
+                .bytes
+                .get(field.offset..field.offset.checked_add(field.size)?)?,
             FieldKind::DataLoc => {
-                let loc = self.bytes.get(field.offset..field.offset + 4)?;
+                let loc = self.bytes.get(field.offset..field.offset.checked_add(4)?)?;
                 let loc = u32::from_ne_bytes(loc.try_into().ok()?);
                 let (start, len) = ((loc & 0xffff) as usize, (loc >> 16) as usize);
                 self.bytes.get(start..start.checked_add(len)?)?
@@ -382,6 +389,27 @@ mod tests {
             TracepointFormat::parse("format:\n").is_err(),
             "no name or ID"
         );
+    }
+
+    /// Offsets and sizes from a hostile or corrupt format file: found by
+    /// the `tracefs_format` fuzz target (fuzz/regressions/).
+    #[test]
+    fn record_view_refuses_fields_beyond_any_record() {
+        let far = "name: x\nID: 1\nformat:\n\
+            \tfield:int pid;\toffset:18446744073709551615;\tsize:4;\tsigned:1;\n\
+            \tfield:__data_loc char[] comm;\toffset:18446744073709551614;\tsize:4;\tsigned:0;\n\
+            \tfield:char name[16];\toffset:18446744073709551610;\tsize:16;\tsigned:0;\n\
+            \tfield:u8 wide[16];\toffset:0;\tsize:16;\tsigned:0;\n";
+        let format = parse(far);
+        let bytes = [1u8; 64];
+        let view = RecordView {
+            format: &format,
+            bytes: &bytes,
+        };
+        assert_eq!(view.integer("pid"), None);
+        assert_eq!(view.bytes_str("comm"), None);
+        assert_eq!(view.bytes_str("name"), None);
+        assert_eq!(view.integer("wide"), None, "no integer wider than 8 bytes");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   end-to-end tests that cause real OOM kills in scratch cgroups).
 //! - `cargo xtask bench`: the overhead of each hook, with and without the
 //!   collector, side by side.
+//! - `cargo xtask fuzz [--seconds N]`: fuzz the parsers of untrusted input,
+//!   each target for N seconds (`test` does 20).
 //! - `cargo xtask vm-test [--kernel 5.10|5.10-release|6.1|6.12|all]`: the QEMU guest
 //!   tests alone, on one of Debian's kernels or all of them.
 //! - `cargo xtask setup`: only the toolchain set-up both of them do first.
@@ -14,6 +16,7 @@
 
 mod bench;
 mod deploy;
+mod fuzz;
 mod image;
 mod setup;
 mod system;
@@ -59,6 +62,14 @@ enum Task {
     },
     /// Build the collector's container image (static binary, buildah).
     Image,
+    /// Fuzz the parsers that read untrusted input (ring-buffer records,
+    /// tracefs formats, cgroup paths and mountinfo, runtime metadata, the
+    /// kernel log) with cargo-fuzz, 60 seconds a target unless told.
+    Fuzz {
+        /// Seconds to fuzz each target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Boot Debian's kernels in QEMU with the release collector and run
     /// the guest scenarios (the `qemu` test binary of `tests/`).
     VmTest {
@@ -69,6 +80,7 @@ enum Task {
     },
     /// Lint, build and run every test. Root-only tests fail under CI=true
     /// when they cannot run, and are skipped with a reason otherwise.
+    /// Then fuzz each fuzz target for 20 seconds.
     Test {
         /// Skip rustfmt and clippy.
         #[arg(long)]
@@ -107,6 +119,7 @@ fn main() -> Result<()> {
             image::image(&root, &toolchain)
         }
         Task::VmTest { kernel } => vm_test(&root, &kernel),
+        Task::Fuzz { seconds } => fuzz::run(&root, seconds),
         Task::Bench { rounds } => {
             let binary = build(&root, true)?;
             system::mount_kernel_filesystems()?;
@@ -169,7 +182,8 @@ fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
         .env("RUST_TEST_THREADS", "1")
         .args(["test", "--workspace", "--exclude", "oom-ebpf", "--release"])
         .args(args);
-    run_checked(&mut cargo)
+    run_checked(&mut cargo)?;
+    fuzz::run(root, 20)
 }
 
 /// The QEMU guest tests, filtered to one kernel's module (`guest_6_1::`).

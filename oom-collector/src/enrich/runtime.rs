@@ -199,9 +199,11 @@ pub fn from_docker_config(config: &Value) -> ContainerMetadata {
     let kubernetes_container = string(&labels, "io.kubernetes.container.name");
     ContainerMetadata {
         runtime: Some("docker"),
-        name: kubernetes_container
-            .clone()
-            .or_else(|| string(config, "Name").map(|n| n.trim_start_matches('/').to_owned())),
+        name: kubernetes_container.clone().or_else(|| {
+            string(config, "Name")
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .filter(|n| !n.is_empty())
+        }),
         image: string(&inner, "Image"),
         pod_name: string(&labels, "io.kubernetes.pod.name"),
         pod_namespace: string(&labels, "io.kubernetes.pod.namespace"),
@@ -295,6 +297,8 @@ mod tests {
         assert_eq!(metadata.name.as_deref(), Some("redis"));
         assert_eq!(metadata.image.as_deref(), Some("redis:7"));
         assert_eq!(metadata.pod_name, None, "no pod outside Kubernetes");
+        let unnamed = from_docker_config(&json!({"Name": "/"}));
+        assert_eq!(unnamed.name, None, "a name that is only the slash is none");
     }
 
     #[test]
