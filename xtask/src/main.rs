@@ -4,8 +4,9 @@
 //!   `oom-collector ARGS` as root (through sudo when not root).
 //! - `cargo xtask test`: lint, build, run every test (unit and root-only
 //!   end-to-end tests that cause real OOM kills in scratch cgroups).
-//! - `cargo xtask bench`: the overhead of each hook, with and without the
-//!   collector, side by side.
+//! - `cargo xtask bench`: what the collector costs and how fast it
+//!   delivers, side by side in one run: hook overhead, kill latency,
+//!   allocation-failure throughput, footprint, and bpftrace beside it.
 //! - `cargo xtask fuzz [--seconds N]`: fuzz the parsers of untrusted input,
 //!   each target for N seconds (`test` does 20).
 //! - `cargo xtask vm-test [--kernel 5.10|5.10-release|6.1|6.12|all]`: the QEMU guest
@@ -53,8 +54,12 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Measure what the collector's hooks cost the workloads they fire on
-    /// (as root): median time per operation with and without it.
+    /// Measure, as root, what the collector costs and how fast it delivers,
+    /// printed as one table: hook overhead (with and without it,
+    /// interleaved), latency from kill to line over real OOM kills,
+    /// allocation-failure throughput, resident memory and CPU idle and in
+    /// storms, and the same kills watched by bpftrace. Parts can be chosen
+    /// with OOM_BENCH_PARTS=hooks,kills,failures.
     Bench {
         /// Interleaved rounds; medians are taken over them.
         #[arg(long, default_value_t = 7)]
