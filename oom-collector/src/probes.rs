@@ -29,8 +29,10 @@ pub fn probe_kernel(args: &RunArgs) -> Vec<HookStatus> {
         return KernelSupport::probe().hook_statuses();
     }
     let options = LoadOptions {
-        // Only whether the hooks attach matters here.
+        // Only whether the hooks attach matters here; and what `probes`
+        // attaches, it detaches again: nothing is pinned.
         kernel_log_level: 0,
+        pin_dir: None,
         ..LoadOptions::from(args)
     };
     match loader::load(&options) {

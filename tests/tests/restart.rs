@@ -128,6 +128,17 @@ fn kills_while_the_collector_is_stopped_are_delivered_once_on_restart() {
         "--unpin leaves nothing: {:?}",
         pins.sets()
     );
+    // `probes` attaches and detaches again, whatever its options say.
+    let probes = Command::new(collector_bin())
+        .args(["probes", "--pin-dir", pins.arg()])
+        .output()
+        .expect("run oom-collector probes");
+    assert!(probes.status.success(), "{probes:?}");
+    assert!(
+        pins.sets().is_empty(),
+        "probes pins nothing: {:?}",
+        pins.sets()
+    );
     // Without the kept hooks, a kill now reaches nobody, and a start
     // without --pin-dir attaches afresh.
     let fresh = Collector::start(&[]);
