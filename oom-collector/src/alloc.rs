@@ -81,10 +81,14 @@ impl AllocFailureTable {
         table: PerCpuHashMap<MapData, AllocFailureKey, AllocFailureCounts>,
         config: Array<MapData, u32>,
     ) -> Self {
+        // The epoch the kernel counts under now: 0 for fresh maps, or where
+        // an earlier start left it in maps kept with `--pin-dir`, so the
+        // first drain takes what was counted while the collector was down.
+        let epoch = config.get(&CONFIG_ALLOC_EPOCH, 0).unwrap_or(0);
         Self {
             table,
             config,
-            epoch: 0,
+            epoch,
         }
     }
 

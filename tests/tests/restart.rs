@@ -235,3 +235,57 @@ fn sigkill_in_a_storm_loses_nothing_that_fitted_in_the_buffer() {
     );
     assert_eq!(lost, 0, "a 256 KiB buffer holds {KILLS} kills");
 }
+
+#[test]
+fn allocation_failures_while_stopped_are_counted_once_on_restart() {
+    if !require_root("allocation_failures_while_stopped_are_counted_once_on_restart") {
+        return;
+    }
+    const FAILURES: u64 = 1000;
+    let pins = PinDir::new("enomem");
+    let options = [
+        "--pin-dir",
+        pins.arg(),
+        "--alloc-failures",
+        "tracepoint",
+        "--enomem-window",
+        "200ms",
+    ];
+    let first = Collector::start(&options);
+    let (status, _) = first.stop();
+    assert!(status.success(), "{status}");
+
+    // Down: the kept hooks count these in the kernel.
+    let helper = Command::new(env!("CARGO_BIN_EXE_enomem"))
+        .args(["mmap", &FAILURES.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the enomem helper");
+    let pid = helper.id();
+    let output = helper
+        .wait_with_output()
+        .expect("wait for the enomem helper");
+    assert!(output.status.success(), "{output:?}");
+
+    let second = Collector::start(&options);
+    let mine = |json: &serde_json::Value| {
+        json["event"]["action"] == "memory_allocation_failed" && json["process"]["pid"] == pid
+    };
+    let counted = std::cell::Cell::new(0);
+    let mut lines = second.lines_until(Duration::from_secs(5), |json| {
+        if mine(json) {
+            counted.set(counted.get() + json["oom"]["alloc"]["count"].as_u64().unwrap_or(0));
+        }
+        counted.get() >= FAILURES
+    });
+    thread::sleep(Duration::from_millis(600));
+    let (status, rest) = second.stop();
+    assert!(status.success(), "{status}");
+    lines.extend(rest);
+    let total: u64 = lines
+        .iter()
+        .filter(|l| mine(&l.json))
+        .map(|l| l.json["oom"]["alloc"]["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(total, FAILURES, "counted while stopped, reported once");
+}
