@@ -201,6 +201,38 @@ impl Drop for Hog {
     }
 }
 
+/// `pipe`'s text, line by line as it comes, read on a thread.
+pub fn collect_text(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut text = sink.lock().expect("text lock");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+/// Waits for `child` to exit; after `timeout`, fails the test with `log()`.
+pub fn wait_for_exit(child: &mut Child, timeout: Duration, log: impl Fn() -> String) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {} still runs {timeout:?} later; its log:\n{}",
+            child.id(),
+            log()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// One line the collector printed, and when the test read it.
 #[derive(Clone, Debug)]
 pub struct Line {
@@ -246,17 +278,7 @@ impl Collector {
                 }
             }
         });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_sink = Arc::clone(&stderr);
-        let pipe = child.stderr.take().expect("stderr");
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut text = stderr_sink.lock().expect("stderr lock");
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
+        let stderr = collect_text(child.stderr.take().expect("stderr"));
         let mut collector = Self {
             child,
             lines,
@@ -339,18 +361,10 @@ impl Collector {
     /// line not yet read.
     pub fn stop(mut self) -> (ExitStatus, Vec<Line>) {
         self.signal(rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "oom-collector ignored SIGTERM:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        };
+        let stderr = Arc::clone(&self.stderr);
+        let status = wait_for_exit(&mut self.child, Duration::from_secs(10), || {
+            stderr.lock().expect("stderr lock").clone()
+        });
         let mut rest = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
             rest.push(line);

@@ -16,7 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oom_e2e::{collector_bin, require_root, Collector, Hog, ScratchCgroup};
+use oom_e2e::{
+    collect_text, collector_bin, require_root, wait_for_exit, Collector, Hog, ScratchCgroup,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1024 * 1024;
@@ -168,17 +170,7 @@ impl PipedCollector {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start oom-collector");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr");
-        let log = Arc::clone(&stderr);
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut text = log.lock().expect("stderr lock");
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
+        let stderr = collect_text(child.stderr.take().expect("stderr"));
         let collector = Self {
             stdout: child.stdout.take(),
             child,
@@ -227,18 +219,10 @@ impl PipedCollector {
     }
 
     fn wait_for_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "oom-collector still runs {timeout:?} later; log:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let stderr = Arc::clone(&self.stderr);
+        wait_for_exit(&mut self.child, timeout, || {
+            stderr.lock().expect("stderr lock").clone()
+        })
     }
 
     fn terminate(&mut self) -> ExitStatus {
