@@ -1,8 +1,27 @@
 //! The kernel's side of the pipe: the `EVENTS` ring buffer, read through
 //! tokio's `AsyncFd`, the per-CPU `STATS` counters of what the kernel could
 //! not send, and the kernel programs' own log (aya-log).
+//!
+//! The kernel wakes the reader of the ring buffer from the OOM path itself
+//! (an irq_work raised as the kill's record is committed), and the scheduler
+//! may queue the woken reader on that very CPU. That CPU is not free for
+//! milliseconds: the OOM killer goes on to print "Killed process ..." at
+//! error level, and with a serial console that line is written out with
+//! interrupts off, some 4 ms on a Firecracker VM; a kernel built without
+//! preemption does not give up the CPU before. So the collector keeps
+//! [`Steering`] watchers, threads pinned to distinct CPUs that are woken
+//! with it: the first to run moves the collector's thread to its own CPU,
+//! which is therefore one that is running, and the collector takes its
+//! whole CPU set back once it has read the records.
 
-use std::{io, os::fd::AsRawFd};
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya_log::EbpfLogger;
@@ -11,6 +30,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 pub struct KernelSource {
     events: AsyncFd<RingBuf<MapData>>,
+    steering: Option<Steering>,
     stats: PerCpuArray<MapData, u64>,
     /// Per loss counter: how much of it has been reported.
     lost_reported: [u64; LOSSES.len()],
@@ -57,8 +77,15 @@ impl KernelSource {
                 *reported = u64::from(word(0)) | (u64::from(word(1)) << 32);
             }
         }
+        let steering = Steering::start(&events)
+            .inspect_err(|error| {
+                tracing::debug!(%error, "reading kills on whichever CPU is free first is unavailable");
+            })
+            .ok()
+            .flatten();
         Ok(Self {
             events: register(events)?,
+            steering,
             stats,
             lost_reported,
             kept,
@@ -72,6 +99,9 @@ impl KernelSource {
         // Cleared before the records are taken: one that arrives meanwhile
         // wakes the next call.
         guard.clear_ready();
+        if let Some(steering) = &self.steering {
+            steering.reading();
+        }
         Ok(())
     }
 
@@ -85,6 +115,9 @@ impl KernelSource {
             if !each(&item) {
                 break;
             }
+        }
+        if let Some(steering) = &self.steering {
+            steering.release();
         }
     }
 
@@ -115,6 +148,132 @@ impl KernelSource {
     /// Kernel reads that failed while building records (partial events).
     pub fn read_failures(&self) -> Result<u64, aya::maps::MapError> {
         self.stat(Stat::ReadFailed)
+    }
+}
+
+/// Watchers pinned to two CPUs, woken by the ring buffer together with the
+/// collector's thread. The first to run pins the collector's thread to its
+/// own CPU (moving it off a run queue where it may wait behind the OOM
+/// killer); [`Steering::release`] gives the thread its CPUs back.
+///
+/// Two watchers on two CPUs are enough: the OOM path holds one CPU, so at
+/// least one watcher is elsewhere. Neither raises any priority.
+pub struct Steering {
+    /// The collector's thread (the one reading the ring buffer).
+    reader: libc::pid_t,
+    /// The CPUs it may run on when not steered.
+    cpus: libc::cpu_set_t,
+    state: Arc<SteeringState>,
+}
+
+#[derive(Default)]
+struct SteeringState {
+    /// The reader is taking records: a watcher that runs late (on the CPU
+    /// the OOM killer held) must not move it then.
+    reading: AtomicBool,
+    /// A watcher pinned the reader; [`Steering::release`] unpins it.
+    steered: AtomicBool,
+}
+
+impl Steering {
+    /// `None` where the collector may run on a single CPU only.
+    fn start(events: &RingBuf<MapData>) -> io::Result<Option<Self>> {
+        // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity
+        // fills it for the calling thread.
+        let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut cpus) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: reads a bit of our own set, within CPU_SETSIZE.
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &cpus) })
+            .collect();
+        let (Some(&first), Some(&last)) = (allowed.first(), allowed.last()) else {
+            return Ok(None);
+        };
+        if first == last {
+            return Ok(None);
+        }
+        let steering = Self {
+            // SAFETY: gettid has no preconditions.
+            reader: unsafe { libc::gettid() },
+            cpus,
+            state: Arc::default(),
+        };
+        for cpu in [first, last] {
+            let ring = events.as_fd().try_clone_to_owned()?;
+            let (reader, state) = (steering.reader, Arc::clone(&steering.state));
+            std::thread::Builder::new()
+                .name(format!("oom-watch-{cpu}"))
+                .stack_size(64 << 10)
+                .spawn(move || watch(&ring, cpu, reader, &state))?;
+        }
+        Ok(Some(steering))
+    }
+
+    /// The reader was woken and takes records now.
+    fn reading(&self) {
+        self.state.reading.store(true, Ordering::Release);
+    }
+
+    /// Gives the reader its CPUs back once it has read what woke it.
+    fn release(&self) {
+        self.state.reading.store(false, Ordering::Release);
+        if self.state.steered.swap(false, Ordering::AcqRel) {
+            // SAFETY: sets our own thread's affinity from a valid set.
+            unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &self.cpus) };
+        }
+    }
+}
+
+/// One watcher: pinned to `cpu`, waits for each wake-up of the ring buffer
+/// and, while records wait for a reader that has not started on them, pins
+/// `reader` to `cpu`.
+fn watch(ring: &OwnedFd, cpu: usize, reader: libc::pid_t, state: &SteeringState) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET sets one bit below
+    // CPU_SETSIZE; the calls below take valid pointers and our own fds.
+    unsafe {
+        let mut only: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut only);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &only) != 0 {
+            return;
+        }
+        let epoll = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        if epoll < 0 {
+            return;
+        }
+        // Edge-triggered: one wake-up per notification, not one per
+        // record still unread.
+        let mut interest = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        if libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, ring.as_raw_fd(), &mut interest) != 0 {
+            libc::close(epoll);
+            return;
+        }
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        loop {
+            if libc::epoll_wait(epoll, &mut event, 1, -1) < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            if state.reading.load(Ordering::Acquire) {
+                continue;
+            }
+            // Records still there: the reader has not run yet.
+            let mut pending = libc::pollfd {
+                fd: ring.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut pending, 1, 0) == 1 {
+                state.steered.store(true, Ordering::Release);
+                libc::sched_setaffinity(reader, size_of::<libc::cpu_set_t>(), &only);
+            }
+        }
     }
 }
 
