@@ -33,6 +33,14 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// `oom.lost.reason` of events an output could neither take nor keep.
 pub const OUTPUT_FAILED: &str = "output_failed";
 
+/// The log target of each kill's timing, at debug level: the kernel's time
+/// of the kill and when the collector was woken, had read and decoded the
+/// record, had enriched it and had written the line, all in nanoseconds of
+/// CLOCK_BOOTTIME (the kernel's clock for the kill). `cargo xtask bench`
+/// asks for it with `--log-level info,oom_collector::latency=debug` to
+/// break a kill's latency down by step; the lines written are unchanged.
+pub const LATENCY_LOG: &str = "oom_collector::latency";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
@@ -132,7 +140,8 @@ impl Pipeline {
                 () = &mut stop => break,
                 polled = self.source.readable() => {
                     polled.map_err(PipelineError::Poll)?;
-                    if self.deliver_records(&mut deliver).await? == Flow::Stop {
+                    let woken_ns = boot_ns_now();
+                    if self.deliver_records(&mut deliver, woken_ns).await? == Flow::Stop {
                         return Ok(());
                     }
                 }
@@ -150,7 +159,7 @@ impl Pipeline {
                 }
             }
         }
-        if self.deliver_records(&mut deliver).await? == Flow::Stop {
+        if self.deliver_records(&mut deliver, boot_ns_now()).await? == Flow::Stop {
             return Ok(());
         }
         debug!("drained the ring buffer");
@@ -165,8 +174,13 @@ impl Pipeline {
     /// Decodes, enriches and delivers the ring buffer's records, each
     /// before it leaves the buffer. Only kills come through the buffer:
     /// the allocation failures counted so far are delivered first, so they
-    /// come before the kill they led to, as they happened.
-    async fn deliver_records<D>(&mut self, deliver: &mut D) -> Result<Flow, PipelineError>
+    /// come before the kill they led to, as they happened. `woken_ns`: when
+    /// the ring buffer woke the collector, for [`LATENCY_LOG`].
+    async fn deliver_records<D>(
+        &mut self,
+        deliver: &mut D,
+        woken_ns: u64,
+    ) -> Result<Flow, PipelineError>
     where
         D: FnMut(Document) -> Result<Flow, SinkError>,
     {
@@ -187,8 +201,23 @@ impl Pipeline {
                     return true;
                 }
             };
+            let decoded_ns = boot_ns_now();
+            let document = enricher.oom_kill(&kill);
+            let enriched_ns = boot_ns_now();
+            let delivered = deliver(document);
+            let written_ns = boot_ns_now();
             info!(pid = kill.victim.tid, "OOM kill");
-            match output_losses.settle(deliver(enricher.oom_kill(&kill))) {
+            debug!(
+                target: LATENCY_LOG,
+                pid = kill.victim.tid,
+                kernel_ns = kill.boot_ns,
+                woken_ns,
+                decoded_ns,
+                enriched_ns,
+                written_ns,
+                "kill timed"
+            );
+            match output_losses.settle(delivered) {
                 Ok(Flow::Continue) => true,
                 other => {
                     outcome = other;
