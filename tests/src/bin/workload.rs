@@ -14,10 +14,12 @@
 //!
 //! - `oom-kills CGROUP_DIR COUNT CONCURRENT GAP_MS`: COUNT OOM kills inside
 //!   the memory cgroup at CGROUP_DIR, which the caller made and limited.
-//!   Forked children join it and touch memory until the OOM killer ends
-//!   them, CONCURRENT alive at a time, each started GAP_MS after the last
-//!   one died. Prints `victim PID` as each is killed, then
-//!   `done KILLS NANOSECONDS`.
+//!   Forked children join it, exec this program again as `workload hog`
+//!   with a command line of a real worker's shape (so the collector's
+//!   command-line capture and masking are part of what is timed), and
+//!   touch memory until the OOM killer ends them, CONCURRENT alive at a
+//!   time, each started GAP_MS after the last one died. Prints `victim PID`
+//!   as each is killed, then `done KILLS NANOSECONDS`.
 //! - `enomem PROCESSES FAILURES`: forks PROCESSES children that wait for a
 //!   common start, then each asks `mmap` for 1 GiB FAILURES times under a
 //!   256 MiB address-space limit (RLIMIT_AS), so every request fails with
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
                 ),
                 _ => Err(USAGE.to_owned()),
             },
+            ("hog", _) => hog(),
             ("enomem", numbers) => match numbers_in(numbers).as_deref() {
                 Some(&[processes, failures]) => enomem(processes, failures),
                 _ => Err(USAGE.to_owned()),
@@ -157,11 +160,22 @@ const HOG_NOT_KILLED: i32 = 5;
 fn oom_kills(cgroup: &Path, count: u64, concurrent: u64, gap: Duration) -> Result<(), String> {
     let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
         .map_err(|_| format!("{} has a NUL byte", cgroup.display()))?;
+    let exe = CString::new(
+        std::fs::read_link("/proc/self/exe")
+            .map_err(|e| format!("/proc/self/exe: {e}"))?
+            .as_os_str()
+            .as_bytes(),
+    )
+    .map_err(|_| "this program's path has a NUL byte".to_owned())?;
+    let args: Vec<CString> = HOG_ARGS
+        .iter()
+        .map(|arg| CString::new(*arg).expect("no NUL"))
+        .collect();
     let started = Instant::now();
     let (mut alive, mut spawned, mut killed) = (0, 0, 0);
     while killed < count {
         while alive < concurrent && spawned < count {
-            spawn(|| hog(&procs))?;
+            spawn(|| exec_hog(&procs, &exe, &args))?;
             spawned += 1;
             alive += 1;
         }
@@ -172,7 +186,7 @@ fn oom_kills(cgroup: &Path, count: u64, concurrent: u64, gap: Duration) -> Resul
             killed += 1;
         } else {
             let why = match libc::WEXITSTATUS(status) {
-                HOG_CANNOT_JOIN => "could not join the cgroup",
+                HOG_CANNOT_JOIN => "could not join the cgroup or exec itself",
                 HOG_CANNOT_MAP => "could not map memory",
                 HOG_NOT_KILLED => "held 1 GiB without an OOM kill: is the cgroup limited?",
                 _ => "ended otherwise",
@@ -185,19 +199,43 @@ fn oom_kills(cgroup: &Path, count: u64, concurrent: u64, gap: Duration) -> Resul
     Ok(())
 }
 
-/// A forked child: joins the cgroup, then touches memory 1 MiB at a time
-/// until the OOM killer ends it. Only system calls after the fork.
-fn hog(cgroup_procs: &CStr) -> ! {
-    const CHUNK: usize = 1 << 20;
-    const GIVE_UP_BYTES: usize = 1 << 30;
-    // SAFETY: raw system calls on our own memory and a file we name; the
-    // child exits without returning into the parent's code.
+/// The command line each victim runs with: a worker's, with an option the
+/// collector masks.
+const HOG_ARGS: [&str; 6] = [
+    "workload",
+    "hog",
+    "--queue=bench-oom",
+    "--concurrency",
+    "4",
+    "--api-token=not-a-real-secret",
+];
+
+/// A forked child: joins the cgroup, then runs `workload hog`. Only system
+/// calls after the fork.
+fn exec_hog(cgroup_procs: &CStr, exe: &CStr, args: &[CString]) -> ! {
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|arg| arg.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: raw system calls on a file we name and NUL-terminated
+    // strings we own; the child execs or exits, never returning into the
+    // parent's code.
     unsafe {
         let fd = libc::open(cgroup_procs.as_ptr(), libc::O_WRONLY);
         if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
             libc::_exit(HOG_CANNOT_JOIN);
         }
         libc::close(fd);
+        libc::execv(exe.as_ptr(), argv.as_ptr());
+        libc::_exit(HOG_CANNOT_JOIN)
+    }
+}
+
+/// `workload hog`: touches memory 1 MiB at a time until the OOM killer
+/// ends it.
+fn hog() -> Result<(), String> {
+    const CHUNK: usize = 1 << 20;
+    const GIVE_UP_BYTES: usize = 1 << 30;
+    // SAFETY: raw system calls on our own memory; exits, never returns.
+    unsafe {
         let mut held = 0;
         while held < GIVE_UP_BYTES {
             let chunk = libc::mmap(
