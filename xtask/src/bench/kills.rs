@@ -1,0 +1,596 @@
+//! OOM kills: how soon each reaches the reader, step by step, one at a
+//! time, in a storm and among thousands of cgroups; what the collector
+//! costs meanwhile; and bpftrace beside it.
+//!
+//! Latency is measured from the kernel's timestamp of the kill to the
+//! line's arrival at the reader, both on CLOCK_BOOTTIME. The collector's
+//! timing log (`oom_collector::latency`) splits it: the ring buffer's
+//! wake-up, decoding, enrichment (cgroup paths, the kernel log, the
+//! command line), writing, and the pipe to the reader. Every kill counts,
+//! the first in a cgroup new to the collector too; the victims exec'd a
+//! worker's command line, which the collector captures and masks.
+
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+
+use super::{
+    median, mib, ms_of_ns, now_ns, percentile, percentiles,
+    procs::{
+        Bpftrace, Collector, EventLine, Lines, ManyCgroups, Mark, Sampler, ScratchCgroup, Usage,
+    },
+    range,
+    table::Table,
+    Tools, BPFTRACE_PROGRAM, DELIVERY_TIMEOUT, KILL_LIMIT_BYTES, RESIDENT_TARGET_KIB,
+};
+use crate::system::output_of;
+
+const IDLE: Duration = Duration::from_secs(10);
+/// Kills one at a time, this far apart, so that each is timed on its own.
+const LATENCY_KILLS: u64 = 120;
+const LATENCY_GAP_MS: u64 = 20;
+/// Kills back to back, as fast as this machine's OOM killer goes.
+const STORM_KILLS: u64 = 120;
+/// Memory cgroups on the host while the first kill in a new one is timed.
+const MANY_CGROUPS: usize = 5_000;
+/// New cgroups among them, one kill each.
+const FIRST_KILLS: usize = 10;
+
+const P50_TARGET_MS: f64 = 0.5;
+const P99_TARGET_MS: f64 = 2.0;
+/// "Near zero" idle CPU: under 10 millicores, the smallest CPU request a
+/// DaemonSet is commonly given.
+const IDLE_CPU_TARGET: f64 = 0.01;
+
+/// The steps of a kill's latency, as the breakdown rows name them. The
+/// last ends at the reader: the collector's write wakes it, so it may read
+/// the line before the write returns to the collector.
+const STEPS: [&str; 4] = [
+    "kernel -> woken (ring-buffer wake-up)",
+    "woken -> decoded",
+    "decoded -> enriched (cgroups, kernel log, command line)",
+    "enriched -> arrived at the reader (JSON, write, the reader's wake-up)",
+];
+
+pub fn kills(
+    tools: &Tools,
+    rounds: usize,
+    table: &mut Table,
+    broken: &mut Vec<String>,
+) -> Result<()> {
+    let startup = startup(tools, rounds)?;
+
+    let collector = Collector::start(tools, &[], Lines::Read { any_cpu: true })?;
+    let bpftrace = tools
+        .bpftrace
+        .as_deref()
+        .map(|program| Bpftrace::start(program, false))
+        .transpose()?;
+    let mut pids = vec![collector.watched.pid()];
+    pids.extend(bpftrace.as_ref().map(|b| b.watched.pid()));
+    let sampler = Sampler::start(pids.clone());
+
+    eprintln!("bench: kills, idle for {} s", IDLE.as_secs());
+    let idle_from = Mark::now(&pids)?;
+    thread::sleep(IDLE);
+    let idle_to = Mark::now(&pids)?;
+
+    // Made now, so that its first kill is in a cgroup new to the collector.
+    let quiet_cgroup = ScratchCgroup::create("one-at-a-time", KILL_LIMIT_BYTES)?;
+    eprintln!("bench: kills, {LATENCY_KILLS} one at a time");
+    let one_at_a_time = Kills::cause(tools, &quiet_cgroup, LATENCY_KILLS, LATENCY_GAP_MS)?;
+    let watching = Watching {
+        collector: &collector,
+        bpftrace: bpftrace.as_ref(),
+    };
+    one_at_a_time.wait_until_seen(&watching, &quiet_cgroup.path);
+    let storm_cgroup = ScratchCgroup::create("storm", KILL_LIMIT_BYTES)?;
+    eprintln!("bench: kills, a storm of {STORM_KILLS}");
+    let storm_from = Mark::now(&pids)?;
+    let storm = Kills::cause(tools, &storm_cgroup, STORM_KILLS, 0)?;
+    storm.wait_until_seen(&watching, &storm_cgroup.path);
+    let storm_to = Mark::now(&pids)?;
+
+    let samples = sampler.stop();
+    let bpftrace_seen = bpftrace.map(Bpftrace::stop).transpose()?;
+    let quiet = one_at_a_time.times(
+        &collector,
+        &collector.lines(),
+        bpftrace_seen.as_deref(),
+        &quiet_cgroup.path,
+    );
+    let busy = storm.times(
+        &collector,
+        &collector.lines(),
+        bpftrace_seen.as_deref(),
+        &storm_cgroup.path,
+    );
+    let lines = collector.stop()?;
+    drop((quiet_cgroup, storm_cgroup));
+
+    let plain = plain_reader(tools)?;
+    let many = many_cgroups(tools)?;
+
+    let total = one_at_a_time.victims.len() + storm.victims.len();
+    let seen = [
+        quiet.collector_seen + busy.collector_seen,
+        quiet.bpftrace_seen + busy.bpftrace_seen,
+    ];
+    if seen[0] < total {
+        broken.push(format!("the collector wrote {} of {total} kills", seen[0]));
+    }
+    if bpftrace_seen.is_some() && seen[1] < total {
+        broken.push(format!("bpftrace printed {} of {total} kills", seen[1]));
+    }
+
+    table.section(format!(
+        "kill latency: {LATENCY_KILLS} OOM kills one at a time, {LATENCY_GAP_MS} ms apart, \
+         in a {} MiB memory cgroup made after the collector started; victims exec'd a \
+         worker's command line; the reader waits on two CPUs (bench_lines --any-cpu)",
+        KILL_LIMIT_BYTES >> 20
+    ));
+    latency_rows(table, broken, "one at a time", &quiet);
+    if let Some(first) = quiet.first_total_ms {
+        table.measured(
+            "first kill in the new cgroup: kernel -> arrived",
+            format!("{first:.2} ms"),
+            "its cgroup path looked up then",
+            format!("< {P99_TARGET_MS} ms"),
+            first < P99_TARGET_MS,
+        );
+    }
+    table.section(format!(
+        "kill storm: {STORM_KILLS} OOM kills back to back, {:.0} kills/s, in another new cgroup",
+        storm.per_second()
+    ));
+    latency_rows(table, broken, "storm", &busy);
+    table.measured(
+        "kill lines written",
+        format!("{} of {}", busy.collector_seen, storm.victims.len()),
+        format!("{:.0} lines/s", storm.per_second()),
+        "every kill",
+        busy.collector_seen == storm.victims.len(),
+    );
+
+    table.section(format!(
+        "the same {LATENCY_KILLS} kills one at a time, read by a reader waiting on one thread \
+         (bench_lines), which the kernel may queue on the CPU the OOM killer holds"
+    ));
+    for (what, values) in [
+        ("kernel -> written", &plain.written_ms),
+        ("kernel -> arrived at a one-thread reader", &plain.total_ms),
+    ] {
+        let (p50, spread) = percentiles(values);
+        table.row(what, p50, spread);
+    }
+
+    table.section(format!(
+        "first kill in a cgroup made after the collector started, among {} memory cgroups, \
+         x{FIRST_KILLS}",
+        many.cgroups
+    ));
+    table.row(
+        format!(
+            "walking the memory hierarchy, {} cgroups (the lookup without CAP_DAC_READ_SEARCH)",
+            many.walked_cgroups
+        ),
+        format!("{:.1} ms", many.walk.as_secs_f64() * 1e3),
+        "what one lookup of a new cgroup cost when it walked the tree",
+    );
+    let (p50, spread) = percentiles(&many.enriched_ms);
+    table.row(
+        "decoded -> enriched (the new cgroup's path by its id)",
+        p50,
+        spread,
+    );
+    let (p50, spread) = percentiles(&many.total_ms);
+    let met = !many.total_ms.is_empty() && percentile(&many.total_ms, 0.99) < P99_TARGET_MS;
+    if !met {
+        broken.push(format!(
+            "first kills among {} cgroups: {spread}",
+            many.cgroups
+        ));
+    }
+    table.measured(
+        "first kill in a new cgroup: kernel -> arrived",
+        p50,
+        spread,
+        format!("p99 < {P99_TARGET_MS} ms"),
+        met,
+    );
+
+    let (collector_idle, collector_storm) = (
+        Usage::between(&idle_from, &idle_to, &samples, 0),
+        Usage::between(&storm_from, &storm_to, &samples, 0),
+    );
+    table.section(format!(
+        "footprint: idle {} s, and during the kill storm",
+        IDLE.as_secs()
+    ));
+    table.measured(
+        "collector resident, idle",
+        mib(collector_idle.resident_median_kib),
+        format!("max {}", mib(collector_idle.resident_max_kib)),
+        "< 16 MiB",
+        collector_idle.resident_max_kib < RESIDENT_TARGET_KIB,
+    );
+    let others_during_idle = lines
+        .iter()
+        .filter(|line| (idle_from.realtime_ns..=idle_to.realtime_ns).contains(&line.arrived_ns))
+        .count();
+    table.measured(
+        "collector CPU, idle",
+        collector_idle.cpu(tools),
+        format!(
+            "{}; {others_during_idle} events of others meanwhile",
+            collector_idle.share(tools)
+        ),
+        "near zero: < 10m CPU",
+        collector_idle.cpu_share(tools) < IDLE_CPU_TARGET,
+    );
+    table.measured(
+        "collector resident, kill storm",
+        mib(collector_storm.resident_median_kib),
+        format!("max {}", mib(collector_storm.resident_max_kib)),
+        "< 16 MiB",
+        collector_storm.resident_max_kib < RESIDENT_TARGET_KIB,
+    );
+    table.row(
+        "collector CPU, kill storm",
+        collector_storm.cpu(tools),
+        collector_storm.share(tools),
+    );
+
+    let Some(program) = &tools.bpftrace else {
+        table.section("side by side with bpftrace: not installed (apt-get install -y bpftrace)");
+        return Ok(());
+    };
+    let version = output_of(Command::new(program).arg("--version"))?;
+    table.section(format!(
+        "side by side with {}, watching the same kills: {BPFTRACE_PROGRAM}",
+        version.trim()
+    ));
+    let whole_run = |tool| Usage::between(&idle_from, &storm_to, &samples, tool);
+    let idle = |tool| Usage::between(&idle_from, &idle_to, &samples, tool);
+    for (tool, name) in ["collector", "bpftrace"].into_iter().enumerate() {
+        let (low, high) = range(&startup.attached_ms[tool]);
+        table.row(
+            format!(
+                "{name} start-up, spawn to {} program(s) attached (bpftool)",
+                startup.programs[tool]
+            ),
+            format!("{:.0} ms", median(&startup.attached_ms[tool])),
+            format!(
+                "{low:.0}-{high:.0} ms over {} starts",
+                startup.attached_ms[tool].len()
+            ),
+        );
+        let (low, high) = range(&startup.cpu_ms[tool]);
+        table.row(
+            format!("{name} CPU to start"),
+            format!("{:.0} ms", median(&startup.cpu_ms[tool])),
+            format!("{low:.0}-{high:.0} ms"),
+        );
+        table.row(
+            format!("{name} resident, idle"),
+            mib(idle(tool).resident_median_kib),
+            format!("max {} over the run", mib(whole_run(tool).resident_max_kib)),
+        );
+        table.row(
+            format!("{name} CPU, whole run"),
+            whole_run(tool).cpu(tools),
+            format!(
+                "over {:.1} s: {} s idle, then {total} kills",
+                whole_run(tool).elapsed.as_secs_f64(),
+                IDLE.as_secs()
+            ),
+        );
+        table.measured(
+            format!("{name} kills seen"),
+            format!("{} of {total}", seen[tool]),
+            "",
+            "every kill",
+            seen[tool] == total,
+        );
+    }
+    for (what, values) in [
+        (
+            "bpftrace: kernel -> its line read, one at a time",
+            &quiet.bpftrace_total_ms,
+        ),
+        (
+            "bpftrace: kernel -> its line read, storm",
+            &busy.bpftrace_total_ms,
+        ),
+        (
+            "collector's line read - bpftrace's, one at a time",
+            &quiet.behind_bpftrace_ms,
+        ),
+        (
+            "collector's line read - bpftrace's, storm",
+            &busy.behind_bpftrace_ms,
+        ),
+    ] {
+        let (p50, spread) = percentiles(values);
+        table.row(what, p50, spread);
+    }
+    Ok(())
+}
+
+/// The breakdown rows, then the total against its targets.
+fn latency_rows(table: &mut Table, broken: &mut Vec<String>, phase: &str, times: &KillTimes) {
+    for (step, values) in STEPS.iter().zip(&times.steps_ms) {
+        let (p50, spread) = percentiles(values);
+        table.row(*step, p50, spread);
+    }
+    let (p50, spread) = percentiles(&times.writing_ms);
+    table.row(
+        "  of which: enriched -> the collector's write returned",
+        p50,
+        spread,
+    );
+    let values = &times.total_ms;
+    let (p50, spread) = percentiles(values);
+    let met = !values.is_empty()
+        && percentile(values, 0.5) < P50_TARGET_MS
+        && percentile(values, 0.99) < P99_TARGET_MS;
+    if !met {
+        broken.push(format!("kill latency, {phase}: {p50}, {spread}"));
+    }
+    table.measured(
+        "kernel -> arrived at the reader",
+        p50,
+        spread,
+        format!("p50 < {P50_TARGET_MS} ms, p99 < {P99_TARGET_MS} ms"),
+        met,
+    );
+}
+
+/// Start-up of each tool: [collector, bpftrace].
+struct Startup {
+    attached_ms: [Vec<f64>; 2],
+    cpu_ms: [Vec<f64>; 2],
+    programs: [usize; 2],
+}
+
+/// Starts each tool `rounds` times, timed from spawn to its programs
+/// attached as bpftool shows them: the same event for both, whatever each
+/// prints when.
+fn startup(tools: &Tools, rounds: usize) -> Result<Startup> {
+    eprintln!("bench: kills, start-up x{rounds}");
+    let mut startup = Startup {
+        attached_ms: Default::default(),
+        cpu_ms: Default::default(),
+        programs: [0; 2],
+    };
+    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    for _ in 0..rounds {
+        let collector = Collector::start_timed(tools, &[], Lines::Discard, true)?;
+        startup.attached_ms[0].push(ms(collector.watched.attached));
+        startup.cpu_ms[0].push(collector.watched.startup_ticks as f64 * tools.ms_per_tick);
+        startup.programs[0] = collector.watched.attached_programs;
+        collector.stop()?;
+        if let Some(program) = &tools.bpftrace {
+            let bpftrace = Bpftrace::start(program, true)?;
+            startup.attached_ms[1].push(ms(bpftrace.watched.attached));
+            startup.cpu_ms[1].push(bpftrace.watched.startup_ticks as f64 * tools.ms_per_tick);
+            startup.programs[1] = bpftrace.watched.attached_programs;
+            bpftrace.stop()?;
+        }
+    }
+    Ok(startup)
+}
+
+/// What a reader on one thread sees of kills one at a time.
+struct Plain {
+    written_ms: Vec<f64>,
+    total_ms: Vec<f64>,
+}
+
+fn plain_reader(tools: &Tools) -> Result<Plain> {
+    eprintln!("bench: kills, {LATENCY_KILLS} one at a time, one-thread reader");
+    let collector = Collector::start(tools, &[], Lines::Read { any_cpu: false })?;
+    let cgroup = ScratchCgroup::create("one-thread-reader", KILL_LIMIT_BYTES)?;
+    let kills = Kills::cause(tools, &cgroup, LATENCY_KILLS, LATENCY_GAP_MS)?;
+    let watching = Watching {
+        collector: &collector,
+        bpftrace: None,
+    };
+    kills.wait_until_seen(&watching, &cgroup.path);
+    let times = kills.times(&collector, &collector.lines(), None, &cgroup.path);
+    collector.stop()?;
+    Ok(Plain {
+        written_ms: times.written_ms,
+        total_ms: times.total_ms,
+    })
+}
+
+/// The first kill in each of [`FIRST_KILLS`] cgroups made among
+/// [`MANY_CGROUPS`] others, after the collector started.
+struct Many {
+    cgroups: usize,
+    walk: Duration,
+    walked_cgroups: usize,
+    enriched_ms: Vec<f64>,
+    total_ms: Vec<f64>,
+}
+
+fn many_cgroups(tools: &Tools) -> Result<Many> {
+    eprintln!("bench: kills, making {MANY_CGROUPS} memory cgroups");
+    let cgroups = ManyCgroups::create(MANY_CGROUPS)?;
+    let (walk, walked_cgroups) = ManyCgroups::walk_hierarchy();
+    let collector = Collector::start(tools, &[], Lines::Read { any_cpu: true })?;
+    let mut many = Many {
+        cgroups: cgroups.count,
+        walk,
+        walked_cgroups,
+        enriched_ms: Vec::new(),
+        total_ms: Vec::new(),
+    };
+    for n in 0..FIRST_KILLS {
+        eprintln!(
+            "bench: kills, first kill in new cgroup {}/{FIRST_KILLS}",
+            n + 1
+        );
+        let cgroup = ScratchCgroup::create(&format!("new-{n}"), KILL_LIMIT_BYTES)?;
+        let kill = Kills::cause(tools, &cgroup, 1, 0)?;
+        let watching = Watching {
+            collector: &collector,
+            bpftrace: None,
+        };
+        kill.wait_until_seen(&watching, &cgroup.path);
+        let times = kill.times(&collector, &collector.lines(), None, &cgroup.path);
+        many.enriched_ms.extend(&times.steps_ms[2]);
+        many.total_ms.extend(&times.total_ms);
+    }
+    collector.stop()?;
+    drop(cgroups);
+    Ok(many)
+}
+
+/// Who watches the kills.
+struct Watching<'a> {
+    collector: &'a Collector,
+    bpftrace: Option<&'a Bpftrace>,
+}
+
+/// OOM kills the workload caused, and when.
+struct Kills {
+    victims: Vec<u32>,
+    nanos: u64,
+    /// CLOCK_REALTIME before the first: earlier lines are not theirs.
+    started_ns: i64,
+    /// CLOCK_BOOTTIME before the first, for bpftrace's lines.
+    started_boot_ns: u64,
+}
+
+/// How long each kill took, in milliseconds.
+#[derive(Default)]
+struct KillTimes {
+    /// Per step of [`STEPS`].
+    steps_ms: [Vec<f64>; 4],
+    /// From enriched to the collector's write returned.
+    writing_ms: Vec<f64>,
+    written_ms: Vec<f64>,
+    total_ms: Vec<f64>,
+    /// The first victim's total: the first kill in its cgroup.
+    first_total_ms: Option<f64>,
+    bpftrace_total_ms: Vec<f64>,
+    /// The collector's arrival after bpftrace's, kill by kill.
+    behind_bpftrace_ms: Vec<f64>,
+    collector_seen: usize,
+    bpftrace_seen: usize,
+}
+
+impl Kills {
+    fn cause(tools: &Tools, cgroup: &ScratchCgroup, count: u64, gap_ms: u64) -> Result<Self> {
+        let started_ns = now_ns();
+        let started_boot_ns = super::boot_ns();
+        let text = output_of(Command::new(&tools.workload).args([
+            "oom-kills",
+            &cgroup.dir.to_string_lossy(),
+            &count.to_string(),
+            "1",
+            &gap_ms.to_string(),
+        ]))?;
+        let mut kills = Self {
+            victims: Vec::new(),
+            nanos: 0,
+            started_ns,
+            started_boot_ns,
+        };
+        for line in text.lines() {
+            match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["victim", pid] => kills.victims.push(pid.parse()?),
+                ["done", _, nanos] => kills.nanos = nanos.parse()?,
+                _ => bail!("workload oom-kills printed {line:?}"),
+            }
+        }
+        Ok(kills)
+    }
+
+    fn per_second(&self) -> f64 {
+        self.victims.len() as f64 / (self.nanos as f64 / 1e9)
+    }
+
+    /// Waits until the collector (with its timing) and bpftrace have both
+    /// seen every kill, or [`DELIVERY_TIMEOUT`] passed (what is missing is
+    /// counted later).
+    fn wait_until_seen(&self, watching: &Watching, memcg: &str) {
+        let deadline = Instant::now() + DELIVERY_TIMEOUT;
+        while Instant::now() < deadline {
+            let lines = watching.collector.lines();
+            let seen = watching.bpftrace.map(Bpftrace::seen);
+            let times = self.times(watching.collector, &lines, seen.as_deref(), memcg);
+            let bpftrace_done = seen.is_none() || times.bpftrace_seen == self.victims.len();
+            if times.collector_seen == self.victims.len()
+                && times.total_ms.len() == self.victims.len()
+                && bpftrace_done
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn times(
+        &self,
+        collector: &Collector,
+        lines: &[EventLine],
+        bpftrace: Option<&[(u32, u64)]>,
+        memcg: &str,
+    ) -> KillTimes {
+        let mut times = KillTimes::default();
+        for (index, &victim) in self.victims.iter().enumerate() {
+            let line = lines.iter().find(|line| {
+                line.action == "oom_kill"
+                    && line.pid == Some(victim)
+                    && line.detail == memcg
+                    && line.arrived_ns >= self.started_ns
+            });
+            let printed = bpftrace.and_then(|seen| {
+                seen.iter()
+                    .find(|&&(pid, arrived)| pid == victim && arrived >= self.started_boot_ns)
+            });
+            times.bpftrace_seen += usize::from(printed.is_some());
+            let Some(line) = line else { continue };
+            times.collector_seen += 1;
+            let (Some(timing), Some(arrived)) = (collector.timing(victim), line.arrived_boot_ns)
+            else {
+                continue;
+            };
+            let marks = [
+                timing.kernel_ns,
+                timing.woken_ns,
+                timing.decoded_ns,
+                timing.enriched_ns,
+                arrived,
+            ];
+            times
+                .writing_ms
+                .push(ms_of_ns(timing.enriched_ns, timing.written_ns));
+            for (step, pair) in times.steps_ms.iter_mut().zip(marks.windows(2)) {
+                step.push(ms_of_ns(pair[0], pair[1]));
+            }
+            let total = ms_of_ns(timing.kernel_ns, arrived);
+            times
+                .written_ms
+                .push(ms_of_ns(timing.kernel_ns, timing.written_ns));
+            times.total_ms.push(total);
+            if index == 0 {
+                times.first_total_ms = Some(total);
+            }
+            if let Some(&(_, printed)) = printed {
+                times
+                    .bpftrace_total_ms
+                    .push(ms_of_ns(timing.kernel_ns, printed));
+                times.behind_bpftrace_ms.push(ms_of_ns(printed, arrived));
+            }
+        }
+        times
+    }
+}
