@@ -113,6 +113,7 @@ pub struct Tools {
     bench_lines: PathBuf,
     bpftrace: Option<PathBuf>,
     ms_per_tick: f64,
+    load_at_start: String,
 }
 
 impl Tools {
@@ -142,6 +143,7 @@ impl Tools {
             bench_lines: target.join("release/bench_lines"),
             bpftrace,
             ms_per_tick: 1000.0 / ticks_per_second,
+            load_at_start: load_average(),
         })
     }
 }
@@ -188,7 +190,23 @@ fn print_header(tools: &Tools) -> Result<()> {
         kernel.trim(),
         tools.collector.display()
     );
+    // Latencies taken while something else keeps the CPUs busy are that
+    // load's, not the collector's: say how busy the machine was.
+    println!(
+        "load average (1, 5, 15 min) at the start: {}; at the end: {}",
+        tools.load_at_start,
+        load_average()
+    );
     Ok(())
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn median(values: &[f64]) -> f64 {
