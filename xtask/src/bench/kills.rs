@@ -25,6 +25,7 @@ use super::{
     },
     range,
     table::Table,
+    wakeups::{WakeupTrace, Wakeups},
     Tools, BPFTRACE_PROGRAM, DELIVERY_TIMEOUT, KILL_LIMIT_BYTES, RESIDENT_TARGET_KIB,
 };
 use crate::system::output_of;
@@ -157,8 +158,9 @@ pub fn kills(
     );
 
     table.section(format!(
-        "the same {LATENCY_KILLS} kills one at a time, read by a reader waiting on one thread \
-         (bench_lines), which the kernel may queue on the CPU the OOM killer holds"
+        "{LATENCY_KILLS} more kills one at a time, read by a reader waiting on one thread \
+         (bench_lines), which the kernel may queue on the CPU the OOM killer holds; \
+         the kernel's own trace of the collector's wake-ups meanwhile (tracefs, boot clock)"
     ));
     for (what, values) in [
         ("kernel -> written", &plain.written_ms),
@@ -166,6 +168,9 @@ pub fn kills(
     ] {
         let (p50, spread) = percentiles(values);
         table.row(what, p50, spread);
+    }
+    if let Some(wakeups) = &plain.wakeups {
+        wakeups.rows(table);
     }
 
     table.section(format!(
@@ -389,12 +394,18 @@ fn startup(tools: &Tools, rounds: usize) -> Result<Startup> {
 struct Plain {
     written_ms: Vec<f64>,
     total_ms: Vec<f64>,
+    /// Where the kernel queued the collector, by its own trace.
+    wakeups: Option<Wakeups>,
 }
 
 fn plain_reader(tools: &Tools) -> Result<Plain> {
     eprintln!("bench: kills, {LATENCY_KILLS} one at a time, one-thread reader");
     let collector = Collector::start(tools, &[], Lines::Read { any_cpu: false })?;
     let cgroup = ScratchCgroup::create("one-thread-reader", KILL_LIMIT_BYTES)?;
+    // The collector reads the ring buffer on its main thread.
+    let trace = WakeupTrace::start(collector.watched.pid())
+        .inspect_err(|error| eprintln!("bench: no kernel-side trace of wake-ups: {error:#}"))
+        .ok();
     let kills = Kills::cause(tools, &cgroup, LATENCY_KILLS, LATENCY_GAP_MS)?;
     let watching = Watching {
         collector: &collector,
@@ -402,10 +413,14 @@ fn plain_reader(tools: &Tools) -> Result<Plain> {
     };
     kills.wait_until_seen(&watching, &cgroup.path);
     let times = kills.times(&collector, &collector.lines(), None, &cgroup.path);
+    let wakeups = trace
+        .map(|trace| trace.finish(&kills.victims))
+        .transpose()?;
     collector.stop()?;
     Ok(Plain {
         written_ms: times.written_ms,
         total_ms: times.total_ms,
+        wakeups,
     })
 }
 

@@ -33,6 +33,7 @@ mod hooks;
 mod kills;
 mod procs;
 mod table;
+mod wakeups;
 
 use std::{
     fs,
