@@ -158,7 +158,7 @@ impl KernelSource {
 ///
 /// Two watchers on two CPUs are enough: the OOM path holds one CPU, so at
 /// least one watcher is elsewhere. Neither raises any priority.
-pub struct Steering {
+struct Steering {
     /// The collector's thread (the one reading the ring buffer).
     reader: libc::pid_t,
     /// The CPUs it may run on when not steered.
