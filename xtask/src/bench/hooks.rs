@@ -129,13 +129,13 @@ fn ns_per_op(tools: &Tools, name: &str, size: &str) -> Result<f64> {
 
 /// One program's counters, as the kernel keeps them.
 #[derive(Clone, Copy, Default)]
-struct Counters {
-    run_cnt: u64,
-    run_time_ns: u64,
+pub struct Counters {
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
 }
 
 /// The named programs among `ids`, with their counters now.
-fn counters(ids: &std::collections::HashSet<u64>) -> BTreeMap<u64, (String, Counters)> {
+pub fn counters(ids: &std::collections::HashSet<u64>) -> BTreeMap<u64, (String, Counters)> {
     let mut found = BTreeMap::new();
     for program in bpftool(&["prog", "show"]).as_array().into_iter().flatten() {
         let Some(id) = program["id"].as_u64().filter(|id| ids.contains(id)) else {
@@ -152,12 +152,12 @@ fn counters(ids: &std::collections::HashSet<u64>) -> BTreeMap<u64, (String, Coun
 }
 
 /// Turns the kernel's program statistics on for as long as it lives.
-struct StatsEnabled {
+pub struct StatsEnabled {
     before: String,
 }
 
 impl StatsEnabled {
-    fn on() -> Result<Self> {
+    pub fn on() -> Result<Self> {
         let before = fs::read_to_string(BPF_STATS).with_context(|| format!("read {BPF_STATS}"))?;
         fs::write(BPF_STATS, "1").with_context(|| format!("write {BPF_STATS}"))?;
         Ok(Self { before })

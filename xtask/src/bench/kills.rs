@@ -11,6 +11,7 @@
 //! worker's command line, which the collector captures and masks.
 
 use std::{
+    collections::BTreeMap,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -19,9 +20,11 @@ use std::{
 use anyhow::{bail, Result};
 
 use super::{
+    hooks::{counters, Counters, StatsEnabled},
     median, mib, ms_of_ns, now_ns, percentile, percentiles,
     procs::{
-        Bpftrace, Collector, EventLine, Lines, ManyCgroups, Mark, Sampler, ScratchCgroup, Usage,
+        programs_of, Bpftrace, Collector, EventLine, Lines, ManyCgroups, Mark, Sampler,
+        ScratchCgroup, Usage,
     },
     range,
     table::Table,
@@ -83,7 +86,14 @@ pub fn kills(
     // Made now, so that its first kill is in a cgroup new to the collector.
     let quiet_cgroup = ScratchCgroup::create("one-at-a-time", KILL_LIMIT_BYTES)?;
     eprintln!("bench: kills, {LATENCY_KILLS} one at a time");
+    // The kernel's accounting of the kill hooks, which no workload of the
+    // hooks part fires; it adds two clock reads to each program run.
+    let programs = programs_of(collector.watched.pid());
+    let stats = StatsEnabled::on()?;
+    let before = counters(&programs);
     let one_at_a_time = Kills::cause(tools, &quiet_cgroup, LATENCY_KILLS, LATENCY_GAP_MS)?;
+    let per_kill = per_kill_cost(&before, &counters(&programs), one_at_a_time.victims.len());
+    drop(stats);
     let watching = Watching {
         collector: &collector,
         bpftrace: bpftrace.as_ref(),
@@ -142,6 +152,17 @@ pub fn kills(
             "its cgroup path looked up then",
             format!("< {P99_TARGET_MS} ms"),
             first < P99_TARGET_MS,
+        );
+    }
+    table.section(format!(
+        "the kill hooks by the kernel's accounting over the {LATENCY_KILLS} kills one at a time \
+         (kernel.bpf_stats_enabled=1)"
+    ));
+    for (program, per_call, per_kill) in per_kill {
+        table.row(
+            program,
+            format!("{per_call:.0} ns/call"),
+            format!("{per_kill:.2} calls per kill"),
         );
     }
     table.section(format!(
@@ -309,6 +330,29 @@ pub fn kills(
         table.row(what, p50, spread);
     }
     Ok(())
+}
+
+/// Per program that ran: (name, ns per call, calls per kill).
+fn per_kill_cost(
+    before: &BTreeMap<u64, (String, Counters)>,
+    after: &BTreeMap<u64, (String, Counters)>,
+    kills: usize,
+) -> Vec<(String, f64, f64)> {
+    after
+        .iter()
+        .filter_map(|(id, (name, now))| {
+            let then = before.get(id).map(|(_, c)| *c).unwrap_or_default();
+            let calls = now.run_cnt.saturating_sub(then.run_cnt);
+            let nanos = now.run_time_ns.saturating_sub(then.run_time_ns);
+            (calls > 0).then(|| {
+                (
+                    name.clone(),
+                    nanos as f64 / calls as f64,
+                    calls as f64 / kills.max(1) as f64,
+                )
+            })
+        })
+        .collect()
 }
 
 /// The breakdown rows, then the total against its targets.
