@@ -53,8 +53,9 @@ const CONFIGS: [(&str, Option<&[&str]>); 4] = [
 
 /// Each default hook must cost less than this share of a workload.
 const HOOK_SHARE_TARGET: f64 = 0.005;
-/// Fewer calls per operation than this are other processes' calls.
-const MIN_CALLS_PER_OP: f64 = 0.001;
+/// Fewer calls per operation than this are other processes' calls (the
+/// machine's other work, other kills), not the workload's.
+const MIN_CALLS_PER_OP: f64 = 0.05;
 /// Rounds of the kernel's accounting: it is exact per call, so few do.
 const STATS_ROUNDS: usize = 3;
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
