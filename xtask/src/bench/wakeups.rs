@@ -142,9 +142,11 @@ impl Wakeups {
             wakeups.wake_ms.push((wake.seconds - kill.seconds) * 1e3);
             let target: Option<u32> = wake.field("target_cpu").and_then(|cpu| cpu.parse().ok());
             let same = target == Some(kill.cpu);
-            let later = events[index..]
+            // Up to the next kill: a reader woken while still on its CPU
+            // (about to wait again) is never switched in for this one.
+            let later = events[index + 1..]
                 .iter()
-                .take_while(|event| event.seconds < wake.seconds + 1.0);
+                .take_while(|event| event.name != "mark_victim");
             let mut moved = false;
             for event in later {
                 match event.name {
