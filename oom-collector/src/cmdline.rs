@@ -178,8 +178,10 @@ fn redact_url_password(arg: &str) -> String {
 }
 
 /// Fills `CMDLINES` from `/proc` for processes that were running before
-/// the exec hook was attached; entries the hook already made are kept.
-/// Returns how many were added.
+/// the hooks were attached; entries the hooks already made are kept, and
+/// no entry is left for a process that ended meanwhile. A worker forked
+/// without exec shows its parent's arguments in `/proc` too, as it does
+/// through the fork hook. Returns how many were added.
 pub fn seed_from_proc(
     table: &mut HashMap<MapData, u32, Cmdline>,
     proc_root: &Path,
@@ -197,10 +199,18 @@ pub fn seed_from_proc(
         let Some(cmdline) = read_proc_cmdline(&entry.path()) else {
             continue;
         };
-        // Refused when the exec hook already has a newer program for it.
-        if table.insert(pid, cmdline, BPF_NOEXIST).is_ok() {
-            added += 1;
+        // Refused when the hooks already have a newer entry for it.
+        if table.insert(pid, cmdline, BPF_NOEXIST).is_err() {
+            continue;
         }
+        // A process that ended between the read and the insert has had its
+        // exit hook already: its entry would outlive it. Its address space
+        // goes before that hook runs, so an empty `cmdline` now says so.
+        if fs::read(entry.path().join("cmdline")).map_or(true, |args| args.is_empty()) {
+            let _ = table.remove(&pid);
+            continue;
+        }
+        added += 1;
     }
     Ok(added)
 }

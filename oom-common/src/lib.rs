@@ -539,10 +539,15 @@ pub struct KernelOffsets {
     pub memcg_css: u32,
     pub memcg_memory_usage: u32,
     pub memcg_memory_max: u32,
+    /// `task_struct::signal` and `signal_struct::live`: how many threads
+    /// of a process are still running, which tells a process's end from
+    /// one of its threads'.
+    pub task_signal: u32,
+    pub signal_live: u32,
     pub _pad0: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
 impl KernelOffsets {
     pub const UNKNOWN: u32 = u32::MAX;
@@ -564,6 +569,8 @@ impl KernelOffsets {
             memcg_css: Self::UNKNOWN,
             memcg_memory_usage: Self::UNKNOWN,
             memcg_memory_max: Self::UNKNOWN,
+            task_signal: Self::UNKNOWN,
+            signal_live: Self::UNKNOWN,
             _pad0: 0,
         }
     }

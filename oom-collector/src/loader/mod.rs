@@ -331,15 +331,30 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         state: oom_kill_victim,
     });
 
-    // Attached before seeding, so a process that executes meanwhile is
-    // caught by the hook, and seeding does not overwrite it.
-    let exec_state = match exec_blocker {
-        Some(reason) => Err(reason),
+    // Attached before seeding, so a process that executes, forks or exits
+    // meanwhile is caught by the hooks, and seeding does not overwrite it.
+    let exec_state = match &exec_blocker {
+        Some(reason) => Err(reason.clone()),
         None => attach_tracepoint(
             &mut ebpf,
             "sched_process_exec",
             "sched",
             "sched_process_exec",
+            pins,
+        ),
+    };
+    let lifecycle_blocker = exec_state.as_ref().err().map(|_| NEEDS_EXEC.to_owned());
+    let fork_state = match &lifecycle_blocker {
+        Some(reason) => Err(reason.clone()),
+        None => attach_raw_tracepoint(&mut ebpf, "sched_process_fork", pins),
+    };
+    let exit_state = match lifecycle_blocker {
+        Some(reason) => Err(reason),
+        None => attach_tracepoint(
+            &mut ebpf,
+            "sched_process_exit",
+            "sched",
+            "sched_process_exit",
             pins,
         ),
     };
@@ -356,6 +371,16 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         hook: HOOK_EXEC,
         provides: PROVIDES_EXEC,
         state: exec_state,
+    });
+    hooks.push(HookStatus {
+        hook: HOOK_FORK,
+        provides: PROVIDES_FORK,
+        state: fork_state,
+    });
+    hooks.push(HookStatus {
+        hook: HOOK_EXIT,
+        provides: PROVIDES_EXIT,
+        state: exit_state,
     });
 
     hooks.extend(attach_alloc_hooks(

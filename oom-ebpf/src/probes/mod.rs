@@ -3,6 +3,8 @@
 
 mod alloc_failure;
 mod exec;
+mod exit;
+mod fork;
 mod mark_victim;
 mod mark_victim_task;
 mod oom_kill_process;
