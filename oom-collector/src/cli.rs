@@ -83,8 +83,12 @@ pub struct RunArgs {
 
     /// Size of the kernel's event ring buffer. A power of two and a multiple
     /// of the page size; events that do not fit are counted and reported as
-    /// an `events_lost` event.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
+    /// an `events_lost` event. A kill takes 688 bytes plus its command line
+    /// (at most 2 KiB): the default 4 MiB holds every victim of a
+    /// memory.oom.group kill of 1,500 processes with the longest command
+    /// lines (over 5,000 at 100 bytes), all made before the collector can
+    /// read one. It is kernel memory, the same on any number of CPUs.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES,
           value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
 
@@ -266,6 +270,9 @@ impl KernelLogLevel {
     }
 }
 
+/// See `--ring-buffer-bytes`.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
+
 fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
     let bytes: u32 = text
         .parse()
@@ -274,7 +281,7 @@ fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
     if !bytes.is_power_of_two() || !bytes.is_multiple_of(page) {
         return Err(format!(
             "{bytes} is not a power of two and a multiple of the page size ({page}); \
-             try 262144 (256 KiB) or 1048576 (1 MiB)"
+             try 4194304 (4 MiB) or 16777216 (16 MiB)"
         ));
     }
     Ok(bytes)
@@ -287,4 +294,25 @@ fn parse_window(text: &str) -> Result<Duration, String> {
         return Err(format!("{text} is shorter than the 10ms minimum"));
     }
     Ok(window)
+}
+
+#[cfg(test)]
+mod tests {
+    use oom_common::{CMDLINE_ARGS_BYTES, OOM_KILL_RECORD_FIXED_BYTES};
+
+    use super::DEFAULT_RING_BUFFER_BYTES;
+
+    /// The kernel's header before each ring-buffer record.
+    const RING_BUFFER_HEADER_BYTES: usize = 8;
+
+    #[test]
+    fn the_default_ring_buffer_holds_the_group_kill_the_help_promises() {
+        let kill = |args: usize| {
+            (RING_BUFFER_HEADER_BYTES + OOM_KILL_RECORD_FIXED_BYTES + args).next_multiple_of(8)
+        };
+        assert_eq!(kill(0), 688, "the size --help gives");
+        let buffer = DEFAULT_RING_BUFFER_BYTES as usize;
+        assert!(buffer / kill(CMDLINE_ARGS_BYTES) >= 1_500);
+        assert!(buffer / kill(100) >= 5_000);
+    }
 }

@@ -8,9 +8,10 @@
 
 /// Bytes of the raw `oom/mark_victim` tracepoint record copied into each
 /// event. The collector decodes them with the layout it read from tracefs'
-/// `format` file; 256 bytes hold every field the kernel has ever defined
-/// (the 6.x record is 88 bytes including the `comm` string).
-pub const TRACEPOINT_BYTES: usize = 256;
+/// `format` file; 128 bytes hold every field the kernel has ever defined
+/// (the 6.x record is 88 bytes including the `comm` string, the 4.13-6.0
+/// one 12), and a field past them would be left out, not misread.
+pub const TRACEPOINT_BYTES: usize = 128;
 
 /// Length of a kernel task's `comm` (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
@@ -317,7 +318,33 @@ const _: () = assert!(
             + core::mem::size_of::<Cmdline>()
 );
 
+/// Bytes of an [`OomKillRecord`] on the ring buffer before the command
+/// line's arguments. A record is sent as these bytes plus the
+/// `cmdline.args_len` bytes of arguments in use, not whole: most command
+/// lines are far shorter than [`CMDLINE_ARGS_BYTES`], and a
+/// `memory.oom.group` kill of hundreds of processes must fit in the buffer
+/// at once.
+pub const OOM_KILL_RECORD_FIXED_BYTES: usize =
+    core::mem::offset_of!(OomKillRecord, cmdline) + core::mem::offset_of!(Cmdline, args);
+
+// The arguments are the record's tail, so cutting them cuts nothing else.
+const _: () = assert!(
+    OOM_KILL_RECORD_FIXED_BYTES + CMDLINE_ARGS_BYTES == core::mem::size_of::<OomKillRecord>()
+);
+
 impl OomKillRecord {
+    /// Bytes of this record on the ring buffer (see
+    /// [`OOM_KILL_RECORD_FIXED_BYTES`]).
+    pub const fn wire_len(&self) -> usize {
+        let args_len = self.cmdline.args_len as usize;
+        OOM_KILL_RECORD_FIXED_BYTES
+            + if args_len < CMDLINE_ARGS_BYTES {
+                args_len
+            } else {
+                CMDLINE_ARGS_BYTES
+            }
+    }
+
     pub const fn zeroed() -> Self {
         Self {
             kind: RecordKind::OomKill as u32,
