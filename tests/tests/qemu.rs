@@ -140,6 +140,47 @@ section hogs 0 /tmp/hogs
 section events $collector_status /tmp/events.ndjson
 section collector_log $collector_status /tmp/collector.log
 
+# A memory.oom.group kill of 1,000 processes: 999 sleeps, each with a
+# command line past the 2 KiB the kernel side keeps, then a hog. The kernel
+# kills them all in one loop, faster than the collector can read.
+B=/sys/fs/cgroup/big
+: > /tmp/big_kill
+if start_collector /tmp/big.ndjson /tmp/big.log --cmdline full; then
+    limited $B 256M
+    echo 1 > $B/memory.oom.group
+    zeros=$(i=0; while [ $i -lt 1050 ]; do printf '0 '; i=$((i + 1)); done)
+    # The sleeps are born in the group: this shell joins it to fork them.
+    echo $$ > $B/cgroup.procs
+    sleepers=""
+    i=0
+    while [ $i -lt 999 ]; do
+        /bin/sleep 1000 $zeros &
+        sleepers="$sleepers $!"
+        i=$((i + 1))
+    done
+    echo $$ > /sys/fs/cgroup/cgroup.procs
+    echo "sleepers $(wc -l < $B/cgroup.procs)" >> /tmp/big_kill
+    oom-collector hog $B/cgroup.procs 2>/tmp/hog_big.log & p=$!
+    wait $p
+    echo "hog $p $?" >> /tmp/big_kill
+    all_lines() { [ "$(grep -c '"action":"oom_kill"' /tmp/big.ndjson)" -ge 1000 ]; }
+    uptime_s() { cut -d. -f1 /proc/uptime; }
+    give_up=$(($(uptime_s) + 60))
+    until all_lines || [ "$(uptime_s)" -ge $give_up ]; do usleep 10000; done
+    # CLOCK_BOOTTIME, the kernel's clock of the kills, to 10 ms.
+    echo "lines_written_at $(cut -d' ' -f1 /proc/uptime)" >> /tmp/big_kill
+    wait $sleepers
+    sleep 1
+fi
+kill -TERM $collector
+wait $collector
+big_status=$?
+rmdir $B 2>/dev/null
+touch /tmp/big.ndjson
+section big_kill 0 /tmp/big_kill
+section big $big_status /tmp/big.ndjson
+section big_log $big_status /tmp/big.log
+
 # Memory cgroup kills: one hog at a 48 MiB limit; two at once in two
 # cgroups; a hog in a child of a limited parent.
 C=/sys/fs/cgroup
@@ -664,6 +705,130 @@ fn check_group_kill(series: Series, test: &str) {
     }
 }
 
+/// Processes the guest puts in its 1,000-process `memory.oom.group`.
+const BIG_GROUP: usize = 1000;
+
+fn check_group_kill_of_a_thousand(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let steps = &boot.section("big_kill").body;
+    let log = &boot.section("big_log").body;
+    let big = boot.section("big");
+    assert_eq!(
+        big.status, 0,
+        "{}: the collector exited {} on SIGTERM:\n{log}",
+        boot.release, big.status
+    );
+    assert!(
+        steps.contains(&format!("sleepers {}", BIG_GROUP - 1)),
+        "{}: the group did not fill up:\n{steps}\ncollector log:\n{log}",
+        boot.release
+    );
+    let documents: Vec<Value> = big
+        .body
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {line}", boot.release))
+        })
+        .collect();
+    let lost: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "events_lost")
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{}: nothing may be lost with the default ring buffer: {lost:?}",
+        boot.release
+    );
+    let kills: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "oom_kill")
+        .filter(|d| d["oom"]["victim"]["memcg"]["path"] == "/big")
+        .collect();
+    let pids: BTreeSet<u64> = kills
+        .iter()
+        .filter_map(|k| k["process"]["pid"].as_u64())
+        .collect();
+    assert!(
+        kills.len() == BIG_GROUP && pids.len() == BIG_GROUP,
+        "{}: want exactly {BIG_GROUP} kill lines for {BIG_GROUP} processes, got {} lines \
+         for {} pids\n{steps}\ncollector warnings:\n{}",
+        boot.release,
+        kills.len(),
+        pids.len(),
+        warnings(log)
+    );
+    let incidents: BTreeSet<String> = kills
+        .iter()
+        .map(|k| k["oom"]["incident"]["id"].to_string())
+        .collect();
+    assert!(
+        incidents.len() == 1 && !incidents.contains("null"),
+        "{}: one OOM, one oom.incident.id; got {} of them",
+        boot.release,
+        incidents.len()
+    );
+    assert!(
+        kills.iter().all(|k| k["oom"]["group_kill"] == true),
+        "{}: every victim of memory.oom.group is marked group_kill",
+        boot.release
+    );
+    let sleeps = kills
+        .iter()
+        .filter(|k| k["process"]["args"][0] == "/bin/sleep")
+        .collect::<Vec<_>>();
+    assert_eq!(
+        sleeps.len(),
+        BIG_GROUP - 1,
+        "{}: every sleep named",
+        boot.release
+    );
+    assert!(
+        sleeps.iter().all(|k| {
+            k["process"]["command_line"]
+                .as_str()
+                .is_some_and(|line| line.len() >= 2000 && line.starts_with("/bin/sleep 1000 0 0"))
+        }),
+        "{}: each sleep's command line as long as the kernel keeps (2 KiB): {}",
+        boot.release,
+        sleeps[0]["process"]["command_line"]
+    );
+
+    // How long the last line took: from the first kill to the moment the
+    // guest saw the 1,000th line in the file, both by the kernel's boot
+    // clock (the kill's is in its event.id, `<boot id>-<boot ns>-<pid>`).
+    let kill_times: Vec<f64> = kills
+        .iter()
+        .map(|k| {
+            let id = k["event"]["id"].as_str().expect("event.id");
+            let boot_ns: u64 = id
+                .rsplit('-')
+                .nth(1)
+                .and_then(|ns| ns.parse().ok())
+                .unwrap_or_else(|| panic!("no boot time in event.id {id}"));
+            boot_ns as f64 / 1e9
+        })
+        .collect();
+    let first_kill = kill_times.iter().copied().fold(f64::INFINITY, f64::min);
+    let last_kill = kill_times.iter().copied().fold(0.0, f64::max);
+    let written: f64 = steps
+        .lines()
+        .find_map(|line| line.strip_prefix("lines_written_at "))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}: no time for the last line:\n{steps}", boot.release));
+    eprintln!(
+        "figures: {}: {BIG_GROUP}-process group kill: {} lines, 0 lost, the kernel killed \
+         them in {:.0} ms, the last line was in the file {:.0} ms after the first kill \
+         (to the guest's 10 ms clock and polling)",
+        boot.release,
+        kills.len(),
+        (last_kill - first_kill) * 1000.0,
+        (written - first_kill) * 1000.0,
+    );
+}
+
 fn check_alloc_failures(series: Series, test: &str) {
     let Some(boot) = guest(series, test) else {
         return;
@@ -1098,6 +1263,14 @@ macro_rules! kernel_tests {
             #[test]
             fn group_kill() {
                 check_group_kill($series, concat!(stringify!($module), "::group_kill"));
+            }
+
+            #[test]
+            fn group_kill_of_a_thousand() {
+                check_group_kill_of_a_thousand(
+                    $series,
+                    concat!(stringify!($module), "::group_kill_of_a_thousand"),
+                );
             }
 
             #[test]
