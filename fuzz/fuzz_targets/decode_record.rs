@@ -105,6 +105,7 @@ fn context(kill: &KernelKill) -> KillContext {
                 kubernetes_container: Some("worker".into()),
             }),
         node_name: Some("node-7".into()),
+        victim_exiting: kill.oom_control.as_ref().map(|c| !c.kill_sent),
         victim_cgroup_path: victim_path,
     }
 }

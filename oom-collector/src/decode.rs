@@ -50,6 +50,10 @@ pub struct OomControlInfo {
     pub domain_pages: u64,
     /// The chosen victim's badness score.
     pub chosen_points: i64,
+    /// The hook on `__oom_kill_process` saw the victim being sent SIGKILL
+    /// just before it was marked; without it, the OOM killer marked a
+    /// victim that was already exiting and sent it nothing.
+    pub kill_sent: bool,
     /// The limited memory cgroup; `None` for a global OOM.
     pub memcg_id: Option<u64>,
     pub gfp_mask: u32,
@@ -219,6 +223,7 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
             incident_boot_ns: record.oom.incident_boot_ns,
             domain_pages: record.oom.totalpages,
             chosen_points: record.oom.chosen_points,
+            kill_sent: record.oom.chosen.read & ChosenTask::KILLED != 0,
             memcg_id: (record.oom.memcg_id != 0).then_some(record.oom.memcg_id),
             gfp_mask: record.oom.gfp_mask,
             order: record.oom.order.max(0) as u32,
@@ -499,6 +504,7 @@ mod tests {
                 incident_boot_ns: 675_923_690_004,
                 domain_pages: 8_192,
                 chosen_points: 1_965,
+                kill_sent: false,
                 memcg_id: None,
                 gfp_mask: 0xcc0,
                 order: 3,

@@ -172,6 +172,10 @@ impl ChosenTask {
     pub const SIGNAL: u32 = 1 << 2;
     /// `total_vm_pages`, the three rss counters and `pgtables_bytes`.
     pub const MM: u32 = 1 << 3;
+    /// Read by the hook on `__oom_kill_process`, which sends the victim
+    /// SIGKILL just before marking it. A victim marked without it was
+    /// already exiting, and the OOM killer sent it nothing.
+    pub const KILLED: u32 = 1 << 4;
 
     pub const fn zeroed() -> Self {
         Self {

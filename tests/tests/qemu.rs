@@ -181,6 +181,45 @@ section big_kill 0 /tmp/big_kill
 section big $big_status /tmp/big.ndjson
 section big_log $big_status /tmp/big.log
 
+# A victim already exiting: a process holding 40 MiB in a 64 MiB cgroup is
+# frozen by the v1 freezer (where even SIGKILL waits) and SIGKILLed, so it
+# is exiting but keeps its memory. A hog beside it makes the OOM killer
+# choose it; finding it exiting, the killer only marks it (which thaws it)
+# and sends no kill, then kills the hog at the next OOM.
+E=/sys/fs/cgroup/exiting
+: > /tmp/exiting_pids
+if start_collector /tmp/exiting.ndjson /tmp/exiting.log; then
+    mkdir -p /tmp/freezer
+    if mount -t cgroup -o freezer freezer /tmp/freezer 2>>/tmp/exiting_pids; then
+        limited $E 64M
+        mkdir /tmp/freezer/held
+        sh -c "echo \$\$ > $E/cgroup.procs && echo \$\$ > /tmp/freezer/held/tasks && exec enomem hold 40" > /tmp/held.out & held=$!
+        holding() { grep -q held /tmp/held.out || ! kill -0 $held; }
+        wait_until 300 holding
+        echo FROZEN > /tmp/freezer/held/freezer.state
+        frozen() { grep -q FROZEN /tmp/freezer/held/freezer.state; }
+        wait_until 100 frozen || echo "not frozen: $(cat /tmp/freezer/held/freezer.state)" >> /tmp/exiting_pids
+        kill -9 $held
+        oom-collector hog $E/cgroup.procs 2>/tmp/hog_exiting.log & p=$!
+        wait $p
+        echo "hog $p $?" >> /tmp/exiting_pids
+        echo THAWED > /tmp/freezer/held/freezer.state
+        wait $held
+        echo "held $held $?" >> /tmp/exiting_pids
+        rmdir /tmp/freezer/held
+        umount /tmp/freezer
+    fi
+    sleep 1
+fi
+kill -TERM $collector
+wait $collector
+exiting_status=$?
+rmdir $E 2>/dev/null
+touch /tmp/exiting.ndjson
+section exiting_pids 0 /tmp/exiting_pids
+section exiting $exiting_status /tmp/exiting.ndjson
+section exiting_log $exiting_status /tmp/exiting.log
+
 # Memory cgroup kills: one hog at a 48 MiB limit; two at once in two
 # cgroups; a hog in a child of a limited parent.
 C=/sys/fs/cgroup
@@ -829,6 +868,72 @@ fn check_group_kill_of_a_thousand(series: Series, test: &str) {
     );
 }
 
+fn check_exiting_victim(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let steps = &boot.section("exiting_pids").body;
+    let log = &boot.section("exiting_log").body;
+    let events = boot.section("exiting");
+    assert_eq!(
+        events.status, 0,
+        "{}: the collector exited {}:\n{log}",
+        boot.release, events.status
+    );
+    let pid_of = |what: &str| -> u64 {
+        steps
+            .lines()
+            .find_map(|l| l.strip_prefix(what)?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no {what:?} in:\n{steps}", boot.release))
+    };
+    let (held, hog) = (pid_of("held "), pid_of("hog "));
+    let documents: Vec<Value> = events
+        .body
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON lines"))
+        .collect();
+    let context = || {
+        format!(
+            "{steps}\nevents:\n{}\nkernel log:\n{}",
+            events.body,
+            boot.oom_log()
+        )
+    };
+    let line_of = |pid: u64| {
+        documents
+            .iter()
+            .find(|d| d["event"]["action"] == "oom_kill" && d["process"]["pid"] == pid)
+            .unwrap_or_else(|| panic!("{}: no line for pid {pid}\n{}", boot.release, context()))
+    };
+    let (held_line, hog_line) = (line_of(held), line_of(hog));
+    assert!(
+        !boot.oom_log().contains(&format!("Killed process {held} ")),
+        "{}: the kernel sent the held process no kill of its own\n{}",
+        boot.release,
+        context()
+    );
+    if !oom_kill_process_hooked(boot) {
+        assert!(held_line["oom"]["victim"].get("exiting").is_none());
+        return;
+    }
+    assert_eq!(
+        held_line["oom"]["victim"]["exiting"], true,
+        "{}: marked while already exiting: {held_line}",
+        boot.release
+    );
+    let message = held_line["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("was already exiting") && !message.contains("Killed"),
+        "{}: {message}",
+        boot.release
+    );
+    assert_eq!(
+        hog_line["oom"]["victim"]["exiting"], false,
+        "{}: the hog was killed: {hog_line}",
+        boot.release
+    );
+}
+
 fn check_alloc_failures(series: Series, test: &str) {
     let Some(boot) = guest(series, test) else {
         return;
@@ -1271,6 +1376,11 @@ macro_rules! kernel_tests {
                     $series,
                     concat!(stringify!($module), "::group_kill_of_a_thousand"),
                 );
+            }
+
+            #[test]
+            fn exiting_victim() {
+                check_exiting_victim($series, concat!(stringify!($module), "::exiting_victim"));
             }
 
             #[test]

@@ -43,6 +43,9 @@ pub struct Enricher {
     redactor: Redactor,
     unified: Option<CgroupPaths>,
     memory: Option<(CgroupPaths, CgroupVersion)>,
+    /// Both hooks on the OOM killer (`oom_kill_process`,
+    /// `__oom_kill_process`) are attached, so a kill sent is seen.
+    kill_hooks: bool,
 }
 
 impl Enricher {
@@ -51,6 +54,7 @@ impl Enricher {
         mounts: CgroupMounts,
         cmdline: &CmdlineArgs,
         runtime_dirs: RuntimeDirs,
+        kill_hooks: bool,
     ) -> Self {
         let kmsg = Kmsg::open()
             .map_err(|error| {
@@ -74,6 +78,24 @@ impl Enricher {
             redactor: Redactor::new(&cmdline.secret_words),
             unified: mounts.unified.map(CgroupPaths::new),
             memory: mounts.memory.map(|m| (CgroupPaths::new(m.root), m.version)),
+            kill_hooks,
+        }
+    }
+
+    /// Whether the victim was already exiting, so the OOM killer marked it
+    /// to free its memory and sent no kill: `mark_oom_victim()` is reached
+    /// from `__oom_kill_process()` after SIGKILL, but also for a chosen
+    /// victim already exiting (`oom_kill_process()`) and for an exiting
+    /// allocating task, which marks itself before anyone is chosen
+    /// (`out_of_memory()`). Only the OOM killer's hooks tell them apart;
+    /// without them, unknown.
+    fn victim_exiting(&self, kill: &KernelKill) -> Option<bool> {
+        if !self.kill_hooks {
+            return None;
+        }
+        match &kill.oom_control {
+            Some(control) => Some(!control.kill_sent),
+            None => (kill.victim.tid == kill.trigger.tid).then_some(true),
         }
     }
 
@@ -139,6 +161,7 @@ impl Enricher {
         .and_then(|id| self.runtime.lookup(&id));
         let context = KillContext {
             container_metadata,
+            victim_exiting: self.victim_exiting(kill),
             node_name: Some(self.node_name.clone()),
             timestamp: wall_clock_of_boot_ns(kill.boot_ns),
             created: SystemTime::now(),
@@ -390,6 +413,9 @@ pub struct KillContext {
     pub container_metadata: Option<ContainerMetadata>,
     /// This node's name, for `kubernetes.node.name`.
     pub node_name: Option<String>,
+    /// The victim was already exiting and was sent no kill (see
+    /// `Enricher::victim_exiting`); `None` when unknown.
+    pub victim_exiting: Option<bool>,
 }
 
 fn event(
@@ -477,6 +503,7 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
                 .map(|c| c.chosen_points),
             cgroup: context.victim_cgroup_path.map(|path| CgroupRef { path }),
             memcg: context.victim_memcg,
+            exiting: context.victim_exiting,
         }),
         trigger: Some(OomTrigger {
             pid: kill.trigger.pid,
@@ -551,10 +578,19 @@ fn kill_message(
     container_id: Option<&str>,
 ) -> String {
     let victim = &kill.victim;
-    let mut message = format!(
-        "Out of memory: Killed process {pid} ({})",
-        name.unwrap_or("?")
-    );
+    let exiting = oom.victim.as_ref().and_then(|v| v.exiting) == Some(true);
+    let mut message = if exiting {
+        format!(
+            "Out of memory: process {pid} ({}) was already exiting: marked as the OOM \
+             victim to free its memory, no kill sent;",
+            name.unwrap_or("?")
+        )
+    } else {
+        format!(
+            "Out of memory: Killed process {pid} ({})",
+            name.unwrap_or("?")
+        )
+    };
     let fields = [
         ("total-vm", victim.total_vm_kib),
         ("anon-rss", victim.anon_rss_kib),

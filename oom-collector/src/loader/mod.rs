@@ -87,6 +87,14 @@ pub struct HookStatus {
     pub state: Result<(), String>,
 }
 
+/// Whether both hooks on the OOM killer are attached, so every kill it
+/// sends is seen (and a victim marked without one is known).
+pub fn kill_hooks_active(hooks: &[HookStatus]) -> bool {
+    [HOOK_OOM_KILL_PROCESS, HOOK_OOM_KILL_VICTIM]
+        .iter()
+        .all(|name| hooks.iter().any(|h| h.hook == *name && h.state.is_ok()))
+}
+
 /// Capabilities needed to load and attach, from `/proc/self/status`.
 pub fn check_capabilities() -> Result<(), LoadError> {
     const CAP_SYS_ADMIN: u32 = 21;
