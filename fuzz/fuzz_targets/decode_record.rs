@@ -12,11 +12,11 @@ use std::{sync::LazyLock, time::SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use oom_collector::{
-    cmdline::Redactor,
     decode::{decode, KernelKill, Record},
     enrich::{kill_document, runtime::ContainerMetadata, KillContext},
     host::{wall_clock_of_boot_ns, HostInfo},
     record::Memcg,
+    redact::Redactor,
     tracefs::TracepointFormat,
 };
 use serde::de::IgnoredAny;

@@ -19,7 +19,7 @@ use tracing::warn;
 use crate::{
     alloc::AllocFailures,
     cli::CmdlineArgs,
-    cmdline::{CapturedCmdline, CmdlineMode, Redactor},
+    cmdline::{CapturedCmdline, CmdlineMode},
     decode::{KernelKill, MemcgPages},
     host::{wall_clock_of_boot_ns, HostInfo},
     kmsg::{Kmsg, OomContext},
@@ -29,6 +29,7 @@ use crate::{
         OomAlloc, OomIncident, OomLost, OomTrigger, OomVictim, Parent, Process, Rss, Thread, User,
         ACTION_ALLOC_FAILED, ACTION_EVENTS_LOST, ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
     },
+    redact::Redactor,
 };
 
 /// Turns kernel records into documents.
