@@ -12,6 +12,7 @@ use std::{sync::LazyLock, time::SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use oom_collector::{
+    cmdline::CmdlineMode,
     decode::{decode, KernelKill, Record},
     enrich::{kill_document, runtime::ContainerMetadata, KillContext},
     host::{wall_clock_of_boot_ns, HostInfo},
@@ -85,10 +86,7 @@ fn context(kill: &KernelKill) -> KillContext {
         }),
         trigger_cgroup_path: path_of(kill.trigger.cgroup_id),
         trigger_memcg_path: path_of(kill.trigger.memcg_id),
-        cmdline: kill.cmdline.clone().map(|mut cmdline| {
-            cmdline.args = REDACTOR.redact(&cmdline.args);
-            cmdline
-        }),
+        cmdline: REDACTOR.shown(CmdlineMode::Redacted, kill.cmdline.as_ref()),
         oom_log: None,
         oom_memcg: None,
         victim_comm_from_proc: kill.victim.comm.is_none().then(|| "java".to_owned()),

@@ -170,7 +170,9 @@ impl Enricher {
             victim_memcg,
             trigger_cgroup_path: self.unified_path(kill.trigger.cgroup_id),
             trigger_memcg_path: self.memory_path(kill.trigger.memcg_id),
-            cmdline: self.shown_cmdline(kill.cmdline.as_ref()),
+            cmdline: self
+                .redactor
+                .shown(self.cmdline_mode, kill.cmdline.as_ref()),
             oom_memcg: oom_memcg_path.map(|path| self.memcg_at_oom(path, oom_memcg_pages)),
             oom_log,
             victim_comm_from_proc: match &kill.victim.comm {
@@ -179,19 +181,6 @@ impl Enricher {
             },
         };
         kill_document(kill, &self.host, context)
-    }
-
-    /// The command line as `--cmdline` says to show it.
-    fn shown_cmdline(&self, cmdline: Option<&CapturedCmdline>) -> Option<CapturedCmdline> {
-        let cmdline = cmdline?;
-        match self.cmdline_mode {
-            CmdlineMode::Off => None,
-            CmdlineMode::Full => Some(cmdline.clone()),
-            CmdlineMode::Redacted => Some(CapturedCmdline {
-                args: self.redactor.redact(&cmdline.args),
-                ..cmdline.clone()
-            }),
-        }
     }
 
     /// Looks up the failing process's cgroups and shapes the document.
