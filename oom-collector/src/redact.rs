@@ -104,8 +104,9 @@
 //! others, so these count only from an argument naming the program (its
 //! basename: `/usr/bin/mysql`, or `mysql` after `sudo`, `docker exec` or
 //! in a `sh -c` script) up to the next such program or shell separator.
-//! A short flag's value may be attached (`-pX`) or next (`-p X`), except
-//! where noted; a next value that looks like an option is not taken.
+//! A short flag's value may be attached (`-pX`) or next (`-p X`, also
+//! after a cluster the flag ends: `-su X`), except where noted; a next
+//! value that looks like an option is not taken.
 //!
 //! | Program | Secret |
 //! |---|---|
@@ -621,6 +622,20 @@ impl Redactor {
             let short = flag.len() == 2 && !flag.starts_with("--");
             if short && !program.attached {
                 continue;
+            }
+            // `curl -su user:password`: a flag ending a cluster takes the
+            // next argument.
+            let ends_cluster = short
+                && take != Take::Attached
+                && !word.starts_with(flag)
+                && word.strip_prefix('-').is_some_and(|cluster| {
+                    !cluster.starts_with('-')
+                        && cluster.bytes().all(|b| b.is_ascii_alphanumeric())
+                        && cluster.ends_with(&flag[1..])
+                });
+            if ends_cluster {
+                state.pending = Some(Pending::Flag(take));
+                return Some(word.to_owned());
             }
             let attached = if short {
                 word.strip_prefix(flag)

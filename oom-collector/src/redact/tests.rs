@@ -269,6 +269,11 @@ fn short_flags_are_secret_only_for_the_programs_that_take_passwords_with_them() 
         ])
     );
     assert_eq!(
+        redact(&["curl", "-fsu", "me:pw6", "https://x"]),
+        args(&["curl", "-fsu", "me:<redacted>", "https://x"]),
+        "a flag ending a cluster takes the next argument"
+    );
+    assert_eq!(
         redact(&["python", "-u", "app.py"]),
         args(&["python", "-u", "app.py"])
     );
