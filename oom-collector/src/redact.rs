@@ -525,7 +525,7 @@ impl Redactor {
                 }
                 if !looks_like_option(word) {
                     out.push(match pending {
-                        Pending::Flag(take) => mask_value(take, word),
+                        Pending::Flag(take) => self.flag_value(take, word, state.program, depth),
                         Pending::Named if is_harmless(word) => word.to_owned(),
                         Pending::Named => REDACTED.to_owned(),
                     });
@@ -644,7 +644,8 @@ impl Redactor {
             };
             if let Some(value) = attached.filter(|v| !v.is_empty()) {
                 let prefix = &word[..word.len() - value.len()];
-                return Some(format!("{prefix}{}", mask_value(take, value)));
+                let value = self.flag_value(take, value, Some(program), depth);
+                return Some(format!("{prefix}{value}"));
             }
         }
         if program.positional_names && positional && self.is_secret_name(word) {
@@ -652,6 +653,27 @@ impl Redactor {
             return Some(self.argument(word, Some(program), depth));
         }
         None
+    }
+
+    /// A program flag's `value` with its secret masked. A value without a
+    /// password (`curl -u user`) is read as any argument, and a user name
+    /// kept still has its token shapes masked.
+    fn flag_value(
+        &self,
+        take: Take,
+        value: &str,
+        program: Option<&'static Program>,
+        depth: usize,
+    ) -> String {
+        match take {
+            Take::UserPassword(sep) => match value.split_once(sep) {
+                Some((user, password)) if !password.is_empty() => {
+                    mask_token_shapes(&format!("{user}{sep}{REDACTED}"))
+                }
+                _ => self.argument(value, program, depth),
+            },
+            _ => REDACTED.to_owned(),
+        }
     }
 
     /// `--name` or `-name` whose value is the next argument and secret.
@@ -816,7 +838,8 @@ impl Redactor {
     }
 
     /// `name=value` pieces split by `&`, `;`, `?`, `#` (and `,` outside
-    /// URLs): secret ones' values masked.
+    /// URLs): secret ones' values masked. A value in braces may hold the
+    /// separators (`;password={a;b}` of SQL Server).
     fn mask_pairs(&self, text: &str, is_url: bool) -> String {
         let separators: &[char] = if is_url {
             &['&', ';', '?', '#']
@@ -824,9 +847,17 @@ impl Redactor {
             &['&', ';', '?', '#', ',']
         };
         let mut out = String::with_capacity(text.len());
-        let mut start = 0;
-        for piece in text.split(separators) {
-            let end = start + piece.len();
+        let mut rest = text;
+        loop {
+            let braced = rest
+                .split_once('=')
+                .filter(|(name, value)| !name.contains(separators) && value.starts_with('{'))
+                .and_then(|(name, value)| Some(name.len() + 1 + value.find('}')?));
+            let from = braced.unwrap_or(0);
+            let end = rest[from..]
+                .find(separators)
+                .map_or(rest.len(), |i| from + i);
+            let piece = &rest[..end];
             match piece.split_once('=') {
                 Some((name, value))
                     if is_name(name) && !is_harmless(value) && self.is_secret_name(name) =>
@@ -837,11 +868,11 @@ impl Redactor {
                 }
                 _ => out.push_str(piece),
             }
-            if end < text.len() {
-                // The separator: one ASCII byte.
-                out.push_str(&text[end..end + 1]);
-            }
-            start = end + 1;
+            let Some(separator) = rest[end..].chars().next() else {
+                break;
+            };
+            out.push(separator);
+            rest = &rest[end + separator.len_utf8()..];
         }
         out
     }
@@ -943,18 +974,6 @@ fn program_named(word: &str) -> Option<&'static Program> {
     }
     let base = word.rsplit('/').next().unwrap_or(word);
     PROGRAMS.iter().find(|p| p.names.contains(&base))
-}
-
-/// A program flag's `value` with its secret masked; what is kept of it
-/// still has its token shapes masked (a token given as the user name).
-fn mask_value(take: Take, value: &str) -> String {
-    match take {
-        Take::UserPassword(sep) => mask_token_shapes(&match value.split_once(sep) {
-            Some((user, password)) if !password.is_empty() => format!("{user}{sep}{REDACTED}"),
-            _ => value.to_owned(),
-        }),
-        _ => REDACTED.to_owned(),
-    }
 }
 
 /// `user/password[@db]`, `user/password as sysdba`: the password masked.
