@@ -181,15 +181,37 @@ impl RuntimeArgs {
 pub struct CmdlineArgs {
     /// How much of the victim's command line events carry
     /// (`process.args`, `process.command_line`, `process.executable`).
-    /// `redacted` masks the values of options and `key=value` arguments
-    /// whose name contains a secret word, and URL passwords; `full` keeps
-    /// everything; `off` captures nothing.
+    /// `full` keeps everything; `off` captures nothing. `redacted` replaces
+    /// each secret by `<redacted>` and keeps the rest word for word: the
+    /// value of an option, `NAME=value`, header (`Authorization: Bearer
+    /// <redacted>`), URL query parameter, `a=1,b=2` pair or JSON key whose
+    /// name is secret (see --secret-words), and the argument after such an
+    /// option; URL passwords, even holding `/` or `@`; the words of an
+    /// argument with whitespace by the same rules (`sh -c` scripts, `"host=db
+    /// password=x"`, SQL's `PASSWORD 'x'`); flags that hold passwords for
+    /// some programs only, after an argument naming the program (`mysql
+    /// -pX`, `sshpass -p`, `redis-cli -a` and `AUTH`, `curl -u user:X`,
+    /// `docker login -p`, `vault login X`, `mongosh -p`, `sqlcmd -P`,
+    /// `ldapsearch -w`, `smbclient -U user%X`, `htpasswd -b`, `aws
+    /// configure set NAME X`, `sqlplus user/X@db`, ...), so `ssh -p 22` and
+    /// `docker run -p 8080:80` stay; tokens of well-known shapes anywhere
+    /// (AKIA..., eyJ... JWTs, ghp_, github_pat_, xoxb-, sk_live_, glpat-,
+    /// PEM private keys, ...); and the last argument of a command line the
+    /// kernel cut at 2 KiB, which may be half a secret.
     #[arg(long = "cmdline", value_enum, default_value_t = CmdlineMode::Redacted)]
     pub mode: CmdlineMode,
 
-    /// More secret words for `--cmdline redacted`, comma-separated, added to
-    /// password, passwd, secret, token, key, credential, auth, cookie,
-    /// signature and private. Matching ignores case and is by substring.
+    /// More secret words for `--cmdline redacted`, comma-separated: a name
+    /// that contains one, ignoring case, is secret. Built in: names that
+    /// contain password, passwd, passphrase, secret, credential, signature,
+    /// cookie, apikey, accesskey, privatekey, authtoken or accesstoken; with
+    /// a word (split at `-_./:` and camelCase) pass, pwd, pw, cred, creds,
+    /// sig, bearer, or one ending in token or pass (`DB_PASS`, `--pwd`);
+    /// whose last word ends in key or auth or is authorization or jwt
+    /// (`--api-key`). Not when the last word says where or what the secret
+    /// is (file, path, dir, store, url, name, mode, type, stdin, ...:
+    /// `--key-file=/etc/x.pem` is kept), nor values such as true, 0 or a
+    /// `.pem` or `.key` file name.
     #[arg(long, value_name = "WORDS", value_delimiter = ',')]
     pub secret_words: Vec<String>,
 
