@@ -1,8 +1,12 @@
 //! The redactor against command lines seen in the wild: secrets must be
-//! gone from every field and line an event is written as, and everything
-//! else must read as it was.
+//! gone from every field of the event a kill makes and from the lines the
+//! collector's output writes for it, and everything else must read as it
+//! was.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    fs,
+    time::{Duration, SystemTime},
+};
 
 use serde_json::Value;
 
@@ -12,6 +16,7 @@ use crate::{
     enrich::{kill_document, KillContext},
     host::HostInfo,
     record::Document,
+    sink::{Format, Rotation, Sink},
 };
 
 /// Command lines with their secrets marked `⟦...⟧`.
@@ -66,10 +71,9 @@ fn unmark(word: &str, secrets: &mut Vec<String>) -> String {
     out
 }
 
-/// What the collector writes for a kill of a process with `case`'s
-/// command line, as `mode` shows it: the document, its JSON line and its
-/// `--format pretty` line.
-fn written(case: &Case, redactor: &Redactor, mode: CmdlineMode) -> (Document, String, String) {
+/// The document the collector makes of a kill of a process with `case`'s
+/// command line, shown as `mode` says.
+fn document(case: &Case, redactor: &Redactor, mode: CmdlineMode) -> Document {
     let kill = KernelKill {
         boot_ns: 5_000_000_000,
         victim: Victim {
@@ -108,10 +112,30 @@ fn written(case: &Case, redactor: &Redactor, mode: CmdlineMode) -> (Document, St
         container_metadata: None,
         node_name: None,
     };
-    let document = kill_document(&kill, &host, context);
-    let json = serde_json::to_string(&document).expect("documents serialize");
-    let pretty = document.pretty();
-    (document, json, pretty)
+    kill_document(&kill, &host, context)
+}
+
+/// The lines the collector's output writes for `documents` in `format`.
+fn written(documents: &[Document], format: Format, test: &str) -> Vec<String> {
+    let path = std::env::temp_dir().join(format!(
+        "oom-redact-{test}-{format:?}-{}.log",
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&path);
+    let never = Rotation {
+        max_bytes: None,
+        keep: 0,
+    };
+    let mut sink = Sink::open(std::slice::from_ref(&path), format, never).expect("open");
+    for document in documents {
+        sink.write(document).expect("write");
+    }
+    sink.finish().expect("finish");
+    let text = fs::read_to_string(&path).expect("read back");
+    let _ = fs::remove_file(&path);
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), documents.len(), "one line per document");
+    lines
 }
 
 fn strings_of(value: &Value, out: &mut Vec<String>) {
@@ -143,14 +167,26 @@ fn no_marked_secret_survives_in_any_field_or_line_of_the_event() {
         cases.len()
     );
     let redactor = Redactor::new(&[]);
-    for case in &cases {
+    let documents: Vec<Document> = cases
+        .iter()
+        .map(|case| document(case, &redactor, CmdlineMode::Redacted))
+        .collect();
+    let json_lines = written(&documents, Format::Json, "secrets");
+    let pretty_lines = written(&documents, Format::Pretty, "secrets");
+    let unredacted: Vec<Document> = cases
+        .iter()
+        .map(|case| document(case, &redactor, CmdlineMode::Full))
+        .collect();
+    for (i, case) in cases.iter().enumerate() {
         assert!(
             !case.secrets.is_empty(),
             "no secret marked in: {}",
             case.line
         );
-        let (document, json, pretty) = written(case, &redactor, CmdlineMode::Redacted);
-        let process = document.process.as_ref().expect("a kill names its process");
+        let process = documents[i]
+            .process
+            .as_ref()
+            .expect("a kill names its process");
         let shown_args = process.args.as_ref().expect("args are shown");
         assert_eq!(
             shown_args.len(),
@@ -160,14 +196,17 @@ fn no_marked_secret_survives_in_any_field_or_line_of_the_event() {
         );
         let mut strings = Vec::new();
         strings_of(
-            &serde_json::from_str(&json).expect("the line is JSON"),
+            &serde_json::from_str(&json_lines[i]).expect("the line is JSON"),
             &mut strings,
         );
+        let full_line = unredacted[i]
+            .process
+            .as_ref()
+            .and_then(|p| p.command_line.clone())
+            .unwrap_or_default();
         for secret in &case.secrets {
-            let full = CmdlineMode::Full;
-            let (_, unredacted, _) = written(case, &redactor, full);
             assert!(
-                unredacted.contains(secret.as_str()),
+                full_line.contains(secret.as_str()),
                 "the corpus line does not hold its secret {secret:?}: {}",
                 case.line
             );
@@ -177,15 +216,15 @@ fn no_marked_secret_survives_in_any_field_or_line_of_the_event() {
                     "process.command_line",
                     process.command_line.clone().unwrap_or_default(),
                 ),
-                ("message", document.message.clone()),
-                ("the JSON line", json.clone()),
+                ("message", documents[i].message.clone()),
+                ("the JSON line", json_lines[i].clone()),
                 ("the JSON line's strings", strings.join("\u{0}")),
-                ("the pretty line", pretty.clone()),
+                ("the pretty line", pretty_lines[i].clone()),
             ];
             for (place, text) in places {
                 assert!(
                     !text.contains(secret.as_str()),
-                    "secret {secret:?} survives in {place} ({text}) for: {}",
+                    "secret {secret:?} survives in {place} ({text:?}) for: {}",
                     case.line
                 );
             }
@@ -198,9 +237,17 @@ fn ordinary_command_lines_come_out_word_for_word() {
     let cases = corpus(ORDINARY);
     assert!(cases.len() >= 60, "{} ordinary lines, want 60", cases.len());
     let redactor = Redactor::new(&[]);
-    for case in &cases {
-        let (document, json, pretty) = written(case, &redactor, CmdlineMode::Redacted);
-        let process = document.process.as_ref().expect("a kill names its process");
+    let documents: Vec<Document> = cases
+        .iter()
+        .map(|case| document(case, &redactor, CmdlineMode::Redacted))
+        .collect();
+    let json_lines = written(&documents, Format::Json, "ordinary");
+    let pretty_lines = written(&documents, Format::Pretty, "ordinary");
+    for (i, case) in cases.iter().enumerate() {
+        let process = documents[i]
+            .process
+            .as_ref()
+            .expect("a kill names its process");
         assert_eq!(
             process.args.as_ref(),
             Some(&case.args),
@@ -214,7 +261,7 @@ fn ordinary_command_lines_come_out_word_for_word() {
             case.line
         );
         assert!(
-            !json.contains(REDACTED) && !pretty.contains(REDACTED),
+            !json_lines[i].contains(REDACTED) && !pretty_lines[i].contains(REDACTED),
             "masked something in: {}",
             case.line
         );
@@ -225,13 +272,15 @@ fn ordinary_command_lines_come_out_word_for_word() {
 fn full_shows_the_command_line_as_captured_and_off_shows_none() {
     let case = &corpus(SECRETS)[0];
     let redactor = Redactor::new(&[]);
-    let (document, _, _) = written(case, &redactor, CmdlineMode::Full);
-    let process = document.process.expect("a process");
+    let process = document(case, &redactor, CmdlineMode::Full)
+        .process
+        .expect("a process");
     assert_eq!(process.args, Some(case.args.clone()));
-    let (document, json, _) = written(case, &redactor, CmdlineMode::Off);
-    let process = document.process.expect("a process");
+    let off = document(case, &redactor, CmdlineMode::Off);
+    let json = written(std::slice::from_ref(&off), Format::Json, "off");
+    let process = off.process.expect("a process");
     assert_eq!((process.args, process.command_line), (None, None));
-    assert!(!json.contains(&case.secrets[0]));
+    assert!(!json[0].contains(&case.secrets[0]));
 }
 
 #[test]
