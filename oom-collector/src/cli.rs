@@ -210,8 +210,8 @@ pub struct CmdlineArgs {
     /// whose last word ends in key or auth or is authorization or jwt
     /// (`--api-key`). Not when the last word says where or what the secret
     /// is (file, path, dir, store, url, name, mode, type, stdin, ...:
-    /// `--key-file=/etc/x.pem` is kept), nor values such as true, 0 or a
-    /// `.pem` or `.key` file name.
+    /// `--key-file=/etc/x.pem` is kept), nor values such as true, 0, a
+    /// `.pem` or `.key` file name or a path such as `~/.ssh/id_rsa`.
     #[arg(long, value_name = "WORDS", value_delimiter = ',')]
     pub secret_words: Vec<String>,
 

@@ -42,11 +42,15 @@
 //!
 //! A value is *harmless*, and kept whatever its name, when it is empty,
 //! `true`, `false`, `yes`, `no`, `on`, `off`, `none`, `null`, `0` or `1`,
-//! or a file name with one of the extensions of key, certificate and
-//! configuration files (`.pem`, `.key`, `.crt`, `.cer`, `.der`, `.p12`,
-//! `.pfx`, `.jks`, `.keystore`, `.json`, `.yaml`, `.yml`, `.conf`, `.txt`,
-//! `.asc`, `.gpg`, `.pub`) and only letters, digits, `/`, `.`, `_`, `-`
-//! and `~`: `--key /etc/ssl/client.key` is kept, `--ssl-key s3cr3t` masked.
+//! or the name of a file: only letters, digits, `/`, `.`, `_`, `-` and
+//! `~`, with one of the extensions of key, certificate and configuration
+//! files (`.pem`, `.key`, `.crt`, `.cer`, `.der`, `.p12`, `.pfx`, `.jks`,
+//! `.keystore`, `.json`, `.yaml`, `.yml`, `.conf`, `.txt`, `.asc`, `.gpg`,
+//! `.pub`) or starting with `~/`, `./`, `../`, `/etc/`, `/home/`,
+//! `/root/`, `/run/`, `/var/`, `/tmp/`, `/opt/`, `/usr/`, `/srv/`,
+//! `/mnt/`, `/data/`, `/secrets/`, `/certs/`, `/keys/` or `/config/`:
+//! `--key /etc/ssl/client.key` and `--private-key ~/.ssh/id_rsa` are kept,
+//! `--ssl-key s3cr3t` masked.
 //!
 //! ## What is masked, in every argument
 //!
@@ -227,6 +231,28 @@ const TRIVIAL_VALUES: &[&str] = &[
 const FILE_EXTENSIONS: &[&str] = &[
     "pem", "key", "crt", "cer", "der", "p12", "pfx", "jks", "keystore", "json", "yaml", "yml",
     "conf", "txt", "asc", "gpg", "pub",
+];
+
+/// Where a path that names a file begins.
+const FILE_DIRECTORIES: &[&str] = &[
+    "~/",
+    "./",
+    "../",
+    "/etc/",
+    "/home/",
+    "/root/",
+    "/run/",
+    "/var/",
+    "/tmp/",
+    "/opt/",
+    "/usr/",
+    "/srv/",
+    "/mnt/",
+    "/data/",
+    "/secrets/",
+    "/certs/",
+    "/keys/",
+    "/config/",
 ];
 
 /// Flags that negate an option and take no value.
@@ -1029,13 +1055,17 @@ fn is_harmless(value: &str) -> bool {
         || names_a_file(value)
 }
 
+/// A file name with the extension of a key, certificate or configuration
+/// file, or a path in a directory where such files are kept (`~/.ssh/id_rsa`,
+/// `/etc/...`): not a secret, even one beginning with `/` as base64 may.
 fn names_a_file(value: &str) -> bool {
     value
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'~'))
-        && value.rsplit_once('.').is_some_and(|(stem, ext)| {
-            !stem.is_empty() && FILE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
-        })
+        && (FILE_DIRECTORIES.iter().any(|dir| value.starts_with(dir))
+            || value.rsplit_once('.').is_some_and(|(stem, ext)| {
+                !stem.is_empty() && FILE_EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e))
+            }))
 }
 
 fn is_secret_word(word: &str) -> bool {
