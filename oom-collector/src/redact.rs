@@ -1038,13 +1038,13 @@ fn looks_like_option(word: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_alphabetic()) && is_name(name)
 }
 
-/// Letters, digits, `-`, `_`, `.`, `/`, `:`: what an option, variable or
-/// parameter name is made of.
+/// Letters, digits, `-`, `_`, `.`, `/`, `:`, `[`, `]`: what an option,
+/// variable or parameter name is made of (`user[password]` in form data).
 fn is_name(name: &str) -> bool {
     !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':' | b'[' | b']')
+        })
 }
 
 /// A value no name makes secret: a flag's setting, or the path of a key or
