@@ -206,7 +206,7 @@ pub struct CmdlineArgs {
     /// contain password, passwd, passphrase, secret, credential, signature,
     /// cookie, apikey, accesskey, privatekey, authtoken or accesstoken; with
     /// a word (split at `-_./:` and camelCase) pass, pwd, pw, cred, creds,
-    /// sig, bearer, or one ending in token or pass (`DB_PASS`, `--pwd`);
+    /// sig, bearer, psk, or one ending in token or pass (`DB_PASS`, `--pwd`);
     /// whose last word ends in key or auth or is authorization or jwt
     /// (`--api-key`). Not when the last word says where or what the secret
     /// is (file, path, dir, store, url, name, mode, type, stdin, ...:

@@ -22,8 +22,8 @@
 //!   `credential`, `signature`, `cookie`, `apikey`, `accesskey`,
 //!   `privatekey`, `authtoken` or `accesstoken`, or a word given with
 //!   `--secret-words`;
-//! - or one of its words is `pass`, `pwd`, `pw`, `cred`, `creds`, `sig` or
-//!   `bearer`, or ends in `token` or `pass` (`authtoken`, `storepass`; not
+//! - or one of its words is `pass`, `pwd`, `pw`, `cred`, `creds`, `sig`,
+//!   `bearer` or `psk`, or ends in `token` or `pass` (`authtoken`, `storepass`; not
 //!   `bypass`, `compass` and the like);
 //! - or its last word is `authorization` or `jwt`, or ends in `key` or
 //!   `auth` (`--api-key`, `sslkey`, `masterauth`; elsewhere these qualify
@@ -100,7 +100,9 @@
 //!   `glsoat-`), Google (`AIza`), OpenAI-style `sk-`, Hugging Face (`hf_`),
 //!   npm (`npm_`), PyPI (`pypi-`), Vault (`hvs.`, `hvb.`, `hvr.`),
 //!   DigitalOcean (`dop_v1_`, `doo_v1_`, `dor_v1_`), Shopify (`shpat_`,
-//!   `shpss_`, `shpca_`, `shppa_`), SendGrid (`SG.`), Databricks (`dapi`).
+//!   `shpss_`, `shpca_`, `shppa_`), SendGrid (`SG.`), Databricks (`dapi`),
+//!   and Slack and Discord webhook URLs (`hooks.slack.com/services/...`,
+//!   `discord.com/api/webhooks/...`) from their host on.
 //!
 //! ## Flags of known programs
 //!
@@ -108,7 +110,8 @@
 //! others, so these count only from an argument naming the program (its
 //! basename: `/usr/bin/mysql`, or `mysql` after `sudo`, `docker exec` or
 //! in a `sh -c` script) up to the next such program or shell separator.
-//! A short flag's value may be attached (`-pX`) or next (`-p X`, also
+//! Positional arguments are counted leaving out options and arguments with
+//! a `=`. A short flag's value may be attached (`-pX`) or next (`-p X`, also
 //! after a cluster the flag ends: `-su X`), except where noted; a next
 //! value that looks like an option is not taken.
 //!
@@ -116,11 +119,17 @@
 //! |---|---|
 //! | `mysql`, `mysqldump`, `mysqladmin`, `mariadb`, ... | `-pX` attached only (a bare `-p` prompts: `mysql -p db` keeps `db`) |
 //! | `sshpass` | `-p` |
-//! | `redis-cli`, `valkey-cli`, `keydb-cli` | `-a`; every argument after `AUTH`; the value after a secret-named argument (`CONFIG SET requirepass X`) |
+//! | `redis-cli`, `valkey-cli`, `keydb-cli`, `redis-benchmark` | `-a`; every argument after `AUTH`; the value after a secret-named argument (`CONFIG SET requirepass X`) |
 //! | `curl` | after the first `:` of `-u`, `--user`, `-U`, `--proxy-user`, `-E`, `--cert`, `--proxy-cert`; `-b` |
 //! | `htpasswd` | the command's last argument, with `-b` in a cluster of short flags (`-bc`, `-nbB`) |
 //! | `docker`, `podman`, `nerdctl`, `buildah`, `skopeo`, `helm`, `oras`, `crane`, `regctl`, `oc`, `cf`, `az` | after `login`: `-p`, `--password` |
 //! | `vault`, `bao` | after `login`: the first positional argument |
+//! | `mc` | after `set` or `add` (`mc alias set NAME URL ACCESS SECRET`): the third and fourth positional arguments |
+//! | `rabbitmqctl` | after `add_user`, `change_password` or `authenticate_user`: the second positional argument |
+//! | `wpa_passphrase` | the second positional argument |
+//! | `nmcli` | the value after a secret-named argument (`password X`, `wifi-sec.psk X`) |
+//! | `etcdctl` | after the first `:` of `--user` |
+//! | `cqlsh`, `rabbitmqadmin`, `useradd`, `usermod` | `-p` |
 //! | `gh` | after `secret`: `-b`, `--body` |
 //! | `mongo`, `mongosh`, `mongodump`, `mongorestore`, ... | `-p` |
 //! | `sqlcmd`, `bcp`, `osql`, `ipmitool`, `mosquitto_pub`, `mosquitto_sub`, `mosquitto_rr`, `unzip`, `zip`, `zipcloak` | `-P` |
@@ -182,7 +191,7 @@ const SECRET_SUBSTRINGS: &[&str] = &[
 ];
 
 /// A word of a secret name, wherever it is in the name.
-const SECRET_WORDS: &[&str] = &["pass", "pwd", "pw", "cred", "creds", "sig", "bearer"];
+const SECRET_WORDS: &[&str] = &["pass", "pwd", "pw", "cred", "creds", "sig", "bearer", "psk"];
 
 /// The end of a word of a secret name, wherever it is (`authtoken`,
 /// `storepass`).
@@ -285,15 +294,17 @@ enum Take {
 struct Program {
     /// Basenames of the program's executables.
     names: &'static [&'static str],
-    /// The flags count only after this subcommand (`docker login`).
-    after: Option<&'static str>,
+    /// The flags count only after one of these subcommands (`docker
+    /// login`).
+    after: &'static [&'static str],
     flags: &'static [(&'static str, Take)],
     /// A bare argument with a secret name is followed by its value
     /// (`aws configure set aws_secret_access_key X`).
     positional_names: bool,
-    /// The first positional argument after [`Program::after`] is secret
-    /// (`vault login TOKEN`).
-    first_positional: bool,
+    /// The positional arguments that are secret, counted from 0 after the
+    /// subcommand or the program's name, leaving out those with a `=`
+    /// (`vault login TOKEN`, `mc alias set NAME URL ACCESS SECRET`).
+    positionals: &'static [usize],
     /// Positional `user/password@db` logons (Oracle's tools).
     oracle_logon: bool,
     /// Its short flags take attached values (`-pX`), as with getopt; not
@@ -307,10 +318,10 @@ const fn program(
 ) -> Program {
     Program {
         names,
-        after: None,
+        after: &[],
         flags,
         positional_names: false,
-        first_positional: false,
+        positionals: &[],
         oracle_logon: false,
         attached: true,
     }
@@ -346,7 +357,7 @@ const PROGRAMS: &[Program] = &[
     Program {
         positional_names: true,
         ..program(
-            &["redis-cli", "valkey-cli", "keydb-cli"],
+            &["redis-cli", "valkey-cli", "keydb-cli", "redis-benchmark"],
             &[("-a", Take::Value), ("AUTH", Take::Rest)],
         )
     },
@@ -365,7 +376,7 @@ const PROGRAMS: &[Program] = &[
     ),
     program(&["htpasswd"], &[("-b", Take::Last)]),
     Program {
-        after: Some("login"),
+        after: &["login"],
         ..program(
             &[
                 "docker", "podman", "nerdctl", "buildah", "skopeo", "helm", "oras", "crane",
@@ -375,12 +386,35 @@ const PROGRAMS: &[Program] = &[
         )
     },
     Program {
-        after: Some("login"),
-        first_positional: true,
+        after: &["login"],
+        positionals: &[0],
         ..program(&["vault", "bao"], &[])
     },
     Program {
-        after: Some("secret"),
+        after: &["set", "add"],
+        positionals: &[2, 3],
+        ..program(&["mc"], &[])
+    },
+    Program {
+        after: &["add_user", "change_password", "authenticate_user"],
+        positionals: &[1],
+        ..program(&["rabbitmqctl"], &[])
+    },
+    Program {
+        positionals: &[1],
+        ..program(&["wpa_passphrase"], &[])
+    },
+    Program {
+        positional_names: true,
+        ..program(&["nmcli"], &[])
+    },
+    program(&["etcdctl"], &[("--user", Take::UserPassword(':'))]),
+    program(
+        &["cqlsh", "rabbitmqadmin", "useradd", "usermod"],
+        &[("-p", Take::Value)],
+    ),
+    Program {
+        after: &["secret"],
         ..program(&["gh"], &[("-b", Take::Value), ("--body", Take::Value)])
     },
     program(
@@ -469,7 +503,7 @@ const PROGRAMS: &[Program] = &[
         )
     },
     Program {
-        after: Some("set"),
+        after: &["set"],
         positional_names: true,
         ..program(&["aws", "npm", "yarn", "pnpm"], &[])
     },
@@ -560,7 +594,7 @@ impl Redactor {
             }
             if let Some(found) = program_named(word) {
                 state = CommandState::new(Some(found));
-                state.after_seen = found.after.is_none();
+                state.after_seen = found.after.is_empty();
                 out.push(self.argument(word, Some(found), depth));
                 continue;
             }
@@ -596,13 +630,14 @@ impl Redactor {
     ) -> Option<String> {
         let program = state.program?;
         if !state.after_seen {
-            state.after_seen = program.after == Some(word);
+            state.after_seen = program.after.contains(&word);
             return None;
         }
         let positional = !word.starts_with('-') && !word.contains('=');
-        if program.first_positional && !state.first_positional_done && positional {
-            state.first_positional_done = true;
-            if program.after != Some(word) {
+        if positional && !program.positionals.is_empty() {
+            let index = state.positionals_seen;
+            state.positionals_seen += 1;
+            if program.positionals.contains(&index) {
                 return Some(REDACTED.to_owned());
             }
         }
@@ -968,7 +1003,8 @@ struct CommandState {
     rest: bool,
     /// The command's last argument is secret, if it comes after this index.
     last_from: Option<usize>,
-    first_positional_done: bool,
+    /// Positional arguments seen since the program or its subcommand.
+    positionals_seen: usize,
 }
 
 impl CommandState {
@@ -979,7 +1015,7 @@ impl CommandState {
             pending: None,
             rest: false,
             last_from: None,
-            first_positional_done: false,
+            positionals_seen: 0,
         }
     }
 
@@ -1296,6 +1332,10 @@ fn alnum_dash(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-'
 }
 
+fn alnum_slash(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-')
+}
+
 fn url_safe_dot(b: u8) -> bool {
     url_safe(b) || b == b'.'
 }
@@ -1351,6 +1391,15 @@ const SHAPES: &[Shape] = shapes![
     (url_safe_dot, 40, [b"SG."]),
     (alnum, 32, [b"dapi"]),
     (base64_or_dot, 20, [b"LS0tLS1CRUdJT"]),
+    (alnum_slash, 20, [b"hooks.slack.com/services/"]),
+    (
+        alnum_slash,
+        20,
+        [
+            b"discord.com/api/webhooks/",
+            b"discordapp.com/api/webhooks/"
+        ]
+    ),
 ];
 
 /// Every token of a well-known shape in `text`, not preceded by a letter or
