@@ -313,3 +313,82 @@ fn a_reused_pid_never_shows_the_earlier_processs_arguments() {
     );
     assert_eq!(strings(&event["process"]["args"]), master.args);
 }
+
+#[test]
+fn a_real_victims_secrets_never_reach_its_line_by_default() {
+    let test = "a_real_victims_secrets_never_reach_its_line_by_default";
+    if !require_root(test) {
+        return;
+    }
+    // tail reads /dev/zero first and never gets to the rest, which are
+    // there to be seen: the command lines of the tools that carry them.
+    let secrets = [
+        "S3cretPw",
+        "hunter2x",
+        "B0bPass",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+        "p/ss@word",
+        "AKIAIOSFODNN7EXAMPLE",
+        "glpat-abcdefghij0123456789",
+        "Tok3nValue",
+    ];
+    let argv: Vec<String> = [
+        which("tail").display().to_string().as_str(),
+        "--",
+        "/dev/zero",
+        "mysql",
+        "-uroot",
+        "-pS3cretPw",
+        ";",
+        "sshpass",
+        "-p",
+        "hunter2x",
+        "ssh",
+        "-p",
+        "22",
+        "db1",
+        ";",
+        "curl",
+        "-u",
+        "bob:B0bPass",
+        "-H",
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+        "amqp://app:p/ss@word@rabbit:5672/vhost",
+        "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE",
+        "glpat-abcdefghij0123456789",
+        "https://example.com/hook?token=Tok3nValue&page=2",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let redacted = Collector::start(&[]);
+    let full = Collector::start(&["--cmdline", "full"]);
+    let cgroup = ScratchCgroup::new("secrets", 32 * MIB);
+    let mut hog = Hog::exec(&cgroup, &argv);
+    hog.wait(KILL_TIMEOUT);
+
+    let full_event = full.kill_of(hog.pid(), EVENT_TIMEOUT).json;
+    assert_eq!(strings(&full_event["process"]["args"]), argv, "kept whole");
+    let event = redacted.kill_of(hog.pid(), EVENT_TIMEOUT).json;
+    let line = event.to_string();
+    for secret in secrets {
+        assert!(
+            !line.contains(secret),
+            "{secret:?} reached the line: {line}"
+        );
+    }
+    let command_line = event["process"]["command_line"]
+        .as_str()
+        .expect("command_line");
+    for readable in [
+        "mysql -uroot",
+        "ssh -p 22 db1",
+        "curl -u bob:",
+        "rabbit:5672/vhost",
+        "page=2",
+    ] {
+        assert!(
+            command_line.contains(readable),
+            "{readable:?} stays readable: {command_line}"
+        );
+    }
+}
