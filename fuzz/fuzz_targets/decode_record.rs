@@ -104,6 +104,7 @@ fn context(kill: &KernelKill) -> KillContext {
             }),
         node_name: Some("node-7".into()),
         victim_exiting: kill.oom_control.as_ref().map(|c| !c.kill_sent),
+        memcg_oom_group: None,
         victim_cgroup_path: victim_path,
     }
 }

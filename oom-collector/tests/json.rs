@@ -144,6 +144,7 @@ fn kubernetes_kill() -> Document {
             }),
             node_name: Some("node-7".into()),
             victim_exiting: None,
+            memcg_oom_group: None,
         },
     )
 }
@@ -188,6 +189,7 @@ fn bare_kill_with(victim_exiting: Option<bool>) -> Document {
             container_metadata: None,
             node_name: Some("node-7".into()),
             victim_exiting,
+            memcg_oom_group: None,
         },
     )
 }

@@ -796,9 +796,14 @@ fn check_group_kill_of_a_thousand(series: Series, test: &str) {
         boot.release,
         incidents.len()
     );
+    let not_marked: Vec<String> = kills
+        .iter()
+        .filter(|k| k["oom"]["group_kill"] != true)
+        .map(|k| format!("{} ({})", k["process"]["pid"], k["oom"]["group_kill"]))
+        .collect();
     assert!(
-        kills.iter().all(|k| k["oom"]["group_kill"] == true),
-        "{}: every victim of memory.oom.group is marked group_kill",
+        not_marked.is_empty(),
+        "{}: every victim of memory.oom.group is marked group_kill; not: {not_marked:?}",
         boot.release
     );
     let sleeps = kills

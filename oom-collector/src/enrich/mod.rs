@@ -10,7 +10,7 @@ pub mod runtime;
 
 use std::time::SystemTime;
 
-use cgroup::{memcg_usage, CgroupMounts, CgroupPaths, CgroupVersion};
+use cgroup::{memcg_usage, oom_group_set, CgroupMounts, CgroupPaths, CgroupVersion};
 use container::{parse_cgroup_path, ContainerInfo};
 use oom_common::AllocSyscall;
 use runtime::{ContainerMetadata, RuntimeDirs, RuntimeMetadata};
@@ -81,6 +81,33 @@ impl Enricher {
             memory: mounts.memory.map(|m| (CgroupPaths::new(m.root), m.version)),
             kill_hooks,
         }
+    }
+
+    /// Whether the victim's memory cgroup is killed whole with it, where
+    /// neither the log nor the hooks can say yet: the chosen victim is
+    /// killed, and logged, before the rest of its group. Read only for
+    /// that victim; the others of a group are known by not being chosen.
+    fn memcg_oom_group(
+        &self,
+        kill: &KernelKill,
+        victim_memcg: Option<&str>,
+        limited: Option<&str>,
+        logged_group: bool,
+    ) -> Option<bool> {
+        let not_chosen = kill
+            .oom_control
+            .as_ref()
+            .is_some_and(|c| c.chosen_tid != kill.victim.tid);
+        if logged_group || not_chosen {
+            return None;
+        }
+        let (paths, version) = self.memory.as_ref()?;
+        oom_group_set(
+            &paths.directory("/"),
+            victim_memcg?,
+            limited.unwrap_or("/"),
+            *version,
+        )
     }
 
     /// Whether the victim was already exiting, so the OOM killer marked it
@@ -160,9 +187,16 @@ impl Enricher {
         ])
         .id
         .and_then(|id| self.runtime.lookup(&id));
+        let memcg_oom_group = self.memcg_oom_group(
+            kill,
+            victim_memcg.as_ref().map(|m| m.path.as_str()),
+            oom_memcg_path.as_deref(),
+            oom_log.as_ref().is_some_and(|l| l.group.is_some()),
+        );
         let context = KillContext {
             container_metadata,
             victim_exiting: self.victim_exiting(kill),
+            memcg_oom_group,
             node_name: Some(self.node_name.clone()),
             timestamp: wall_clock_of_boot_ns(kill.boot_ns),
             created: SystemTime::now(),
@@ -403,6 +437,10 @@ pub struct KillContext {
     pub container_metadata: Option<ContainerMetadata>,
     /// This node's name, for `kubernetes.node.name`.
     pub node_name: Option<String>,
+    /// `memory.oom.group` is set between the victim's memory cgroup and
+    /// the one whose limit was hit (see `cgroup::oom_group_set`); `None`
+    /// when not looked up or unknown.
+    pub memcg_oom_group: Option<bool>,
     /// The victim was already exiting and was sent no kill (see
     /// `Enricher::victim_exiting`); `None` when unknown.
     pub victim_exiting: Option<bool>,
@@ -464,12 +502,14 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
             .or_else(|| logged.as_ref().and_then(|l| l.constraint)),
         memcg: context.oom_memcg,
         incident: incident.map(|id| OomIncident { id }),
-        // The log names the group; without it, a victim the OOM did not
-        // choose can only have been killed with the chosen one's group.
-        group_kill: match (&logged, chosen) {
-            (Some(l), _) => Some(l.group.is_some()),
-            (None, Some(false)) => Some(true),
-            _ => None,
+        group_kill: match (chosen, &logged) {
+            // A victim the OOM did not choose can only have died with the
+            // chosen one's group.
+            (Some(false), _) => Some(true),
+            (_, Some(l)) if l.group.is_some() => Some(true),
+            // The chosen victim is killed, and logged, before its group is:
+            // the cgroup's own setting says whether one follows.
+            _ => context.memcg_oom_group.or(logged.as_ref().map(|_| false)),
         },
         domain_bytes: control.map(|c| c.domain_pages.saturating_mul(page_size())),
         alloc: non_empty(OomAlloc {

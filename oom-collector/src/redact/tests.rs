@@ -109,6 +109,7 @@ fn document(case: &Case, redactor: &Redactor, mode: CmdlineMode) -> Document {
         oom_memcg: None,
         victim_comm_from_proc: None,
         victim_exiting: None,
+        memcg_oom_group: None,
         container_metadata: None,
         node_name: None,
     };
