@@ -12,11 +12,12 @@ use std::{sync::LazyLock, time::SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use oom_collector::{
-    cmdline::Redactor,
+    cmdline::CmdlineMode,
     decode::{decode, KernelKill, Record},
     enrich::{kill_document, runtime::ContainerMetadata, KillContext},
     host::{wall_clock_of_boot_ns, HostInfo},
     record::Memcg,
+    redact::Redactor,
     tracefs::TracepointFormat,
 };
 use serde::de::IgnoredAny;
@@ -85,10 +86,7 @@ fn context(kill: &KernelKill) -> KillContext {
         }),
         trigger_cgroup_path: path_of(kill.trigger.cgroup_id),
         trigger_memcg_path: path_of(kill.trigger.memcg_id),
-        cmdline: kill.cmdline.clone().map(|mut cmdline| {
-            cmdline.args = REDACTOR.redact(&cmdline.args);
-            cmdline
-        }),
+        cmdline: REDACTOR.shown(CmdlineMode::Redacted, kill.cmdline.as_ref()),
         oom_log: None,
         oom_memcg: None,
         victim_comm_from_proc: kill.victim.comm.is_none().then(|| "java".to_owned()),
@@ -105,6 +103,8 @@ fn context(kill: &KernelKill) -> KillContext {
                 kubernetes_container: Some("worker".into()),
             }),
         node_name: Some("node-7".into()),
+        victim_exiting: kill.oom_control.as_ref().map(|c| !c.kill_sent),
+        memcg_oom_group: None,
         victim_cgroup_path: victim_path,
     }
 }

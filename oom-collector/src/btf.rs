@@ -72,6 +72,9 @@ impl KernelBtf {
                 + self.member_offset("page_counter", "usage")?,
             memcg_memory_max: self.member_offset("mem_cgroup", "memory")?
                 + self.member_offset("page_counter", "max")?,
+            task_signal: self.member_offset("task_struct", "signal")?,
+            // `atomic_t`: its counter is its first and only member.
+            signal_live: self.member_offset("signal_struct", "live")?,
             _pad0: 0,
         })
     }

@@ -83,8 +83,12 @@ pub struct RunArgs {
 
     /// Size of the kernel's event ring buffer. A power of two and a multiple
     /// of the page size; events that do not fit are counted and reported as
-    /// an `events_lost` event.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
+    /// an `events_lost` event. A kill takes 688 bytes plus its command line
+    /// (at most 2 KiB): the default 4 MiB holds every victim of a
+    /// memory.oom.group kill of 1,500 processes with the longest command
+    /// lines (over 5,000 at 100 bytes), all made before the collector can
+    /// read one. It is kernel memory, the same on any number of CPUs.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES,
           value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
 
@@ -177,15 +181,37 @@ impl RuntimeArgs {
 pub struct CmdlineArgs {
     /// How much of the victim's command line events carry
     /// (`process.args`, `process.command_line`, `process.executable`).
-    /// `redacted` masks the values of options and `key=value` arguments
-    /// whose name contains a secret word, and URL passwords; `full` keeps
-    /// everything; `off` captures nothing.
+    /// `full` keeps everything; `off` captures nothing. `redacted` replaces
+    /// each secret by `<redacted>` and keeps the rest word for word: the
+    /// value of an option, `NAME=value`, header (`Authorization: Bearer
+    /// <redacted>`), URL query parameter, `a=1,b=2` pair or JSON key whose
+    /// name is secret (see --secret-words), and the argument after such an
+    /// option; URL passwords, even holding `/` or `@`; the words of an
+    /// argument with whitespace by the same rules (`sh -c` scripts, `"host=db
+    /// password=x"`, SQL's `PASSWORD 'x'`); flags that hold passwords for
+    /// some programs only, after an argument naming the program (`mysql
+    /// -pX`, `sshpass -p`, `redis-cli -a` and `AUTH`, `curl -u user:X`,
+    /// `docker login -p`, `vault login X`, `mongosh -p`, `sqlcmd -P`,
+    /// `ldapsearch -w`, `smbclient -U user%X`, `htpasswd -b`, `aws
+    /// configure set NAME X`, `sqlplus user/X@db`, ...), so `ssh -p 22` and
+    /// `docker run -p 8080:80` stay; tokens of well-known shapes anywhere
+    /// (AKIA..., eyJ... JWTs, ghp_, github_pat_, xoxb-, sk_live_, glpat-,
+    /// PEM private keys, ...); and the last argument of a command line the
+    /// kernel cut at 2 KiB, which may be half a secret.
     #[arg(long = "cmdline", value_enum, default_value_t = CmdlineMode::Redacted)]
     pub mode: CmdlineMode,
 
-    /// More secret words for `--cmdline redacted`, comma-separated, added to
-    /// password, passwd, secret, token, key, credential, auth, cookie,
-    /// signature and private. Matching ignores case and is by substring.
+    /// More secret words for `--cmdline redacted`, comma-separated: a name
+    /// that contains one, ignoring case, is secret. Built in: names that
+    /// contain password, passwd, passphrase, secret, credential, signature,
+    /// cookie, apikey, accesskey, privatekey, authtoken or accesstoken; with
+    /// a word (split at `-_./:` and camelCase) pass, pwd, pw, cred, creds,
+    /// sig, bearer, psk, or one ending in token or pass (`DB_PASS`, `--pwd`);
+    /// whose last word ends in key or auth or is authorization or jwt
+    /// (`--api-key`). Not when the last word says where or what the secret
+    /// is (file, path, dir, store, url, name, mode, type, stdin, ...:
+    /// `--key-file=/etc/x.pem` is kept), nor values such as true, 0, a
+    /// `.pem` or `.key` file name or a path such as `~/.ssh/id_rsa`.
     #[arg(long, value_name = "WORDS", value_delimiter = ',')]
     pub secret_words: Vec<String>,
 
@@ -266,6 +292,9 @@ impl KernelLogLevel {
     }
 }
 
+/// See `--ring-buffer-bytes`.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
+
 fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
     let bytes: u32 = text
         .parse()
@@ -274,7 +303,7 @@ fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
     if !bytes.is_power_of_two() || !bytes.is_multiple_of(page) {
         return Err(format!(
             "{bytes} is not a power of two and a multiple of the page size ({page}); \
-             try 262144 (256 KiB) or 1048576 (1 MiB)"
+             try 4194304 (4 MiB) or 16777216 (16 MiB)"
         ));
     }
     Ok(bytes)
@@ -287,4 +316,25 @@ fn parse_window(text: &str) -> Result<Duration, String> {
         return Err(format!("{text} is shorter than the 10ms minimum"));
     }
     Ok(window)
+}
+
+#[cfg(test)]
+mod tests {
+    use oom_common::{CMDLINE_ARGS_BYTES, OOM_KILL_RECORD_FIXED_BYTES};
+
+    use super::DEFAULT_RING_BUFFER_BYTES;
+
+    /// The kernel's header before each ring-buffer record.
+    const RING_BUFFER_HEADER_BYTES: usize = 8;
+
+    #[test]
+    fn the_default_ring_buffer_holds_the_group_kill_the_help_promises() {
+        let kill = |args: usize| {
+            (RING_BUFFER_HEADER_BYTES + OOM_KILL_RECORD_FIXED_BYTES + args).next_multiple_of(8)
+        };
+        assert_eq!(kill(0), 688, "the size --help gives");
+        let buffer = DEFAULT_RING_BUFFER_BYTES as usize;
+        assert!(buffer / kill(CMDLINE_ARGS_BYTES) >= 1_500);
+        assert!(buffer / kill(100) >= 5_000);
+    }
 }

@@ -5,7 +5,9 @@
 //! ([`TracepointFormat`]). Anything the kernel could not supply decodes to
 //! `None`, never to a zero that would read as a real value.
 
-use oom_common::{part, ChosenTask, OomKillRecord, RecordKind, COMM_LEN};
+use oom_common::{
+    part, ChosenTask, OomKillRecord, RecordKind, COMM_LEN, OOM_KILL_RECORD_FIXED_BYTES,
+};
 
 use crate::{
     cmdline::CapturedCmdline,
@@ -16,7 +18,7 @@ use crate::{
 pub enum DecodeError {
     #[error("ring-buffer record of {0} bytes is too short for its header")]
     TooShort(usize),
-    #[error("ring-buffer record of kind {kind} has {len} bytes, expected {expected}")]
+    #[error("ring-buffer record of kind {kind} has {len} bytes, expected at least {expected}")]
     WrongSize {
         kind: u32,
         len: usize,
@@ -48,6 +50,10 @@ pub struct OomControlInfo {
     pub domain_pages: u64,
     /// The chosen victim's badness score.
     pub chosen_points: i64,
+    /// The hook on `__oom_kill_process` saw the victim being sent SIGKILL
+    /// just before it was marked; without it, the OOM killer marked a
+    /// victim that was already exiting and sent it nothing.
+    pub kill_sent: bool,
     /// The limited memory cgroup; `None` for a global OOM.
     pub memcg_id: Option<u64>,
     pub gfp_mask: u32,
@@ -129,7 +135,7 @@ pub fn decode(bytes: &[u8], mark_victim: &TracepointFormat) -> Result<Record, De
         .ok_or(DecodeError::TooShort(bytes.len()))?;
     match kind {
         k if k == RecordKind::OomKill as u32 => {
-            let expected = size_of::<OomKillRecord>();
+            let expected = OOM_KILL_RECORD_FIXED_BYTES;
             if bytes.len() < expected {
                 return Err(DecodeError::WrongSize {
                     kind,
@@ -137,11 +143,22 @@ pub fn decode(bytes: &[u8], mark_victim: &TracepointFormat) -> Result<Record, De
                     expected,
                 });
             }
-            // SAFETY: the length is checked above and every bit pattern is a
-            // valid `OomKillRecord` (integers only); read_unaligned because
-            // the slice carries no alignment promise.
-            let record =
-                unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<OomKillRecord>()) };
+            // The kernel sends only the arguments in use; the rest of the
+            // record stays zero. The ring buffer rounds a record up to 8
+            // bytes, so what counts is `args_len`, capped by what came.
+            let mut record = OomKillRecord::zeroed();
+            let len = bytes.len().min(size_of::<OomKillRecord>());
+            // SAFETY: copies at most the record's size into it; every bit
+            // pattern is a valid `OomKillRecord` (integers only).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    (&mut record as *mut OomKillRecord).cast::<u8>(),
+                    len,
+                );
+            }
+            let args_came = (len - OOM_KILL_RECORD_FIXED_BYTES) as u32;
+            record.cmdline.args_len = record.cmdline.args_len.min(args_came);
             Ok(Record::OomKill(decode_kill(&record, mark_victim)))
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -206,6 +223,7 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
             incident_boot_ns: record.oom.incident_boot_ns,
             domain_pages: record.oom.totalpages,
             chosen_points: record.oom.chosen_points,
+            kill_sent: record.oom.chosen.read & ChosenTask::KILLED != 0,
             memcg_id: (record.oom.memcg_id != 0).then_some(record.oom.memcg_id),
             gfp_mask: record.oom.gfp_mask,
             order: record.oom.order.max(0) as u32,
@@ -337,6 +355,37 @@ mod tests {
     }
 
     #[test]
+    fn a_record_sent_without_its_unused_arguments_keeps_its_command_line() {
+        let mut bytes = record_6_18(part::TRACEPOINT | part::VICTIM_TASK);
+        let args = b"python3\0-m\0celery\0worker\0";
+        put(
+            &mut bytes,
+            std::mem::offset_of!(OomKillRecord, cmdline),
+            (args.len() as u32).to_ne_bytes(),
+        );
+        let args_at = OOM_KILL_RECORD_FIXED_BYTES;
+        bytes[args_at..args_at + args.len()].copy_from_slice(args);
+        // As the ring buffer hands it over: rounded up to 8 bytes.
+        bytes.truncate((args_at + args.len()).next_multiple_of(8));
+        let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_6_18)) else {
+            panic!("a record of {} bytes decodes", bytes.len());
+        };
+        let cmdline = kill.cmdline.expect("the command line came");
+        assert_eq!(cmdline.args, ["python3", "-m", "celery", "worker"]);
+        assert_eq!(kill.victim.tid, 15_579, "the fixed part is whole");
+
+        bytes.truncate(args_at + "python3\0-m".len());
+        let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_6_18)) else {
+            panic!("a record cut inside its arguments decodes");
+        };
+        assert_eq!(
+            kill.cmdline.expect("what came").args,
+            ["python3", "-m"],
+            "only the arguments that came, whatever args_len claims"
+        );
+    }
+
+    #[test]
     fn decodes_a_complete_kill() {
         let bytes = record_6_18(part::TRACEPOINT | part::VICTIM_TASK);
         let Ok(Record::OomKill(kill)) = decode(&bytes, &format(MARK_VICTIM_6_18)) else {
@@ -455,6 +504,7 @@ mod tests {
                 incident_boot_ns: 675_923_690_004,
                 domain_pages: 8_192,
                 chosen_points: 1_965,
+                kill_sent: false,
                 memcg_id: None,
                 gfp_mask: 0xcc0,
                 order: 3,

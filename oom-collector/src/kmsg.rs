@@ -135,13 +135,28 @@ fn constraint_name(kernel: &str) -> Option<&'static str> {
 }
 
 /// Splits a `/dev/kmsg` record, `prio,seq,usec,flags;text\n[ dict...]`,
-/// into its sequence number and first text line.
+/// into its sequence number and first text line; `None` for a record that
+/// is not the kernel's own.
+///
+/// Anyone who can write `/dev/kmsg` can log lines that read like the OOM
+/// killer's. The kernel gives every line written from user space a
+/// facility other than 0 (`LOG_KERN`), forcing `LOG_USER` on one that asks
+/// for 0 (`devkmsg_write()`), so the facility in `prio` (`prio >> 3`) tells
+/// them apart, and only the kernel's supply OOM context.
 pub fn parse_record(record: &str) -> Option<(u64, &str)> {
     let (header, text) = record.split_once(';')?;
-    let seq = header.split(',').nth(1)?.parse().ok()?;
+    let mut fields = header.split(',');
+    let prio: u32 = fields.next()?.parse().ok()?;
+    if prio >> 3 != LOG_KERN {
+        return None;
+    }
+    let seq = fields.next()?.parse().ok()?;
     let text = text.split('\n').next().unwrap_or(text);
     Some((seq, text))
 }
+
+/// The kernel's own syslog facility.
+const LOG_KERN: u32 = 0;
 
 /// Groups OOM log lines into incidents and remembers, per killed pid, what
 /// the kernel said about its OOM.
@@ -340,6 +355,24 @@ mod tests {
             Some((1234, "oom-kill:constraint=X"))
         );
         assert_eq!(parse_record("garbage"), None);
+    }
+
+    #[test]
+    fn lines_written_from_user_space_are_not_the_kernels() {
+        let forged = "Memory cgroup out of memory: Killed process 4242 (x)";
+        // `echo '<3>...' > /dev/kmsg` is logged as LOG_USER (prio 11), a
+        // daemon's as its own facility; only facility 0 is the kernel.
+        for prio in [11, 14, 30, 191] {
+            assert_eq!(
+                parse_record(&format!("{prio},99,1,-;{forged}")),
+                None,
+                "prio {prio}"
+            );
+        }
+        assert_eq!(
+            parse_record(&format!("3,99,1,-;{forged}")),
+            Some((99, forged))
+        );
     }
 
     fn feed_all(log: &mut OomLog, lines: &[&str]) {

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod probes;
 pub mod record;
+pub mod redact;
 pub mod selftest;
 pub mod sink;
 pub mod source;

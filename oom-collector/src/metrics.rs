@@ -139,7 +139,8 @@ impl Metrics {
             .unwrap_or_default();
         let oom = document.oom.as_ref();
         match document.event.action {
-            ACTION_OOM_KILL => {
+            // An exiting victim marked to free its memory was not killed.
+            ACTION_OOM_KILL if !victim_exiting(document) => {
                 let labels = KillLabels {
                     namespace,
                     pod,
@@ -255,4 +256,14 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> 
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
+}
+
+/// The OOM killer marked an already exiting victim and sent it no kill.
+fn victim_exiting(document: &Document) -> bool {
+    document
+        .oom
+        .as_ref()
+        .and_then(|o| o.victim.as_ref())
+        .and_then(|v| v.exiting)
+        == Some(true)
 }

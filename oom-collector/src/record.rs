@@ -285,6 +285,12 @@ pub struct OomVictim {
     /// The victim's own memory cgroup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memcg: Option<Memcg>,
+    /// `true`: the victim was already exiting, so the OOM killer marked it
+    /// to free its memory and sent no kill; `false`: it was sent SIGKILL.
+    /// Absent where the kernel does not let the collector see which (no
+    /// hook on the OOM killer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exiting: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -377,7 +383,12 @@ impl Document {
                 if oom.group_kill == Some(true) {
                     parts.push("group kill".into());
                 }
-                "OOM KILL"
+                if victim.exiting == Some(true) {
+                    parts.push("already exiting, no kill sent".into());
+                    "OOM EXIT"
+                } else {
+                    "OOM KILL"
+                }
             }
             ACTION_ALLOC_FAILED => {
                 let alloc = oom.alloc.clone().unwrap_or_default();

@@ -78,6 +78,7 @@ fn kubernetes_kill() -> Document {
             incident_boot_ns: 675_923_690_004,
             domain_pages: 131_072,
             chosen_points: 1_965,
+            kill_sent: true,
             memcg_id: Some(4_711),
             gfp_mask: 0x140cca,
             order: 0,
@@ -142,12 +143,19 @@ fn kubernetes_kill() -> Document {
                 kubernetes_container: Some("worker".into()),
             }),
             node_name: Some("node-7".into()),
+            victim_exiting: None,
+            memcg_oom_group: None,
         },
     )
 }
 
 /// A 5.10 kernel without BTF: the tracepoint gives only the pid.
 fn bare_kill() -> Document {
+    bare_kill_with(None)
+}
+
+/// A kill with only the pid known, and whether the victim was exiting.
+fn bare_kill_with(victim_exiting: Option<bool>) -> Document {
     let kill = KernelKill {
         boot_ns: 12_000_000_000,
         trigger: Trigger {
@@ -180,6 +188,8 @@ fn bare_kill() -> Document {
             victim_comm_from_proc: None,
             container_metadata: None,
             node_name: Some("node-7".into()),
+            victim_exiting,
+            memcg_oom_group: None,
         },
     )
 }
@@ -375,6 +385,34 @@ fn sizes_are_bytes_and_the_cgroup_names_container_and_pod() {
     assert_eq!(
         leaves["@timestamp"],
         Value::from("2026-11-29T19:35:56.333562Z")
+    );
+}
+
+#[test]
+fn a_victim_already_exiting_is_not_reported_as_killed() {
+    let document = bare_kill_with(Some(true));
+    let json = serde_json::to_value(&document).expect("serializes");
+    assert_eq!(json["oom"]["victim"]["exiting"], true, "{json}");
+    let message = json["message"].as_str().expect("message");
+    assert!(
+        message.contains("process 901 (?) was already exiting") && !message.contains("Killed"),
+        "{message}"
+    );
+    let pretty = document.pretty();
+    assert!(
+        pretty.contains("OOM EXIT") && pretty.contains("no kill sent"),
+        "{pretty}"
+    );
+
+    let killed = serde_json::to_value(bare_kill_with(Some(false))).expect("serializes");
+    assert_eq!(killed["oom"]["victim"]["exiting"], false, "{killed}");
+    assert!(killed["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("Out of memory: Killed process 901")));
+    let unknown = serde_json::to_value(bare_kill()).expect("serializes");
+    assert!(
+        unknown["oom"]["victim"].get("exiting").is_none(),
+        "unknown without the OOM killer's hooks: {unknown}"
     );
 }
 

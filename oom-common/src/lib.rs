@@ -8,9 +8,10 @@
 
 /// Bytes of the raw `oom/mark_victim` tracepoint record copied into each
 /// event. The collector decodes them with the layout it read from tracefs'
-/// `format` file; 256 bytes hold every field the kernel has ever defined
-/// (the 6.x record is 88 bytes including the `comm` string).
-pub const TRACEPOINT_BYTES: usize = 256;
+/// `format` file; 128 bytes hold every field the kernel has ever defined
+/// (the 6.x record is 88 bytes including the `comm` string, the 4.13-6.0
+/// one 12), and a field past them would be left out, not misread.
+pub const TRACEPOINT_BYTES: usize = 128;
 
 /// Length of a kernel task's `comm` (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
@@ -171,6 +172,10 @@ impl ChosenTask {
     pub const SIGNAL: u32 = 1 << 2;
     /// `total_vm_pages`, the three rss counters and `pgtables_bytes`.
     pub const MM: u32 = 1 << 3;
+    /// Read by the hook on `__oom_kill_process`, which sends the victim
+    /// SIGKILL just before marking it. A victim marked without it was
+    /// already exiting, and the OOM killer sent it nothing.
+    pub const KILLED: u32 = 1 << 4;
 
     pub const fn zeroed() -> Self {
         Self {
@@ -317,7 +322,33 @@ const _: () = assert!(
             + core::mem::size_of::<Cmdline>()
 );
 
+/// Bytes of an [`OomKillRecord`] on the ring buffer before the command
+/// line's arguments. A record is sent as these bytes plus the
+/// `cmdline.args_len` bytes of arguments in use, not whole: most command
+/// lines are far shorter than [`CMDLINE_ARGS_BYTES`], and a
+/// `memory.oom.group` kill of hundreds of processes must fit in the buffer
+/// at once.
+pub const OOM_KILL_RECORD_FIXED_BYTES: usize =
+    core::mem::offset_of!(OomKillRecord, cmdline) + core::mem::offset_of!(Cmdline, args);
+
+// The arguments are the record's tail, so cutting them cuts nothing else.
+const _: () = assert!(
+    OOM_KILL_RECORD_FIXED_BYTES + CMDLINE_ARGS_BYTES == core::mem::size_of::<OomKillRecord>()
+);
+
 impl OomKillRecord {
+    /// Bytes of this record on the ring buffer (see
+    /// [`OOM_KILL_RECORD_FIXED_BYTES`]).
+    pub const fn wire_len(&self) -> usize {
+        let args_len = self.cmdline.args_len as usize;
+        OOM_KILL_RECORD_FIXED_BYTES
+            + if args_len < CMDLINE_ARGS_BYTES {
+                args_len
+            } else {
+                CMDLINE_ARGS_BYTES
+            }
+    }
+
     pub const fn zeroed() -> Self {
         Self {
             kind: RecordKind::OomKill as u32,
@@ -539,10 +570,15 @@ pub struct KernelOffsets {
     pub memcg_css: u32,
     pub memcg_memory_usage: u32,
     pub memcg_memory_max: u32,
+    /// `task_struct::signal` and `signal_struct::live`: how many threads
+    /// of a process are still running, which tells a process's end from
+    /// one of its threads'.
+    pub task_signal: u32,
+    pub signal_live: u32,
     pub _pad0: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
 impl KernelOffsets {
     pub const UNKNOWN: u32 = u32::MAX;
@@ -564,6 +600,8 @@ impl KernelOffsets {
             memcg_css: Self::UNKNOWN,
             memcg_memory_usage: Self::UNKNOWN,
             memcg_memory_max: Self::UNKNOWN,
+            task_signal: Self::UNKNOWN,
+            signal_live: Self::UNKNOWN,
             _pad0: 0,
         }
     }

@@ -121,3 +121,20 @@ pub fn memory_css(task: *const u8) -> Result<*const u8, ReadError> {
     let css_set: *const u8 = read_field(task, offsets.task_cgroups)?;
     read_field(css_set, offsets.css_set_memory_css)
 }
+
+/// A task's thread id and process id, without its parent.
+pub fn thread_and_process(task: *const u8) -> Result<(u32, u32), ReadError> {
+    let offsets = OFFSETS.load();
+    let tid: i32 = read_field(task, offsets.task_pid)?;
+    let tgid: i32 = read_field(task, offsets.task_tgid)?;
+    Ok((tid as u32, tgid as u32))
+}
+
+/// How many of the task's process's threads have not yet started to exit:
+/// `task->signal->live`, which `do_exit()` decrements before the
+/// `sched_process_exit` tracepoint, so 0 there means the process is over.
+pub fn live_threads(task: *const u8) -> Result<i32, ReadError> {
+    let offsets = OFFSETS.load();
+    let signal: *const u8 = read_field(task, offsets.task_signal)?;
+    read_field(signal, offsets.signal_live)
+}

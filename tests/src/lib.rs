@@ -35,6 +35,19 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// The absolute path of `program` when a test can use it; otherwise prints
+/// why the test skips, or panics under `CI=true`, and gives `None`.
+pub fn require_program(test: &str, program: &str) -> Option<PathBuf> {
+    if let Some(path) = find_program(program) {
+        return Some(path);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} needs {program}, which is not on PATH, and CI=true");
+    }
+    eprintln!("skipping {test}: needs {program}, which is not on PATH");
+    None
+}
+
 /// The collector under test: `OOM_COLLECTOR_BIN` (set by `cargo xtask
 /// test`), else the workspace's release or debug build.
 pub fn collector_bin() -> PathBuf {
@@ -388,12 +401,15 @@ pub fn timestamp(json: &Value) -> SystemTime {
 
 /// The absolute path of a program on `PATH`, as a shell would find it.
 pub fn which(program: &str) -> PathBuf {
+    find_program(program).unwrap_or_else(|| panic!("{program} is not on PATH"))
+}
+
+fn find_program(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{program} is not on PATH"))
 }
 
 /// Resident memory of a process, from `/proc/<pid>/status`.

@@ -26,7 +26,10 @@ fn without_tracefs_it_says_how_to_mount_it() {
         return;
     }
     let output = in_private_mounts(
-        "umount /sys/kernel/debug/tracing 2>/dev/null; umount /sys/kernel/tracing",
+        // debugfs too: where it is mounted, tracefs is mounted again
+        // automatically below it at the first look.
+        "umount /sys/kernel/debug/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; \
+         umount /sys/kernel/tracing",
         "",
     )
     .output()

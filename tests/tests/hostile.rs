@@ -81,3 +81,45 @@ fn a_command_line_longer_than_kept_is_cut_and_flagged() {
     let (status, _) = collector.stop();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_tenant_naming_its_cgroups_like_another_pods_cannot_credit_its_kills_to_it() {
+    if !require_root("a_tenant_naming_its_cgroups_like_another_pods_cannot_credit_its_kills_to_it")
+    {
+        return;
+    }
+    const POD: &str = "6b3c2a1e-4f5d-4c2b-9a8e-1f2e3d4c5b6a";
+    const CONTAINER: &str = "3f1a9c0e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a";
+    const OTHER_POD: &str = "11111111-2222-3333-4444-555555555555";
+    const OTHER_CONTAINER: &str =
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let collector = Collector::start(&[]);
+    // The kubelet's and containerd's cgroups, with the systemd driver; below
+    // the container's own, cgroups the tenant made, named like another pod's.
+    let top = ScratchCgroup::new("tenant", 32 * MIB);
+    let pod = top.child(&format!(
+        "kubepods-burstable-pod{}.slice",
+        POD.replace('-', "_")
+    ));
+    let container = pod.child(&format!("cri-containerd-{CONTAINER}.scope"));
+    let other_pod = container.child(&format!(
+        "kubepods-besteffort-pod{}.slice",
+        OTHER_POD.replace('-', "_")
+    ));
+    let other_container = other_pod.child(&format!("cri-containerd-{OTHER_CONTAINER}.scope"));
+    let mut hog = Hog::start(&other_container);
+    hog.wait(KILL_TIMEOUT);
+    let json = collector.kill_of(hog.pid(), EVENT_TIMEOUT).json;
+    assert_eq!(
+        json["oom"]["victim"]["memcg"]["path"],
+        other_container.path.as_str(),
+        "{json}"
+    );
+    assert_eq!(
+        json["kubernetes"]["pod"]["uid"], POD,
+        "the pod whose cgroup holds the tenant's: {json}"
+    );
+    assert_eq!(json["container"]["id"], CONTAINER, "{json}");
+    let (status, _) = collector.stop();
+    assert!(status.success(), "{status}");
+}

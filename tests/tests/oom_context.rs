@@ -64,3 +64,63 @@ fn a_limit_on_the_parent_is_named_as_the_oom_memcg() {
     let (status, _) = collector.stop();
     assert!(status.success());
 }
+
+/// Logs `line` in the kernel log the way any root process can: as user
+/// space, whatever priority it asks for.
+fn forge_kernel_log_line(line: &str) {
+    use std::io::Write;
+    let mut kmsg = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .expect("open /dev/kmsg for writing");
+    // With its newline: the kernel holds a line without one open for a
+    // continuation, and readers see it only once something follows.
+    kmsg.write_all(format!("<3>{line}\n").as_bytes())
+        .expect("write to /dev/kmsg");
+}
+
+#[test]
+fn lines_forged_into_the_kernel_log_never_supply_a_kills_context() {
+    if !require_root("lines_forged_into_the_kernel_log_never_supply_a_kills_context") {
+        return;
+    }
+    const FORGED_MEMCG: &str = "/forged-by-a-tenant";
+    let forge_header = || {
+        forge_kernel_log_line(
+            "tail invoked oom-killer: gfp_mask=0x0(GFP_FORGED), order=9, oom_score_adj=0",
+        );
+        forge_kernel_log_line(&format!(
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,\
+             oom_memcg={FORGED_MEMCG},task_memcg={FORGED_MEMCG},task=tail,pid=1,uid=0"
+        ));
+    };
+    let cgroup = ScratchCgroup::new("forged", 32 * MIB);
+    let collector = Collector::start(&[]);
+    let_the_kernel_log_budget_recover();
+    // Stopped, the collector reads the log only after every line is in:
+    // forged lines just before the kill, and after it, claiming it.
+    collector.signal(rustix::process::Signal::STOP);
+    forge_header();
+    let mut hog = Hog::start(&cgroup);
+    hog.wait(Duration::from_secs(30));
+    let pid = hog.pid();
+    forge_header();
+    forge_kernel_log_line(&format!(
+        "Memory cgroup out of memory: Killed process {pid} (tail) total-vm:1kB, anon-rss:1kB"
+    ));
+    collector.signal(rustix::process::Signal::CONT);
+    let event = collector.kill_of(pid, Duration::from_secs(10)).json;
+
+    assert_eq!(
+        event["oom"]["memcg"]["path"],
+        cgroup.path.as_str(),
+        "the limit the kernel says was hit: {event}"
+    );
+    assert_eq!(event["oom"]["constraint"], "memcg", "{event}");
+    let flags = event["oom"]["alloc"]["gfp_flags"].to_string();
+    assert!(!flags.contains("GFP_FORGED"), "{event}");
+    assert_ne!(event["oom"]["alloc"]["order"], 9, "{event}");
+    drop(hog);
+    let (status, _) = collector.stop();
+    assert!(status.success());
+}

@@ -140,6 +140,86 @@ section hogs 0 /tmp/hogs
 section events $collector_status /tmp/events.ndjson
 section collector_log $collector_status /tmp/collector.log
 
+# A memory.oom.group kill of 1,000 processes: 999 sleeps, each with a
+# command line past the 2 KiB the kernel side keeps, then a hog. The kernel
+# kills them all in one loop, faster than the collector can read.
+B=/sys/fs/cgroup/big
+: > /tmp/big_kill
+if start_collector /tmp/big.ndjson /tmp/big.log --cmdline full; then
+    limited $B 256M
+    echo 1 > $B/memory.oom.group
+    zeros=$(i=0; while [ $i -lt 1050 ]; do printf '0 '; i=$((i + 1)); done)
+    # The sleeps are born in the group: this shell joins it to fork them.
+    echo $$ > $B/cgroup.procs
+    sleepers=""
+    i=0
+    while [ $i -lt 999 ]; do
+        /bin/sleep 1000 $zeros &
+        sleepers="$sleepers $!"
+        i=$((i + 1))
+    done
+    echo $$ > /sys/fs/cgroup/cgroup.procs
+    echo "sleepers $(wc -l < $B/cgroup.procs)" >> /tmp/big_kill
+    oom-collector hog $B/cgroup.procs 2>/tmp/hog_big.log & p=$!
+    wait $p
+    echo "hog $p $?" >> /tmp/big_kill
+    all_lines() { [ "$(grep -c '"action":"oom_kill"' /tmp/big.ndjson)" -ge 1000 ]; }
+    uptime_s() { cut -d. -f1 /proc/uptime; }
+    give_up=$(($(uptime_s) + 60))
+    until all_lines || [ "$(uptime_s)" -ge $give_up ]; do usleep 10000; done
+    # CLOCK_BOOTTIME, the kernel's clock of the kills, to 10 ms.
+    echo "lines_written_at $(cut -d' ' -f1 /proc/uptime)" >> /tmp/big_kill
+    wait $sleepers
+    sleep 1
+fi
+kill -TERM $collector
+wait $collector
+big_status=$?
+rmdir $B 2>/dev/null
+touch /tmp/big.ndjson
+section big_kill 0 /tmp/big_kill
+section big $big_status /tmp/big.ndjson
+section big_log $big_status /tmp/big.log
+
+# A victim already exiting: a process holding 40 MiB in a 64 MiB cgroup is
+# frozen by the v1 freezer (where even SIGKILL waits) and SIGKILLed, so it
+# is exiting but keeps its memory. A hog beside it makes the OOM killer
+# choose it; finding it exiting, the killer only marks it (which thaws it)
+# and sends no kill, then kills the hog at the next OOM.
+E=/sys/fs/cgroup/exiting
+: > /tmp/exiting_pids
+if start_collector /tmp/exiting.ndjson /tmp/exiting.log; then
+    mkdir -p /tmp/freezer
+    if mount -t cgroup -o freezer freezer /tmp/freezer 2>>/tmp/exiting_pids; then
+        limited $E 64M
+        mkdir /tmp/freezer/held
+        sh -c "echo \$\$ > $E/cgroup.procs && echo \$\$ > /tmp/freezer/held/tasks && exec enomem hold 40" > /tmp/held.out & held=$!
+        holding() { grep -q held /tmp/held.out || ! kill -0 $held; }
+        wait_until 300 holding
+        echo FROZEN > /tmp/freezer/held/freezer.state
+        frozen() { grep -q FROZEN /tmp/freezer/held/freezer.state; }
+        wait_until 100 frozen || echo "not frozen: $(cat /tmp/freezer/held/freezer.state)" >> /tmp/exiting_pids
+        kill -9 $held
+        oom-collector hog $E/cgroup.procs 2>/tmp/hog_exiting.log & p=$!
+        wait $p
+        echo "hog $p $?" >> /tmp/exiting_pids
+        echo THAWED > /tmp/freezer/held/freezer.state
+        wait $held
+        echo "held $held $?" >> /tmp/exiting_pids
+        rmdir /tmp/freezer/held
+        umount /tmp/freezer
+    fi
+    sleep 1
+fi
+kill -TERM $collector
+wait $collector
+exiting_status=$?
+rmdir $E 2>/dev/null
+touch /tmp/exiting.ndjson
+section exiting_pids 0 /tmp/exiting_pids
+section exiting $exiting_status /tmp/exiting.ndjson
+section exiting_log $exiting_status /tmp/exiting.log
+
 # Memory cgroup kills: one hog at a 48 MiB limit; two at once in two
 # cgroups; a hog in a child of a limited parent.
 C=/sys/fs/cgroup
@@ -664,6 +744,177 @@ fn check_group_kill(series: Series, test: &str) {
     }
 }
 
+/// Processes the guest puts in its 1,000-process `memory.oom.group`.
+const BIG_GROUP: usize = 1000;
+
+fn check_group_kill_of_a_thousand(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let steps = &boot.section("big_kill").body;
+    let log = &boot.section("big_log").body;
+    assert!(
+        steps.contains(&format!("sleepers {}", BIG_GROUP - 1)),
+        "{}: the group did not fill up:\n{steps}\ncollector log:\n{log}",
+        boot.release
+    );
+    let documents = json_lines(boot, "big");
+    let lost: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "events_lost")
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{}: nothing may be lost with the default ring buffer: {lost:?}",
+        boot.release
+    );
+    let kills: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "oom_kill")
+        .filter(|d| d["oom"]["victim"]["memcg"]["path"] == "/big")
+        .collect();
+    let pids: BTreeSet<u64> = kills
+        .iter()
+        .filter_map(|k| k["process"]["pid"].as_u64())
+        .collect();
+    assert!(
+        kills.len() == BIG_GROUP && pids.len() == BIG_GROUP,
+        "{}: want exactly {BIG_GROUP} kill lines for {BIG_GROUP} processes, got {} lines \
+         for {} pids\n{steps}\ncollector warnings:\n{}",
+        boot.release,
+        kills.len(),
+        pids.len(),
+        warnings(log)
+    );
+    let incidents: BTreeSet<String> = kills
+        .iter()
+        .map(|k| k["oom"]["incident"]["id"].to_string())
+        .collect();
+    assert!(
+        incidents.len() == 1 && !incidents.contains("null"),
+        "{}: one OOM, one oom.incident.id; got {} of them",
+        boot.release,
+        incidents.len()
+    );
+    let not_marked: Vec<String> = kills
+        .iter()
+        .filter(|k| k["oom"]["group_kill"] != true)
+        .map(|k| format!("{} ({})", k["process"]["pid"], k["oom"]["group_kill"]))
+        .collect();
+    assert!(
+        not_marked.is_empty(),
+        "{}: every victim of memory.oom.group is marked group_kill; not: {not_marked:?}",
+        boot.release
+    );
+    let sleeps = kills
+        .iter()
+        .filter(|k| k["process"]["args"][0] == "/bin/sleep")
+        .collect::<Vec<_>>();
+    assert_eq!(
+        sleeps.len(),
+        BIG_GROUP - 1,
+        "{}: every sleep named",
+        boot.release
+    );
+    assert!(
+        sleeps.iter().all(|k| {
+            k["process"]["command_line"]
+                .as_str()
+                .is_some_and(|line| line.len() >= 2000 && line.starts_with("/bin/sleep 1000 0 0"))
+        }),
+        "{}: each sleep's command line as long as the kernel keeps (2 KiB): {}",
+        boot.release,
+        sleeps[0]["process"]["command_line"]
+    );
+
+    // How long the last line took: from the first kill to the moment the
+    // guest saw the 1,000th line in the file, both by the kernel's boot
+    // clock (the kill's is in its event.id, `<boot id>-<boot ns>-<pid>`).
+    let kill_times: Vec<f64> = kills
+        .iter()
+        .map(|k| {
+            let id = k["event"]["id"].as_str().expect("event.id");
+            let boot_ns: u64 = id
+                .rsplit('-')
+                .nth(1)
+                .and_then(|ns| ns.parse().ok())
+                .unwrap_or_else(|| panic!("no boot time in event.id {id}"));
+            boot_ns as f64 / 1e9
+        })
+        .collect();
+    let first_kill = kill_times.iter().copied().fold(f64::INFINITY, f64::min);
+    let last_kill = kill_times.iter().copied().fold(0.0, f64::max);
+    let written: f64 = steps
+        .lines()
+        .find_map(|line| line.strip_prefix("lines_written_at "))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}: no time for the last line:\n{steps}", boot.release));
+    eprintln!(
+        "figures: {}: {BIG_GROUP}-process group kill: {} lines, 0 lost, the kernel killed \
+         them in {:.0} ms, the last line was in the file {:.0} ms after the first kill \
+         (to the guest's 10 ms clock and polling)",
+        boot.release,
+        kills.len(),
+        (last_kill - first_kill) * 1000.0,
+        (written - first_kill) * 1000.0,
+    );
+}
+
+fn check_exiting_victim(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let steps = &boot.section("exiting_pids").body;
+    let pid_of = |what: &str| -> u64 {
+        steps
+            .lines()
+            .find_map(|l| l.strip_prefix(what)?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no {what:?} in:\n{steps}", boot.release))
+    };
+    let (held, hog) = (pid_of("held "), pid_of("hog "));
+    let documents = json_lines(boot, "exiting");
+    let context = || {
+        format!(
+            "{steps}\nevents:\n{}\nkernel log:\n{}",
+            boot.section("exiting").body,
+            boot.oom_log()
+        )
+    };
+    let line_of = |pid: u64| {
+        documents
+            .iter()
+            .find(|d| d["event"]["action"] == "oom_kill" && d["process"]["pid"] == pid)
+            .unwrap_or_else(|| panic!("{}: no line for pid {pid}\n{}", boot.release, context()))
+    };
+    let (held_line, hog_line) = (line_of(held), line_of(hog));
+    assert!(
+        !boot.oom_log().contains(&format!("Killed process {held} ")),
+        "{}: the kernel sent the held process no kill of its own\n{}",
+        boot.release,
+        context()
+    );
+    if !oom_kill_process_hooked(boot) {
+        assert!(held_line["oom"]["victim"].get("exiting").is_none());
+        return;
+    }
+    assert_eq!(
+        held_line["oom"]["victim"]["exiting"], true,
+        "{}: marked while already exiting: {held_line}",
+        boot.release
+    );
+    let message = held_line["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("was already exiting") && !message.contains("Killed"),
+        "{}: {message}",
+        boot.release
+    );
+    assert_eq!(
+        hog_line["oom"]["victim"]["exiting"], false,
+        "{}: the hog was killed: {hog_line}",
+        boot.release
+    );
+}
+
 fn check_alloc_failures(series: Series, test: &str) {
     let Some(boot) = guest(series, test) else {
         return;
@@ -1098,6 +1349,19 @@ macro_rules! kernel_tests {
             #[test]
             fn group_kill() {
                 check_group_kill($series, concat!(stringify!($module), "::group_kill"));
+            }
+
+            #[test]
+            fn group_kill_of_a_thousand() {
+                check_group_kill_of_a_thousand(
+                    $series,
+                    concat!(stringify!($module), "::group_kill_of_a_thousand"),
+                );
+            }
+
+            #[test]
+            fn exiting_victim() {
+                check_exiting_victim($series, concat!(stringify!($module), "::exiting_victim"));
             }
 
             #[test]

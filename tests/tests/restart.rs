@@ -233,7 +233,7 @@ fn sigkill_in_a_storm_loses_nothing_that_fitted_in_the_buffer() {
         KILLS as u64,
         "each kill delivered once or counted lost"
     );
-    assert_eq!(lost, 0, "a 256 KiB buffer holds {KILLS} kills");
+    assert_eq!(lost, 0, "the default buffer holds {KILLS} kills");
 }
 
 #[test]

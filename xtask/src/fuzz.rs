@@ -1,7 +1,8 @@
 //! Fuzzing the parsers that read what the collector does not control:
 //! ring-buffer records, tracefs formats, cgroup paths and mountinfo,
-//! container runtime metadata and the kernel log (the `fuzz/` crate, run by
-//! cargo-fuzz with libFuzzer on the nightly toolchain).
+//! container runtime metadata, command lines and the kernel log (the
+//! `fuzz/` crate, run by cargo-fuzz with libFuzzer on the nightly
+//! toolchain).
 //!
 //! What the fuzzer finds goes to `target/fuzz-corpus/<target>`, so a run
 //! never changes the seeds in `fuzz/corpus/<target>`. Inputs that once
@@ -21,11 +22,12 @@ use crate::{
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The fuzz targets, as `fuzz/Cargo.toml` names them.
-const TARGETS: [&str; 4] = [
+const TARGETS: [&str; 5] = [
     "decode_record",
     "tracefs_format",
     "cgroup_path",
     "runtime_metadata",
+    "redact",
 ];
 
 /// Fuzzes every target for `seconds_per_target`, then fails naming each

@@ -306,6 +306,40 @@ fn cgroupfs_root(root: &Path) -> Option<File> {
     matches!(stat.f_type as i64, CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC).then_some(file)
 }
 
+/// Whether `memory.oom.group` is set on the memory cgroup `victim` or on an
+/// ancestor up to `limited` (the one whose limit was hit; `/` for a global
+/// OOM), as `mem_cgroup_get_oom_group()` looks: the kernel then kills every
+/// process of that cgroup with the victim. `None` on cgroup v1, which has
+/// no such setting, or when a cgroup is gone already.
+pub fn oom_group_set(
+    root: &Path,
+    victim: &str,
+    limited: &str,
+    version: CgroupVersion,
+) -> Option<bool> {
+    if version != CgroupVersion::V2 {
+        return None;
+    }
+    let limited = limited.trim_end_matches('/');
+    let mut path = victim.trim_end_matches('/');
+    // The root cgroup has no `memory.*` files: the walk stops below it.
+    while !path.is_empty() {
+        let dir = root.join(path.trim_start_matches('/'));
+        if fs::read_to_string(dir.join("memory.oom.group"))
+            .ok()?
+            .trim()
+            == "1"
+        {
+            return Some(true);
+        }
+        if path == limited {
+            break;
+        }
+        path = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+    }
+    Some(false)
+}
+
 /// A memory cgroup's limit and usage in bytes, as cgroupfs shows them now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemcgUsage {

@@ -46,15 +46,22 @@ const RUNTIME_PREFIXES: [(&str, &str); 6] = [
 ];
 
 /// Parses a cgroup path (as in `/proc/<pid>/cgroup`).
+///
+/// The outermost pod and container win, and nothing below the container's
+/// own cgroup counts: a container allowed to make cgroups (systemd inside,
+/// a delegated subtree) may name them like another pod's or container's,
+/// and its kills must not be credited to that pod, nor given that
+/// container's runtime metadata.
 pub fn parse_cgroup_path(path: &str) -> ContainerInfo {
     let mut info = ContainerInfo::default();
     let mut parent = "";
     for component in path.split('/').filter(|c| !c.is_empty()) {
         if let Some(uid) = pod_uid(component) {
-            info.pod_uid = Some(uid);
+            info.pod_uid.get_or_insert(uid);
         } else if let Some((id, runtime)) = container_id(component, parent) {
             info.id = Some(id.to_owned());
             info.runtime = runtime;
+            break;
         }
         parent = component;
     }
@@ -119,6 +126,34 @@ mod tests {
             id: id.map(str::to_owned),
             runtime,
             pod_uid: pod.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn cgroups_a_container_makes_below_its_own_never_name_another_pod() {
+        const OTHER_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        const OTHER_UID: &str = "11111111-2222-3333-4444-555555555555";
+        const OTHER_UID_SYSTEMD: &str = "11111111_2222_3333_4444_555555555555";
+        let cases = [
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_SYSTEMD}.slice/\
+                     cri-containerd-{ID}.scope/kubepods-besteffort-pod{OTHER_UID_SYSTEMD}.slice/\
+                     cri-containerd-{OTHER_ID}.scope"
+                ),
+                info(Some(ID), Some("containerd"), Some(UID)),
+            ),
+            (
+                format!("/kubepods/burstable/pod{UID}/{ID}/pod{OTHER_UID}/{OTHER_ID}"),
+                info(Some(ID), None, Some(UID)),
+            ),
+            (
+                format!("/system.slice/docker-{ID}.scope/kubepods/pod{OTHER_UID}/{OTHER_ID}"),
+                info(Some(ID), Some("docker"), None),
+            ),
+        ];
+        for (path, want) in cases {
+            assert_eq!(parse_cgroup_path(&path), want, "{path}");
         }
     }
 

@@ -10,7 +10,7 @@ pub mod runtime;
 
 use std::time::SystemTime;
 
-use cgroup::{memcg_usage, CgroupMounts, CgroupPaths, CgroupVersion};
+use cgroup::{memcg_usage, oom_group_set, CgroupMounts, CgroupPaths, CgroupVersion};
 use container::{parse_cgroup_path, ContainerInfo};
 use oom_common::AllocSyscall;
 use runtime::{ContainerMetadata, RuntimeDirs, RuntimeMetadata};
@@ -19,7 +19,7 @@ use tracing::warn;
 use crate::{
     alloc::AllocFailures,
     cli::CmdlineArgs,
-    cmdline::{CapturedCmdline, CmdlineMode, Redactor},
+    cmdline::{CapturedCmdline, CmdlineMode},
     decode::{KernelKill, MemcgPages},
     host::{wall_clock_of_boot_ns, HostInfo},
     kmsg::{Kmsg, OomContext},
@@ -29,6 +29,7 @@ use crate::{
         OomAlloc, OomIncident, OomLost, OomTrigger, OomVictim, Parent, Process, Rss, Thread, User,
         ACTION_ALLOC_FAILED, ACTION_EVENTS_LOST, ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
     },
+    redact::Redactor,
 };
 
 /// Turns kernel records into documents.
@@ -43,6 +44,9 @@ pub struct Enricher {
     redactor: Redactor,
     unified: Option<CgroupPaths>,
     memory: Option<(CgroupPaths, CgroupVersion)>,
+    /// Both hooks on the OOM killer (`oom_kill_process`,
+    /// `__oom_kill_process`) are attached, so a kill sent is seen.
+    kill_hooks: bool,
 }
 
 impl Enricher {
@@ -51,6 +55,7 @@ impl Enricher {
         mounts: CgroupMounts,
         cmdline: &CmdlineArgs,
         runtime_dirs: RuntimeDirs,
+        kill_hooks: bool,
     ) -> Self {
         let kmsg = Kmsg::open()
             .map_err(|error| {
@@ -74,6 +79,51 @@ impl Enricher {
             redactor: Redactor::new(&cmdline.secret_words),
             unified: mounts.unified.map(CgroupPaths::new),
             memory: mounts.memory.map(|m| (CgroupPaths::new(m.root), m.version)),
+            kill_hooks,
+        }
+    }
+
+    /// Whether the victim's memory cgroup is killed whole with it, where
+    /// neither the log nor the hooks can say yet: the chosen victim is
+    /// killed, and logged, before the rest of its group. Read only for
+    /// that victim; the others of a group are known by not being chosen.
+    fn memcg_oom_group(
+        &self,
+        kill: &KernelKill,
+        victim_memcg: Option<&str>,
+        limited: Option<&str>,
+        logged_group: bool,
+    ) -> Option<bool> {
+        let not_chosen = kill
+            .oom_control
+            .as_ref()
+            .is_some_and(|c| c.chosen_tid != kill.victim.tid);
+        if logged_group || not_chosen {
+            return None;
+        }
+        let (paths, version) = self.memory.as_ref()?;
+        oom_group_set(
+            &paths.directory("/"),
+            victim_memcg?,
+            limited.unwrap_or("/"),
+            *version,
+        )
+    }
+
+    /// Whether the victim was already exiting, so the OOM killer marked it
+    /// to free its memory and sent no kill: `mark_oom_victim()` is reached
+    /// from `__oom_kill_process()` after SIGKILL, but also for a chosen
+    /// victim already exiting (`oom_kill_process()`) and for an exiting
+    /// allocating task, which marks itself before anyone is chosen
+    /// (`out_of_memory()`). Only the OOM killer's hooks tell them apart;
+    /// without them, unknown.
+    fn victim_exiting(&self, kill: &KernelKill) -> Option<bool> {
+        if !self.kill_hooks {
+            return None;
+        }
+        match &kill.oom_control {
+            Some(control) => Some(!control.kill_sent),
+            None => (kill.victim.tid == kill.trigger.tid).then_some(true),
         }
     }
 
@@ -137,8 +187,16 @@ impl Enricher {
         ])
         .id
         .and_then(|id| self.runtime.lookup(&id));
+        let memcg_oom_group = self.memcg_oom_group(
+            kill,
+            victim_memcg.as_ref().map(|m| m.path.as_str()),
+            oom_memcg_path.as_deref(),
+            oom_log.as_ref().is_some_and(|l| l.group.is_some()),
+        );
         let context = KillContext {
             container_metadata,
+            victim_exiting: self.victim_exiting(kill),
+            memcg_oom_group,
             node_name: Some(self.node_name.clone()),
             timestamp: wall_clock_of_boot_ns(kill.boot_ns),
             created: SystemTime::now(),
@@ -146,7 +204,9 @@ impl Enricher {
             victim_memcg,
             trigger_cgroup_path: self.unified_path(kill.trigger.cgroup_id),
             trigger_memcg_path: self.memory_path(kill.trigger.memcg_id),
-            cmdline: self.shown_cmdline(kill.cmdline.as_ref()),
+            cmdline: self
+                .redactor
+                .shown(self.cmdline_mode, kill.cmdline.as_ref()),
             oom_memcg: oom_memcg_path.map(|path| self.memcg_at_oom(path, oom_memcg_pages)),
             oom_log,
             victim_comm_from_proc: match &kill.victim.comm {
@@ -155,19 +215,6 @@ impl Enricher {
             },
         };
         kill_document(kill, &self.host, context)
-    }
-
-    /// The command line as `--cmdline` says to show it.
-    fn shown_cmdline(&self, cmdline: Option<&CapturedCmdline>) -> Option<CapturedCmdline> {
-        let cmdline = cmdline?;
-        match self.cmdline_mode {
-            CmdlineMode::Off => None,
-            CmdlineMode::Full => Some(cmdline.clone()),
-            CmdlineMode::Redacted => Some(CapturedCmdline {
-                args: self.redactor.redact(&cmdline.args),
-                ..cmdline.clone()
-            }),
-        }
     }
 
     /// Looks up the failing process's cgroups and shapes the document.
@@ -390,6 +437,13 @@ pub struct KillContext {
     pub container_metadata: Option<ContainerMetadata>,
     /// This node's name, for `kubernetes.node.name`.
     pub node_name: Option<String>,
+    /// `memory.oom.group` is set between the victim's memory cgroup and
+    /// the one whose limit was hit (see `cgroup::oom_group_set`); `None`
+    /// when not looked up or unknown.
+    pub memcg_oom_group: Option<bool>,
+    /// The victim was already exiting and was sent no kill (see
+    /// `Enricher::victim_exiting`); `None` when unknown.
+    pub victim_exiting: Option<bool>,
 }
 
 fn event(
@@ -448,12 +502,14 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
             .or_else(|| logged.as_ref().and_then(|l| l.constraint)),
         memcg: context.oom_memcg,
         incident: incident.map(|id| OomIncident { id }),
-        // The log names the group; without it, a victim the OOM did not
-        // choose can only have been killed with the chosen one's group.
-        group_kill: match (&logged, chosen) {
-            (Some(l), _) => Some(l.group.is_some()),
-            (None, Some(false)) => Some(true),
-            _ => None,
+        group_kill: match (chosen, &logged) {
+            // A victim the OOM did not choose can only have died with the
+            // chosen one's group.
+            (Some(false), _) => Some(true),
+            (_, Some(l)) if l.group.is_some() => Some(true),
+            // The chosen victim is killed, and logged, before its group is:
+            // the cgroup's own setting says whether one follows.
+            _ => context.memcg_oom_group.or(logged.as_ref().map(|_| false)),
         },
         domain_bytes: control.map(|c| c.domain_pages.saturating_mul(page_size())),
         alloc: non_empty(OomAlloc {
@@ -477,6 +533,7 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
                 .map(|c| c.chosen_points),
             cgroup: context.victim_cgroup_path.map(|path| CgroupRef { path }),
             memcg: context.victim_memcg,
+            exiting: context.victim_exiting,
         }),
         trigger: Some(OomTrigger {
             pid: kill.trigger.pid,
@@ -551,10 +608,19 @@ fn kill_message(
     container_id: Option<&str>,
 ) -> String {
     let victim = &kill.victim;
-    let mut message = format!(
-        "Out of memory: Killed process {pid} ({})",
-        name.unwrap_or("?")
-    );
+    let exiting = oom.victim.as_ref().and_then(|v| v.exiting) == Some(true);
+    let mut message = if exiting {
+        format!(
+            "Out of memory: process {pid} ({}) was already exiting: marked as the OOM \
+             victim to free its memory, no kill sent;",
+            name.unwrap_or("?")
+        )
+    } else {
+        format!(
+            "Out of memory: Killed process {pid} ({})",
+            name.unwrap_or("?")
+        )
+    };
     let fields = [
         ("total-vm", victim.total_vm_kib),
         ("anon-rss", victim.anon_rss_kib),

@@ -2,7 +2,7 @@
 //! says why in one line; only the required tracepoint fails the load.
 
 use aya::{
-    programs::{links::FdLink, BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
+    programs::{links::FdLink, BtfTracePoint, FEntry, FExit, KProbe, RawTracePoint, TracePoint},
     Ebpf,
 };
 use tracing::debug;
@@ -244,6 +244,23 @@ pub(super) fn attach_tracepoint(
         .attach(category, name)
         .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
     keep(pins, program_name, || program.take_link(link))
+}
+
+/// Loads and attaches an optional raw tracepoint program, named after its
+/// tracepoint; `Err` says why not.
+pub(super) fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    tracepoint: &str,
+    pins: Option<&PinSet>,
+) -> Result<(), String> {
+    let program: &mut RawTracePoint = program(ebpf, tracepoint)?;
+    program
+        .load()
+        .map_err(|e| format!("cannot load: {}", program_error(&e)))?;
+    let link = program
+        .attach(tracepoint)
+        .map_err(|e| format!("cannot attach: {}", program_error(&e)))?;
+    keep(pins, tracepoint, || program.take_link(link))
 }
 
 pub(super) fn attach_victim_task(

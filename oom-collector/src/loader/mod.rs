@@ -87,6 +87,14 @@ pub struct HookStatus {
     pub state: Result<(), String>,
 }
 
+/// Whether both hooks on the OOM killer are attached, so every kill it
+/// sends is seen (and a victim marked without one is known).
+pub fn kill_hooks_active(hooks: &[HookStatus]) -> bool {
+    [HOOK_OOM_KILL_PROCESS, HOOK_OOM_KILL_VICTIM]
+        .iter()
+        .all(|name| hooks.iter().any(|h| h.hook == *name && h.state.is_ok()))
+}
+
 /// Capabilities needed to load and attach, from `/proc/self/status`.
 pub fn check_capabilities() -> Result<(), LoadError> {
     const CAP_SYS_ADMIN: u32 = 21;
@@ -331,15 +339,30 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         state: oom_kill_victim,
     });
 
-    // Attached before seeding, so a process that executes meanwhile is
-    // caught by the hook, and seeding does not overwrite it.
-    let exec_state = match exec_blocker {
-        Some(reason) => Err(reason),
+    // Attached before seeding, so a process that executes, forks or exits
+    // meanwhile is caught by the hooks, and seeding does not overwrite it.
+    let exec_state = match &exec_blocker {
+        Some(reason) => Err(reason.clone()),
         None => attach_tracepoint(
             &mut ebpf,
             "sched_process_exec",
             "sched",
             "sched_process_exec",
+            pins,
+        ),
+    };
+    let lifecycle_blocker = exec_state.as_ref().err().map(|_| NEEDS_EXEC.to_owned());
+    let fork_state = match &lifecycle_blocker {
+        Some(reason) => Err(reason.clone()),
+        None => attach_raw_tracepoint(&mut ebpf, "sched_process_fork", pins),
+    };
+    let exit_state = match lifecycle_blocker {
+        Some(reason) => Err(reason),
+        None => attach_tracepoint(
+            &mut ebpf,
+            "sched_process_exit",
+            "sched",
+            "sched_process_exit",
             pins,
         ),
     };
@@ -356,6 +379,16 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         hook: HOOK_EXEC,
         provides: PROVIDES_EXEC,
         state: exec_state,
+    });
+    hooks.push(HookStatus {
+        hook: HOOK_FORK,
+        provides: PROVIDES_FORK,
+        state: fork_state,
+    });
+    hooks.push(HookStatus {
+        hook: HOOK_EXIT,
+        provides: PROVIDES_EXIT,
+        state: exit_state,
     });
 
     hooks.extend(attach_alloc_hooks(

@@ -130,7 +130,7 @@ pub fn set_name(object: &[u8], shaping_options: &str) -> String {
 /// a kept set has says whether the hook is attached.
 pub(super) fn programs_of(hook: &str) -> Vec<&'static str> {
     use super::support::*;
-    let fixed: [(&str, &[&'static str]); 6] = [
+    let fixed: [(&str, &[&'static str]); 8] = [
         (HOOK_MARK_VICTIM, &["mark_victim"]),
         (HOOK_MARK_VICTIM_TASK, &["mark_victim_task"]),
         (
@@ -142,6 +142,8 @@ pub(super) fn programs_of(hook: &str) -> Vec<&'static str> {
             &["oom_kill_victim_fentry", "oom_kill_victim"],
         ),
         (HOOK_EXEC, &["sched_process_exec"]),
+        (HOOK_FORK, &["sched_process_fork"]),
+        (HOOK_EXIT, &["sched_process_exit"]),
         (HOOK_PAGE_ALLOC, &["mm_page_alloc"]),
     ];
     if let Some((_, programs)) = fixed.iter().find(|(name, _)| *name == hook) {

@@ -190,6 +190,18 @@ impl KernelSupport {
             provides: PROVIDES_EXEC,
             state: self.exec_unavailable().map_or(Ok(()), Err),
         }))
+        .chain(
+            [(HOOK_FORK, PROVIDES_FORK), (HOOK_EXIT, PROVIDES_EXIT)].map(|(hook, provides)| {
+                HookStatus {
+                    hook,
+                    provides,
+                    state: match self.exec_unavailable() {
+                        None => Ok(()),
+                        Some(_) => Err(NEEDS_EXEC.into()),
+                    },
+                }
+            }),
+        )
         .chain(ALLOC_HOOKS.iter().map(|hook| {
             HookStatus {
                 hook: hook.tracepoint_hook,
@@ -333,6 +345,15 @@ pub(super) const PROVIDES_OOM_KILL_VICTIM: &str =
      carries only the pid (kernels before 6.1), a memory.oom.group kill's too";
 pub(super) const NEEDS_OOM_KILL_PROCESS: &str =
     "needs the oom_kill_process hook, which is unavailable";
+pub(super) const HOOK_FORK: &str = "raw_tracepoint/sched_process_fork";
+pub(super) const PROVIDES_FORK: &str =
+    "the command line of a worker forked without exec (celery, gunicorn, \
+     multiprocessing): its parent's";
+pub(super) const HOOK_EXIT: &str = "tracepoint/sched/sched_process_exit";
+pub(super) const PROVIDES_EXIT: &str =
+    "command lines forgotten as their processes end, so a reused pid never shows \
+     another process's arguments";
+pub(super) const NEEDS_EXEC: &str = "needs the sched_process_exec hook, which is unavailable";
 pub(super) const PROVIDES_EXEC: &str =
     "the victim's executable and arguments, even once it is gone (process.args)";
 pub(super) const PROVIDES_MARK_VICTIM: &str =

@@ -3,6 +3,8 @@
 
 mod alloc_failure;
 mod exec;
+mod exit;
+mod fork;
 mod mark_victim;
 mod mark_victim_task;
 mod oom_kill_process;
@@ -118,10 +120,17 @@ fn attach_cmdline(record: &mut OomKillRecord) {
     }
 }
 
+/// Sends the record without the unused part of its command line (see
+/// `oom_common::OOM_KILL_RECORD_FIXED_BYTES`).
 #[inline(always)]
 fn send(record: &mut OomKillRecord) -> Result<(), i64> {
     attach_cmdline(record);
-    if EVENTS.output::<OomKillRecord>(record, 0).is_err() {
+    let len = record.wire_len();
+    // SAFETY: `wire_len` is at most the record's size, and the record is
+    // plain bytes (`repr(C)` integers).
+    let bytes =
+        unsafe { core::slice::from_raw_parts((record as *const OomKillRecord).cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
         count(Stat::RingBufFull);
         return Err(ERR_RINGBUF_FULL);
     }

@@ -74,7 +74,9 @@ pub fn oom_kill_process_fexit(_ctx: FExitContext) -> u32 {
 
 /// `__oom_kill_process(struct task_struct *victim, const char *message)`:
 /// kills one victim, the chosen one or one a `memory.oom.group` kill adds,
-/// and marks it at once. Reads that victim into the trigger's stash.
+/// and marks it at once. Reads that victim into the trigger's stash, and
+/// says it was killed: `oom_kill_process()` marks a chosen victim that is
+/// already exiting without calling this (`task_will_free_mem()`).
 #[kprobe]
 pub fn oom_kill_victim(ctx: ProbeContext) -> u32 {
     if let Some(victim) = ctx.arg::<u64>(0) {
@@ -100,6 +102,7 @@ fn restash_victim(victim: u64) {
     // that task, one at a time.
     let context = unsafe { &mut *context };
     read_chosen_task(victim, &task::offsets(), &mut context.chosen);
+    context.chosen.read |= ChosenTask::KILLED;
 }
 
 #[inline(always)]

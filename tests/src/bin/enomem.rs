@@ -9,6 +9,9 @@
 //! `enomem mmap-then-hog N` fails N mmaps like `mmap`, then allocates and
 //! touches memory 1 MiB at a time: inside a memory cgroup with a smaller
 //! limit than 256 MiB, the OOM killer ends it. The story of a real leak.
+//!
+//! `enomem hold MIB` allocates and touches MIB MiB, says `held` on stdout,
+//! and keeps them until it is killed.
 
 use std::process::ExitCode;
 
@@ -19,9 +22,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(count)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
-        eprintln!("usage: enomem mmap|brk COUNT");
+        eprintln!("usage: enomem mmap|mremap|brk|mmap-then-hog COUNT | enomem hold MIB");
         return ExitCode::from(2);
     };
+    if mode == "hold" {
+        hold(count);
+    }
     let limit = libc::rlimit {
         rlim_cur: ADDRESS_SPACE_LIMIT,
         rlim_max: ADDRESS_SPACE_LIMIT,
@@ -60,6 +66,17 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn hold(mib: u64) -> ! {
+    use std::io::Write;
+    let held: Vec<Vec<u8>> = (0..mib).map(|_| vec![0x5a; 1 << 20]).collect();
+    println!("held");
+    let _ = std::io::stdout().flush();
+    loop {
+        std::hint::black_box(&held);
+        std::thread::park();
+    }
 }
 
 fn try_mmap() -> bool {
