@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oom_e2e::{require_root, Collector};
+use oom_e2e::{require_program, require_root, Collector};
 
 const POD_UID: &str = "8f14e45f-ceea-4e7a-9b2c-1d3e5f7a9b0c";
 const NAMESPACE: &str = "shop";
@@ -230,8 +230,15 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_kubernetes_container_is_named_from_containerds_own_metadata() {
-    if !require_root("a_kubernetes_container_is_named_from_containerds_own_metadata") {
+    let test = "a_kubernetes_container_is_named_from_containerds_own_metadata";
+    if !require_root(test) {
         return;
+    }
+    // containerd's `ctr` runs the container with runc; the image is busybox.
+    for program in ["containerd", "ctr", "runc", "busybox"] {
+        if require_program(test, program).is_none() {
+            return;
+        }
     }
     let containerd = Containerd::start();
     let archive = build_image(&containerd.dir);

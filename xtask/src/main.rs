@@ -11,7 +11,8 @@
 //!   each target for N seconds (`test` does 20).
 //! - `cargo xtask vm-test [--kernel 5.10|5.10-release|6.1|6.12|all]`: the QEMU guest
 //!   tests alone, on one of Debian's kernels or all of them.
-//! - `cargo xtask setup`: only the toolchain set-up both of them do first.
+//! - `cargo xtask setup`: only the set-up both of them do first: the
+//!   toolchain, and (as root, with apt) the programs the tests need.
 //!
 //! Set-up is idempotent and takes well under a second when done already.
 
@@ -19,6 +20,7 @@ mod bench;
 mod deploy;
 mod fuzz;
 mod image;
+mod packages;
 mod setup;
 mod system;
 
@@ -39,7 +41,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building the eBPF programs needs (rust-src for the
-    /// nightly toolchain, bpf-linker built against nightly's LLVM).
+    /// nightly toolchain, bpf-linker built against nightly's LLVM) and, as
+    /// root with apt, the programs the tests need (QEMU, busybox-static,
+    /// containerd, runc, buildah, kubernetes-validate, ...).
     Setup,
     /// Build oom-collector (the eBPF programs are built and embedded).
     Build {
@@ -100,7 +104,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.command {
-        Task::Setup => setup::ensure_toolchain().map(drop),
+        Task::Setup => {
+            setup::ensure_toolchain()?;
+            packages::ensure_for_tests()
+        }
         Task::Build { release } => build(&root, release).map(drop),
         Task::Run { release, args } => {
             let binary = build(&root, release)?;
@@ -123,9 +130,13 @@ fn main() -> Result<()> {
             let toolchain = setup::ensure_toolchain()?;
             image::image(&root, &toolchain)
         }
-        Task::VmTest { kernel } => vm_test(&root, &kernel),
+        Task::VmTest { kernel } => {
+            packages::ensure_for_tests()?;
+            vm_test(&root, &kernel)
+        }
         Task::Fuzz { seconds } => fuzz::run(&root, seconds),
         Task::Bench { rounds } => {
+            packages::ensure_for_bench()?;
             let binary = build(&root, true)?;
             system::mount_kernel_filesystems()?;
             bench::bench(&root, &binary, rounds.max(1))
@@ -150,6 +161,7 @@ fn build(root: &std::path::Path, release: bool) -> Result<PathBuf> {
 
 fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
     let toolchain = setup::ensure_toolchain()?;
+    packages::ensure_for_tests()?;
     if !no_lint {
         run_checked(
             toolchain
