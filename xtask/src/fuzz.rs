@@ -97,16 +97,45 @@ fn fuzz_target(toolchain: &Toolchain, root: &Path, target: &str, seconds: u64) -
         "-timeout=10".to_owned(),
         "-print_final_stats=1".to_owned(),
     ]);
-    if run_checked(&mut cargo).is_ok() {
+    // libFuzzer prints a line for every new input it keeps (thousands a
+    // run): its output goes to a log, and only its summary, or its end
+    // when something was found, to the terminal.
+    let log_path = root.join("target/fuzz-logs").join(format!("{target}.log"));
+    let log = fs::create_dir_all(log_path.parent().expect("a directory"))
+        .and_then(|()| fs::File::create(&log_path))
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    cargo.stdout(log.try_clone()?).stderr(log);
+    let passed = run_checked(&mut cargo).is_ok();
+    let output = fs::read_to_string(&log_path).unwrap_or_default();
+    if passed {
+        let stat = |name: &str| {
+            output
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("stat::{name}:")))
+                .map_or("?", str::trim)
+                .to_owned()
+        };
+        eprintln!(
+            "xtask: fuzzed {target}: {} runs, {} a second, nothing found (log: {})",
+            stat("number_of_executed_units"),
+            stat("average_exec_per_sec"),
+            log_path.display()
+        );
         return Ok(());
     }
+    let lines: Vec<&str> = output.lines().collect();
+    eprintln!(
+        "xtask: fuzz target {target} failed; the end of its log ({}):\n{}",
+        log_path.display(),
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    );
 
     // libFuzzer names what it kept after what went wrong (crash-, timeout-,
     // oom- or leak-) by its content, so an input that failed before is
     // written again under the same name.
     let found = written_since(&artifacts, started);
     if found.is_empty() {
-        bail!("fuzz target {target} failed without saving an input (see its output above)");
+        bail!("fuzz target {target} failed without saving an input (see its log above)");
     }
     bail!(
         "fuzz target {target} failed on {}; reproduce with `cargo +nightly fuzz run {target} <file>`",
