@@ -10,6 +10,9 @@ fn main() -> aya_build::Result<()> {
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../oom-ebpf"),
         ..Default::default()
     };
+    // aya-build forwards every line the eBPF build prints as a cargo
+    // warning; quiet, that build prints only what went wrong.
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf([ebpf], Toolchain::Nightly)?;
     // The shared record types are compiled into both sides.
     println!("cargo:rerun-if-changed=../oom-common/src");
