@@ -74,6 +74,19 @@ fn a_command_line_longer_than_kept_is_cut_and_flagged() {
         args.len() < 66,
         "the arguments are cut at what the kernel side keeps: {json}"
     );
+    // What is kept is the start of what was given: whole arguments, then
+    // the last one either whole or masked (it may be half a secret).
+    let (last, whole) = args.split_last().expect("arguments");
+    assert_eq!(
+        whole,
+        &argv[..whole.len()],
+        "a prefix of the arguments: {json}"
+    );
+    let given = &argv[whole.len()];
+    assert!(
+        given.starts_with(last) || *last == "<redacted>",
+        "the last kept argument {last:?} is the start of {given:?} or masked"
+    );
     assert!(
         json["process"].get("args_count").is_none(),
         "a count of cut arguments would be wrong, so there is none: {json}"
