@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use crate::{
     loader::HookStatus,
-    record::{Document, ACTION_ALLOC_FAILED, ACTION_EVENTS_LOST, ACTION_OOM_KILL},
+    record::{Action, Document},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,7 +140,7 @@ impl Metrics {
         let oom = document.oom.as_ref();
         match document.event.action {
             // An exiting victim marked to free its memory was not killed.
-            ACTION_OOM_KILL if !victim_exiting(document) => {
+            Action::OomKill if !victim_exiting(document) => {
                 let labels = KillLabels {
                     namespace,
                     pod,
@@ -155,7 +155,7 @@ impl Metrics {
                 };
                 self.kills.get_or_create(&labels).inc();
             }
-            ACTION_ALLOC_FAILED => {
+            Action::MemoryAllocationFailed => {
                 let alloc = oom.and_then(|o| o.alloc.as_ref());
                 let labels = AllocLabels {
                     namespace,
@@ -168,7 +168,7 @@ impl Metrics {
                 let count = alloc.and_then(|a| a.count).unwrap_or(0);
                 self.alloc_failures.get_or_create(&labels).inc_by(count);
             }
-            ACTION_EVENTS_LOST => {
+            Action::EventsLost => {
                 if let Some(lost) = oom.and_then(|o| o.lost.as_ref()) {
                     self.lost
                         .get_or_create(&LostLabels {
@@ -177,7 +177,8 @@ impl Metrics {
                         .inc_by(lost.count);
                 }
             }
-            _ => {}
+            // Marked to free its memory, not killed: counted nowhere.
+            Action::OomKill => {}
         }
     }
 

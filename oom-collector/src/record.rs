@@ -51,9 +51,18 @@ pub const ECS_VERSION: &str = "9.4.0";
 pub const EVENT_MODULE: &str = "oom";
 pub const EVENT_DATASET: &str = "oom.events";
 
-pub const ACTION_OOM_KILL: &str = "oom_kill";
-pub const ACTION_EVENTS_LOST: &str = "events_lost";
-pub const ACTION_ALLOC_FAILED: &str = "memory_allocation_failed";
+/// What a document tells of, written as its `event.action`. Metrics,
+/// `--format pretty` and `selftest` match on this, never on the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// An OOM killer victim: `oom_kill`.
+    OomKill,
+    /// Memory requests refused with ENOMEM: `memory_allocation_failed`.
+    MemoryAllocationFailed,
+    /// Events that never reached an output: `events_lost`.
+    EventsLost,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Document {
@@ -87,7 +96,7 @@ pub struct Event {
     pub category: Vec<&'static str>,
     #[serde(rename = "type")]
     pub event_type: Vec<&'static str>,
-    pub action: &'static str,
+    pub action: Action,
     pub module: &'static str,
     pub dataset: &'static str,
     /// When the collector wrote the document.
@@ -355,7 +364,7 @@ impl Document {
         let mut parts: Vec<String> = Vec::new();
         let oom = self.oom.clone().unwrap_or_default();
         let label = match self.event.action {
-            ACTION_OOM_KILL => {
+            Action::OomKill => {
                 let victim = oom.victim.clone().unwrap_or_default();
                 if let Some(rss) = victim.rss {
                     let total = [rss.anon_bytes, rss.file_bytes, rss.shmem_bytes]
@@ -390,7 +399,7 @@ impl Document {
                     "OOM KILL"
                 }
             }
-            ACTION_ALLOC_FAILED => {
+            Action::MemoryAllocationFailed => {
                 let alloc = oom.alloc.clone().unwrap_or_default();
                 let largest = alloc
                     .request_bytes
@@ -408,7 +417,7 @@ impl Document {
                 ));
                 "ENOMEM"
             }
-            _ => {
+            Action::EventsLost => {
                 parts.push(self.message.clone());
                 "LOST"
             }
@@ -431,7 +440,7 @@ impl Document {
                 _ => {}
             }
         }
-        if self.event.action == ACTION_OOM_KILL {
+        if self.event.action == Action::OomKill {
             if let Some(command_line) = self.process.as_ref().and_then(|p| p.command_line.as_ref())
             {
                 parts.push(format!("cmd {}", shorten(command_line, 160)));

@@ -680,7 +680,7 @@ mod tests {
     use std::os::unix::fs::{symlink, OpenOptionsExt};
 
     use super::*;
-    use crate::record::{Ecs, Event, Host, HostBoot, HostOs};
+    use crate::record::{Action, Ecs, Event, Host, HostBoot, HostOs};
 
     fn document(message: &str) -> Document {
         Document {
@@ -691,7 +691,7 @@ mod tests {
                 kind: "event",
                 category: vec!["host"],
                 event_type: vec!["info"],
-                action: "events_lost",
+                action: Action::EventsLost,
                 module: "oom",
                 dataset: "oom.events",
                 created: "2026-11-29T00:00:00.000000Z".into(),

@@ -24,10 +24,10 @@ use crate::{
     host::{wall_clock_of_boot_ns, HostInfo},
     kmsg::{Kmsg, OomContext},
     record::{
-        non_empty, rfc3339, CgroupRef, Container, ContainerImage, Document, Ecs, ErrorFields,
-        Event, Host, HostBoot, HostOs, Kubernetes, KubernetesName, KubernetesPod, Memcg, Oom,
-        OomAlloc, OomIncident, OomLost, OomTrigger, OomVictim, Parent, Process, Rss, Thread, User,
-        ACTION_ALLOC_FAILED, ACTION_EVENTS_LOST, ACTION_OOM_KILL, EVENT_DATASET, EVENT_MODULE,
+        non_empty, rfc3339, Action, CgroupRef, Container, ContainerImage, Document, Ecs,
+        ErrorFields, Event, Host, HostBoot, HostOs, Kubernetes, KubernetesName, KubernetesPod,
+        Memcg, Oom, OomAlloc, OomIncident, OomLost, OomTrigger, OomVictim, Parent, Process, Rss,
+        Thread, User, EVENT_DATASET, EVENT_MODULE,
     },
     redact::Redactor,
 };
@@ -268,7 +268,7 @@ pub fn lost_document(
         ),
         event: event(
             format!("{}-{}-lost", host.boot_id, boot_ns),
-            ACTION_EVENTS_LOST,
+            Action::EventsLost,
             "host",
             "info",
             created,
@@ -380,7 +380,7 @@ pub fn alloc_document(
             "{}-{}-{}-{syscall}",
             host.boot_id, failures.first_boot_ns, failures.pid
         ),
-        ACTION_ALLOC_FAILED,
+        Action::MemoryAllocationFailed,
         "process",
         "info",
         created,
@@ -448,7 +448,7 @@ pub struct KillContext {
 
 fn event(
     id: String,
-    action: &'static str,
+    action: Action,
     category: &'static str,
     event_type: &'static str,
     created: SystemTime,
@@ -556,7 +556,7 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
         message,
         event: event(
             format!("{}-{}-{}", host.boot_id, kill.boot_ns, victim.tid),
-            ACTION_OOM_KILL,
+            Action::OomKill,
             "process",
             "end",
             context.created,
