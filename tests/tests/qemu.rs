@@ -387,10 +387,7 @@ fn check_group_kill(series: Series, test: &str) {
         kills.len(),
         context()
     );
-    let incidents: BTreeSet<String> = kills
-        .iter()
-        .map(|k| k["oom"]["incident"]["id"].to_string())
-        .collect();
+    let incidents = incidents(&kills);
     assert!(
         incidents.len() == 1 && !incidents.contains("null"),
         "{}: one OOM killed the group, so every kill must share one oom.incident.id; \
@@ -467,6 +464,14 @@ fn check_group_kill(series: Series, test: &str) {
     }
 }
 
+/// The `oom.incident.id`s of `kills`, as JSON text (`null` when absent).
+fn incidents(kills: &[&Value]) -> BTreeSet<String> {
+    kills
+        .iter()
+        .map(|k| k["oom"]["incident"]["id"].to_string())
+        .collect()
+}
+
 /// `(major, minor)` of a kernel release such as `6.1.0-57-cloud-amd64`.
 fn kernel_version(release: &str) -> (u32, u32) {
     let mut numbers = release
@@ -517,10 +522,7 @@ fn check_group_kill_of_a_thousand(series: Series, test: &str) {
         pids.len(),
         warnings(log)
     );
-    let incidents: BTreeSet<String> = kills
-        .iter()
-        .map(|k| k["oom"]["incident"]["id"].to_string())
-        .collect();
+    let incidents = incidents(&kills);
     assert!(
         incidents.len() == 1 && !incidents.contains("null"),
         "{}: one OOM, one oom.incident.id; got {} of them",
