@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use crate::{
     loader::HookStatus,
-    record::{Action, Document},
+    record::{Action, Document, Oom},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,7 +140,7 @@ impl Metrics {
         let oom = document.oom.as_ref();
         match document.event.action {
             // An exiting victim marked to free its memory was not killed.
-            Action::OomKill if !victim_exiting(document) => {
+            Action::OomKill if !oom.is_some_and(Oom::victim_exiting) => {
                 let labels = KillLabels {
                     namespace,
                     pod,
@@ -257,14 +257,4 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> 
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
-}
-
-/// The OOM killer marked an already exiting victim and sent it no kill.
-fn victim_exiting(document: &Document) -> bool {
-    document
-        .oom
-        .as_ref()
-        .and_then(|o| o.victim.as_ref())
-        .and_then(|v| v.exiting)
-        == Some(true)
 }

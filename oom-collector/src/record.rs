@@ -246,6 +246,14 @@ pub struct Oom {
     pub alloc: Option<OomAlloc>,
 }
 
+impl Oom {
+    /// The OOM killer marked a victim that was already exiting and sent it
+    /// no kill (`oom.victim.exiting: true`).
+    pub fn victim_exiting(&self) -> bool {
+        self.victim.as_ref().and_then(|v| v.exiting) == Some(true)
+    }
+}
+
 /// A failing allocation: on `memory_allocation_failed`, one process's
 /// refused system calls folded over a window; on `oom_kill`, the kernel
 /// allocation that ran out of memory.
@@ -392,7 +400,7 @@ impl Document {
                 if oom.group_kill == Some(true) {
                     parts.push("group kill".into());
                 }
-                if victim.exiting == Some(true) {
+                if oom.victim_exiting() {
                     parts.push("already exiting, no kill sent".into());
                     "OOM EXIT"
                 } else {

@@ -608,8 +608,7 @@ fn kill_message(
     container_id: Option<&str>,
 ) -> String {
     let victim = &kill.victim;
-    let exiting = oom.victim.as_ref().and_then(|v| v.exiting) == Some(true);
-    let mut message = if exiting {
+    let mut message = if oom.victim_exiting() {
         format!(
             "Out of memory: process {pid} ({}) was already exiting: marked as the OOM \
              victim to free its memory, no kill sent;",
