@@ -4,7 +4,13 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{cmdline::CmdlineMode, loader::AllocFailureHooks, sink::Format};
+use crate::{
+    cmdline::CmdlineMode,
+    enrich::{runtime::RuntimeDirs, EnrichOptions},
+    loader::{AllocFailureHooks, LoadOptions, DEFAULT_CMDLINE_CACHE_ENTRIES},
+    pipeline::PipelineOptions,
+    sink::Format,
+};
 
 /// Turns every Linux OOM kill into one structured JSON line (ECS), attributed
 /// to its process, cgroup, container and Kubernetes pod.
@@ -88,7 +94,7 @@ pub struct RunArgs {
     /// memory.oom.group kill of 1,500 processes with the longest command
     /// lines (over 5,000 at 100 bytes), all made before the collector can
     /// read one. It is kernel memory, the same on any number of CPUs.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES,
+    #[arg(long, value_name = "BYTES", default_value_t = crate::loader::DEFAULT_RING_BUFFER_BYTES,
           value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
 
@@ -152,27 +158,63 @@ pub struct RuntimeArgs {
     pub docker_root: PathBuf,
 }
 
-impl From<&RunArgs> for crate::loader::LoadOptions {
-    fn from(args: &RunArgs) -> Self {
-        Self {
-            kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
-            ring_buffer_bytes: args.ring_buffer_bytes,
-            alloc_window: args.enomem_window,
-            cmdline: args.cmdline.clone(),
-            page_alloc_failures: args.page_alloc_failures,
-            alloc_failures: args.alloc_failures,
-            runtime_dirs: args.runtimes.dirs(),
-            pin_dir: args.pin_dir.clone(),
+impl RunArgs {
+    /// What the loader, the enricher and the pipeline are told.
+    pub fn pipeline_options(&self) -> PipelineOptions {
+        PipelineOptions {
+            load: LoadOptions {
+                kernel_log_level: self.kernel_log.kernel_log_level.as_aya_level(),
+                ring_buffer_bytes: self.ring_buffer_bytes,
+                page_alloc_failures: self.page_alloc_failures,
+                alloc_failures: self.alloc_failures,
+                pin_dir: self.pin_dir.clone(),
+                ..self.cmdline.load_options()
+            },
+            enrich: EnrichOptions {
+                runtime_dirs: RuntimeDirs {
+                    containerd_state: self.runtimes.containerd_state.clone(),
+                    crio_storage: self.runtimes.crio_storage.clone(),
+                    docker_root: self.runtimes.docker_root.clone(),
+                },
+                ..self.cmdline.enrich_options()
+            },
+            alloc_window: self.enomem_window,
         }
     }
 }
 
-impl RuntimeArgs {
-    pub fn dirs(&self) -> crate::enrich::runtime::RuntimeDirs {
-        crate::enrich::runtime::RuntimeDirs {
-            containerd_state: self.containerd_state.clone(),
-            crio_storage: self.crio_storage.clone(),
-            docker_root: self.docker_root.clone(),
+impl CmdlineArgs {
+    /// What the loader needs of these flags; the rest as by default.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            capture_cmdlines: self.mode != CmdlineMode::Off,
+            cmdline_cache_entries: self.cmdline_cache_entries,
+            ..LoadOptions::default()
+        }
+    }
+
+    /// What the enricher needs of these flags; the rest as by default.
+    pub fn enrich_options(&self) -> EnrichOptions {
+        EnrichOptions {
+            cmdline_mode: self.mode,
+            secret_words: self.secret_words.clone(),
+            ..EnrichOptions::default()
+        }
+    }
+}
+
+impl SelftestArgs {
+    /// The pipeline `selftest` runs: the defaults, with these flags and
+    /// without the allocation-failure hooks, which it does not test.
+    pub fn pipeline_options(&self) -> PipelineOptions {
+        PipelineOptions {
+            load: LoadOptions {
+                kernel_log_level: self.kernel_log.kernel_log_level.as_aya_level(),
+                alloc_failures: AllocFailureHooks::Off,
+                ..self.cmdline.load_options()
+            },
+            enrich: self.cmdline.enrich_options(),
+            ..PipelineOptions::default()
         }
     }
 }
@@ -217,7 +259,7 @@ pub struct CmdlineArgs {
 
     /// How many processes' command lines the kernel keeps (least recently
     /// executed forgotten first). Each takes about 2.3 KiB of kernel memory.
-    #[arg(long, value_name = "N", default_value_t = 4096,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CMDLINE_CACHE_ENTRIES,
           value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub cmdline_cache_entries: u32,
 }
@@ -292,9 +334,6 @@ impl KernelLogLevel {
     }
 }
 
-/// See `--ring-buffer-bytes`.
-pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
-
 fn parse_ring_buffer_bytes(text: &str) -> Result<u32, String> {
     let bytes: u32 = text
         .parse()
@@ -322,10 +361,32 @@ fn parse_window(text: &str) -> Result<Duration, String> {
 mod tests {
     use oom_common::{CMDLINE_ARGS_BYTES, OOM_KILL_RECORD_FIXED_BYTES};
 
-    use super::DEFAULT_RING_BUFFER_BYTES;
+    use crate::loader::DEFAULT_RING_BUFFER_BYTES;
 
     /// The kernel's header before each ring-buffer record.
     const RING_BUFFER_HEADER_BYTES: usize = 8;
+
+    #[test]
+    fn with_no_flags_every_subsystem_gets_its_own_defaults() {
+        use clap::Parser;
+
+        use crate::{
+            cli::{Cli, Command},
+            pipeline::PipelineOptions,
+        };
+        let cli = Cli::try_parse_from(["oom-collector"]).expect("no flags parse");
+        assert_eq!(cli.run.pipeline_options(), PipelineOptions::default());
+        let cli = Cli::try_parse_from(["oom-collector", "selftest"]).expect("selftest parses");
+        let Some(Command::Selftest(args)) = cli.command else {
+            panic!("selftest is a command");
+        };
+        let selftest = args.pipeline_options();
+        assert_eq!(selftest.enrich, PipelineOptions::default().enrich);
+        assert_eq!(
+            selftest.alloc_window,
+            PipelineOptions::default().alloc_window
+        );
+    }
 
     #[test]
     fn the_default_ring_buffer_holds_the_group_kill_the_help_promises() {

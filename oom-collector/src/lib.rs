@@ -29,7 +29,6 @@ use tracing::{info, warn};
 
 use crate::{
     cli::{Cli, Command, RunArgs},
-    loader::LoadOptions,
     metrics::Metrics,
     pipeline::{Flow, Pipeline, PipelineError},
     selftest::SelftestError,
@@ -60,10 +59,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
         None => collect(&cli.run).await,
         Some(Command::Run(args)) => collect(&args).await,
         Some(Command::Probes(args)) => {
-            let hooks = probes::probe_kernel(&args);
+            let hooks = probes::probe_kernel(&args.pipeline_options().load);
             print!("{}", probes::report(&hooks));
-            let required_ok = hooks.first().is_some_and(|hook| hook.state.is_ok());
-            Ok(if required_ok {
+            Ok(if loader::required_active(&hooks) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -124,11 +122,11 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
             keep: args.output_keep,
         },
     )?;
-    let mut pipeline = Pipeline::start(&LoadOptions::from(args))?;
+    let mut pipeline = Pipeline::start(&args.pipeline_options())?;
     for hook in pipeline.hooks() {
         match &hook.state {
-            Ok(()) => info!(hook = hook.hook, "hook active"),
-            Err(reason) => warn!(hook = hook.hook, %reason, "hook unavailable"),
+            Ok(()) => info!(hook = hook.name, "hook active"),
+            Err(reason) => warn!(hook = hook.name, %reason, "hook unavailable"),
         }
     }
     let metrics = Arc::new(Metrics::new());
@@ -159,4 +157,16 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
         .await?;
     sink.finish()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }

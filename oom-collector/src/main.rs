@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use oom_collector::{
     cli::{Cli, LogArgs, LogFormat},
-    loader::error_chain,
+    error_chain,
 };
 use tracing_subscriber::EnvFilter;
 

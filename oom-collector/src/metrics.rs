@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
-    loader::HookStatus,
+    loader::{self, HookStatus},
     record::{Action, Document, Oom},
 };
 
@@ -119,12 +119,12 @@ impl Metrics {
         for hook in hooks {
             self.hooks
                 .get_or_create(&HookLabels {
-                    hook: hook.hook.to_owned(),
+                    hook: hook.name.clone(),
                 })
                 .set(i64::from(hook.state.is_ok()));
         }
-        let required = hooks.first().is_some_and(|hook| hook.state.is_ok());
-        self.ready.store(required, Ordering::Relaxed);
+        self.ready
+            .store(loader::required_active(hooks), Ordering::Relaxed);
     }
 
     /// Counts what one written document says.

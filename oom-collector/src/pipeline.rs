@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::{
     alloc::AllocFailureTable,
     decode::{decode, Record},
-    enrich::{cgroup::CgroupMounts, Enricher},
+    enrich::{cgroup::CgroupMounts, EnrichOptions, Enricher},
     host::{boot_ns_now, HostInfo},
     loader::{self, HookStatus, LoadError, LoadOptions},
     record::Document,
@@ -69,13 +69,38 @@ pub struct Pipeline {
     mark_victim: TracepointFormat,
     hooks: Vec<HookStatus>,
     output_losses: OutputLosses,
-    /// Owns the programs and the links not pinned: dropping it detaches
-    /// them. `None` when the hooks were taken up from a pinned set.
+    /// The links of the hooks not pinned: dropping them detaches them.
+    _links: loader::Links,
+    /// Owns the programs; `None` when the hooks were taken up from a
+    /// pinned set.
     _ebpf: Option<aya::Ebpf>,
 }
 
+/// Everything a pipeline is started with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineOptions {
+    pub load: LoadOptions,
+    pub enrich: EnrichOptions,
+    /// Allocation failures are folded into one event per process and
+    /// system call per window of this length.
+    pub alloc_window: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            load: LoadOptions::default(),
+            enrich: EnrichOptions::default(),
+            alloc_window: DEFAULT_ALLOC_WINDOW,
+        }
+    }
+}
+
+/// See `--enomem-window`.
+pub const DEFAULT_ALLOC_WINDOW: Duration = Duration::from_secs(1);
+
 impl Pipeline {
-    pub fn start(options: &LoadOptions) -> Result<Self, PipelineError> {
+    pub fn start(options: &PipelineOptions) -> Result<Self, PipelineError> {
         raise_memlock_limit();
         let host = HostInfo::read().map_err(PipelineError::Host)?;
         let mounts = CgroupMounts::discover().unwrap_or_else(|error| {
@@ -85,7 +110,7 @@ impl Pipeline {
         if mounts.memory.is_none() {
             warn!("no memory cgroup hierarchy mounted; memory cgroup paths and limits will be missing");
         }
-        let mut loaded = loader::load(options)?;
+        let mut loaded = loader::load(&options.load)?;
         let kernel_log = match loaded.ebpf.as_mut().map(aya_log::EbpfLogger::init) {
             Some(Ok(logger)) => Some(logger),
             Some(Err(error)) => {
@@ -106,14 +131,14 @@ impl Pipeline {
             enricher: Enricher::new(
                 host,
                 mounts,
-                &options.cmdline,
-                options.runtime_dirs.clone(),
+                &options.enrich,
                 loader::kill_hooks_active(&loaded.hooks),
             ),
             mark_victim: loaded.mark_victim,
             hooks: loaded.hooks,
             output_losses: OutputLosses::default(),
             _ebpf: loaded.ebpf,
+            _links: loaded.links,
         })
     }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    cli::RunArgs,
+    error_chain,
     loader::{self, HookStatus, KernelSupport, LoadOptions},
 };
 
@@ -15,8 +15,8 @@ pub fn report(hooks: &[HookStatus]) -> String {
             Ok(()) => "active".to_owned(),
             Err(reason) => format!("unavailable: {reason}"),
         };
-        let _ = writeln!(text, "{:<36} {state}", hook.hook);
-        let _ = writeln!(text, "{:<36} provides {}", "", hook.provides);
+        let _ = writeln!(text, "{:<36} {state}", hook.name);
+        let _ = writeln!(text, "{:<36} provides {}", "", hook.hook.provides);
     }
     text
 }
@@ -24,23 +24,25 @@ pub fn report(hooks: &[HookStatus]) -> String {
 /// With the privileges to load programs, loads and attaches every hook the
 /// way the collector does (and detaches them again): "active" then means
 /// it worked. Without them, says what the kernel's files suggest.
-pub fn probe_kernel(args: &RunArgs) -> Vec<HookStatus> {
+pub fn probe_kernel(options: &LoadOptions) -> Vec<HookStatus> {
     if loader::check_capabilities().is_err() {
-        return KernelSupport::probe().hook_statuses();
+        return loader::statuses_without_loading(&KernelSupport::probe(), options);
     }
     let options = LoadOptions {
         // Only whether the hooks attach matters here; and what `probes`
         // attaches, it detaches again: nothing is pinned.
         kernel_log_level: 0,
         pin_dir: None,
-        ..LoadOptions::from(args)
+        ..options.clone()
     };
     match loader::load(&options) {
         Ok(loaded) => loaded.hooks,
         Err(error) => {
-            let mut hooks = KernelSupport::probe().hook_statuses();
-            if let Some(first) = hooks.first_mut() {
-                first.state = Err(loader::error_chain(&error));
+            // The load stops at a required hook: it carries the reason.
+            let mut hooks = loader::statuses_without_loading(&KernelSupport::probe(), &options);
+            let reason = error_chain(&error);
+            for hook in hooks.iter_mut().filter(|h| h.hook.required) {
+                hook.state = Err(reason.clone());
             }
             hooks
         }

@@ -19,7 +19,6 @@ use tracing::{info, warn};
 use crate::{
     cli::SelftestArgs,
     enrich::cgroup::{CgroupMounts, CgroupVersion},
-    loader::LoadOptions,
     pipeline::{Flow, Pipeline, PipelineError},
     record::{Action, Document},
     sink::{Format, Sink, SinkError},
@@ -127,16 +126,7 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
         source,
     })?;
     let memory = mounts.memory.ok_or(SelftestError::NoMemoryCgroup)?;
-    let mut pipeline = Pipeline::start(&LoadOptions {
-        kernel_log_level: args.kernel_log.kernel_log_level.as_aya_level(),
-        ring_buffer_bytes: 256 * 1024,
-        alloc_window: std::time::Duration::from_secs(1),
-        cmdline: args.cmdline.clone(),
-        page_alloc_failures: false,
-        alloc_failures: crate::loader::AllocFailureHooks::Off,
-        runtime_dirs: Default::default(),
-        pin_dir: None,
-    })?;
+    let mut pipeline = Pipeline::start(&args.pipeline_options())?;
 
     let limit_bytes = args.limit_mib * 1024 * 1024;
     let cgroup = ScratchCgroup::create(&memory.root, memory.version, limit_bytes)?;

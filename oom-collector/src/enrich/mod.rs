@@ -18,7 +18,6 @@ use tracing::warn;
 
 use crate::{
     alloc::AllocFailures,
-    cli::CmdlineArgs,
     cmdline::{CapturedCmdline, CmdlineMode},
     decode::{KernelKill, MemcgPages},
     host::{wall_clock_of_boot_ns, HostInfo},
@@ -31,6 +30,27 @@ use crate::{
     },
     redact::Redactor,
 };
+
+/// What the enricher is told, beside what it reads from the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrichOptions {
+    /// How much of a victim's command line its events carry.
+    pub cmdline_mode: CmdlineMode,
+    /// Secret words beside the built-in ones, for [`CmdlineMode::Redacted`].
+    pub secret_words: Vec<String>,
+    /// Where the container runtimes keep their metadata.
+    pub runtime_dirs: RuntimeDirs,
+}
+
+impl Default for EnrichOptions {
+    fn default() -> Self {
+        Self {
+            cmdline_mode: CmdlineMode::Redacted,
+            secret_words: Vec::new(),
+            runtime_dirs: RuntimeDirs::default(),
+        }
+    }
+}
 
 /// Turns kernel records into documents.
 pub struct Enricher {
@@ -53,8 +73,7 @@ impl Enricher {
     pub fn new(
         host: HostInfo,
         mounts: CgroupMounts,
-        cmdline: &CmdlineArgs,
-        runtime_dirs: RuntimeDirs,
+        options: &EnrichOptions,
         kill_hooks: bool,
     ) -> Self {
         let kmsg = Kmsg::open()
@@ -71,12 +90,12 @@ impl Enricher {
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| host.name.clone());
         Self {
-            runtime: RuntimeMetadata::new(runtime_dirs),
+            runtime: RuntimeMetadata::new(options.runtime_dirs.clone()),
             node_name,
             host,
             kmsg,
-            cmdline_mode: cmdline.mode,
-            redactor: Redactor::new(&cmdline.secret_words),
+            cmdline_mode: options.cmdline_mode,
+            redactor: Redactor::new(&options.secret_words),
             unified: mounts.unified.map(CgroupPaths::new),
             memory: mounts.memory.map(|m| (CgroupPaths::new(m.root), m.version)),
             kill_hooks,

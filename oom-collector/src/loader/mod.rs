@@ -1,36 +1,38 @@
 //! Loading the kernel programs and attaching them to this kernel's hooks.
 //!
-//! The required hook is `tracepoint/oom/mark_victim`. `tp_btf/mark_victim`
-//! adds the victim's process id, parent and cgroups where the kernel's BTF
-//! shows the tracepoint passes the victim's `task_struct`. Each hook reports
-//! whether it is active and, if not, why ([`HookStatus`]).
+//! [`hooks`] lists every hook once: what it provides, how it attaches and
+//! what it needs. The required hook is `tracepoint/oom/mark_victim`; every
+//! other one adds to the events where the kernel and the options allow it,
+//! and reports whether it is active and, if not, why ([`HookStatus`]).
 //!
 //! [`support`] tells what this kernel offers without loading anything (for
-//! `probes` and for choosing what to load); [`attach`] loads and attaches
-//! each kind of hook; this module puts them together in [`load`].
+//! `probes` and for choosing what to load); [`attach`] attaches any hook of
+//! the catalogue; this module puts them together in [`load`].
 
 mod attach;
+pub mod hooks;
 pub mod pin;
 mod support;
 
 use std::path::{Path, PathBuf};
 
-use attach::*;
+pub use attach::{statuses_without_loading, Links};
 use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePoint,
     Ebpf, EbpfLoader,
 };
+pub use hooks::{kill_hooks_active, required_active, HookStatus};
+use hooks::{MapKind, MapSpec, HOOKS};
 use oom_common::{
-    part, AllocFailureCounts, AllocFailureKey, Cmdline, KernelOffsets, OomControlOffsets,
-    PageAllocOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS, TRACEPOINT_PID_OFFSET_UNKNOWN,
+    part, AllocFailureCounts, AllocFailureKey, ChosenTaskOffsets, Cmdline, KernelOffsets,
+    OomControlOffsets, PageAllocOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS,
+    TRACEPOINT_PID_OFFSET_UNKNOWN,
 };
-use support::*;
-pub use support::{KernelSupport, HOOK_MARK_VICTIM, HOOK_MARK_VICTIM_TASK};
+pub use support::KernelSupport;
 use tracing::{debug, warn};
 
 use crate::{
-    cmdline::{self, CmdlineMode},
+    cmdline,
     tracefs::{TracefsError, TracepointFormat},
 };
 
@@ -51,12 +53,11 @@ pub enum LoadError {
     NoPidField(String),
     #[error("cannot load the eBPF programs into the kernel")]
     Load(#[source] aya::EbpfError),
-    #[error("cannot load program {program} (is this kernel older than 4.13, or is BPF disabled?)")]
-    Program {
-        program: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
-    },
+    #[error(
+        "cannot attach {hook}, which the collector needs: {reason} \
+         (is this kernel older than 4.13, or is BPF disabled?)"
+    )]
+    Required { hook: String, reason: String },
     #[error("eBPF object has no {0}: the build is broken")]
     Missing(&'static str),
     #[error("cannot use map {map}")]
@@ -72,27 +73,6 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--pin-dir: {0}")]
-    Pin(String),
-}
-
-/// One kernel hook and whether it is in use on this kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HookStatus {
-    /// e.g. `tracepoint/oom/mark_victim`.
-    pub hook: &'static str,
-    /// What the hook contributes to an event.
-    pub provides: &'static str,
-    /// `Ok(())` when attached (or attachable, for `probes`); else why not.
-    pub state: Result<(), String>,
-}
-
-/// Whether both hooks on the OOM killer are attached, so every kill it
-/// sends is seen (and a victim marked without one is known).
-pub fn kill_hooks_active(hooks: &[HookStatus]) -> bool {
-    [HOOK_OOM_KILL_PROCESS, HOOK_OOM_KILL_VICTIM]
-        .iter()
-        .all(|name| hooks.iter().any(|h| h.hook == *name && h.state.is_ok()))
 }
 
 /// Capabilities needed to load and attach, from `/proc/self/status`.
@@ -120,23 +100,47 @@ pub fn check_capabilities() -> Result<(), LoadError> {
     })
 }
 
+/// What shapes the programs and which hooks are tried; built from the
+/// command line by `cli`, or from [`Default`] and a few changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Most verbose kernel-side log level forwarded (aya-log levels:
     /// 1 error .. 5 trace; 0 silences the kernel side).
     pub kernel_log_level: u8,
     pub ring_buffer_bytes: u32,
-    /// Allocation failures are folded into one event per process and
-    /// system call per window of this length.
-    pub alloc_window: std::time::Duration,
-    pub cmdline: crate::cli::CmdlineArgs,
+    /// Keep each process's command line in the kernel (the exec, fork and
+    /// exit hooks), so a kill can say what the victim was running.
+    pub capture_cmdlines: bool,
+    /// How many processes' command lines the kernel keeps.
+    pub cmdline_cache_entries: u32,
     /// Attach the (hot) page-allocator hook.
     pub page_alloc_failures: bool,
     /// How to watch mmap, mremap and brk for failures.
     pub alloc_failures: AllocFailureHooks,
-    /// Where the container runtimes keep their metadata.
-    pub runtime_dirs: crate::enrich::runtime::RuntimeDirs,
     /// Keep the hooks and their buffers pinned here across restarts.
     pub pin_dir: Option<PathBuf>,
+}
+
+/// The kernel's event ring buffer unless told otherwise: see
+/// `--ring-buffer-bytes`.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
+
+/// How many command lines the kernel keeps unless told otherwise.
+pub const DEFAULT_CMDLINE_CACHE_ENTRIES: u32 = 4096;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            // aya-log's warn.
+            kernel_log_level: 2,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            capture_cmdlines: true,
+            cmdline_cache_entries: DEFAULT_CMDLINE_CACHE_ENTRIES,
+            page_alloc_failures: false,
+            alloc_failures: AllocFailureHooks::Auto,
+            pin_dir: None,
+        }
+    }
 }
 
 impl LoadOptions {
@@ -144,11 +148,11 @@ impl LoadOptions {
     /// the same text can share one pinned set.
     fn shaping(&self) -> String {
         format!(
-            "ring={} log={} cmdline={:?}/{} page_alloc={} alloc={:?}",
+            "ring={} log={} cmdline={}/{} page_alloc={} alloc={:?}",
             self.ring_buffer_bytes,
             self.kernel_log_level,
-            self.cmdline.mode,
-            self.cmdline.cmdline_cache_entries,
+            self.capture_cmdlines,
+            self.cmdline_cache_entries,
             self.page_alloc_failures,
             self.alloc_failures,
         )
@@ -174,6 +178,8 @@ pub struct Loaded {
     /// The loaded object; `None` when the hooks were taken up from a
     /// pinned set, whose programs this process did not load.
     pub ebpf: Option<Ebpf>,
+    /// The hooks' links, held so they stay attached (empty when pinned).
+    pub links: Links,
     /// With `--pin-dir`: a handle on `CONFIG` where the count of losses
     /// reported is kept, so a restart reports each loss once.
     pub losses_reported: Option<Array<MapData, u32>>,
@@ -185,189 +191,59 @@ pub struct Loaded {
     pub hooks: Vec<HookStatus>,
 }
 
+/// Loads the programs and attaches every hook of the catalogue this kernel
+/// and `options` allow: plan (what the kernel offers), overrides (the
+/// offsets and sizes the programs are built with), attach, take the maps.
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     check_capabilities()?;
     let support = KernelSupport::probe();
     let pins = match &options.pin_dir {
         None => None,
-        Some(root) => {
-            let pins = pin::PinSet::new(root, &pin::set_name(EBPF_OBJECT, &options.shaping()));
-            if pins.resumable() {
-                return resume(support, &pins);
-            }
-            let removed = pin::remove_sets(root, None).map_err(|source| LoadError::PinDir {
-                path: root.clone(),
-                what: "remove the hooks an earlier start kept",
-                source,
-            })?;
-            if removed > 0 {
-                warn!(
-                    dir = %root.display(),
-                    "the hooks kept there were from another build or other options: \
-                     detached them; kills they held and not yet delivered are dropped"
-                );
-            }
-            pins.create().map_err(|source| LoadError::PinDir {
-                path: pins.dir().to_owned(),
-                what: "create the directory",
-                source,
-            })?;
-            Some(pins)
-        }
+        Some(root) => match pin_set(root, options)? {
+            Pins::Resume(pins) => return resume(support, options, &pins),
+            Pins::New(pins) => Some(pins),
+        },
     };
     let pins = pins.as_ref();
-    let victim_task_blocker = support.victim_task_unavailable();
-    let exec_blocker = match options.cmdline.mode {
-        CmdlineMode::Off => Some("off (--cmdline off)".to_owned()),
-        _ => support.exec_unavailable(),
-    };
-    let page_alloc_state = if options.page_alloc_failures {
-        support.page_alloc_offsets.clone().map(drop)
-    } else {
-        Err("off (enable with --page-alloc-failures)".to_owned())
-    };
-    let page_alloc_offsets = support
-        .page_alloc_offsets
-        .clone()
-        .unwrap_or_else(|_| PageAllocOffsets::unknown());
-    let oom_control_offsets = support.oom_control_offsets.clone();
-    let oom_control_state = oom_control_offsets
-        .as_ref()
-        .map(|_| ())
-        .map_err(Clone::clone);
-    let oom_control_offsets = oom_control_offsets.unwrap_or_else(|_| OomControlOffsets::unknown());
-    let exec_filename_offset = support
-        .exec_filename_offset
-        .clone()
-        .unwrap_or(TRACEPOINT_PID_OFFSET_UNKNOWN);
-    let cmdline_entries = match options.cmdline.mode {
-        CmdlineMode::Off => 1,
-        _ => options.cmdline.cmdline_cache_entries,
-    };
-    let alloc_blockers: Vec<Option<String>> = ALLOC_HOOKS
-        .iter()
-        .map(|hook| support.alloc_hook_unavailable(hook.syscall))
-        .collect();
-    let syscall_offsets = support
-        .syscall_offsets
-        .clone()
-        .unwrap_or_else(|_| SyscallOffsets::unknown());
-    let mark_victim = support.mark_victim?;
-    let pid_offset = match mark_victim.field("pid") {
-        Some(field) if field.size == 4 => field.offset as u32,
-        _ => return Err(LoadError::NoPidField(mark_victim.name.clone())),
-    };
-    let offsets = support.offsets.unwrap_or_else(|_| KernelOffsets::unknown());
 
-    let mut loader = EbpfLoader::new();
+    let blockers: Vec<Option<String>> = HOOKS
+        .iter()
+        .map(|hook| attach::blocker(hook, &support, options))
+        .collect();
+    let globals = Globals::of(&support)?;
+    let mark_victim = support.mark_victim?;
+    let mut loader = overrides(&globals, options);
     if let Some(pins) = pins {
-        for map in pin::PINNED_MAPS {
-            loader.map_pin_path(map, pins.map_path(map));
+        for map in hooks::shared_maps() {
+            loader.map_pin_path(map.name, pins.map_path(map.name));
         }
     }
-    let mut ebpf = loader
-        .override_global("OFFSETS", &offsets, true)
-        .override_global("MARK_VICTIM_PID_OFFSET", &pid_offset, true)
-        .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
-        .override_global("EXEC_FILENAME_OFFSET", &exec_filename_offset, true)
-        .override_global("OOM_CONTROL_OFFSETS", &oom_control_offsets, true)
-        .override_global("CHOSEN_TASK_OFFSETS", &support.chosen_task_offsets, true)
-        .override_global("PAGE_ALLOC_OFFSETS", &page_alloc_offsets, true)
-        .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
-        .map_max_entries("EVENTS", options.ring_buffer_bytes)
-        .map_max_entries("CMDLINES", cmdline_entries)
-        .load(EBPF_OBJECT)
-        .map_err(LoadError::Load)?;
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Load)?;
 
     // Parsed once for every BTF-typed program (tp_btf, fentry, fexit).
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no BTF: {e}"));
-    let mut hooks = Vec::new();
-
-    let program: &mut TracePoint = ebpf
-        .program_mut("mark_victim")
-        .ok_or(LoadError::Missing("program mark_victim"))?
-        .try_into()
-        .map_err(|source| LoadError::Program {
-            program: "mark_victim",
-            source,
-        })?;
-    let link = program
-        .load()
-        .and_then(|()| program.attach("oom", "mark_victim"))
-        .map_err(|source| LoadError::Program {
-            program: "mark_victim",
-            source,
-        })?;
-    keep(pins, "mark_victim", || program.take_link(link)).map_err(LoadError::Pin)?;
-    hooks.push(HookStatus {
-        hook: HOOK_MARK_VICTIM,
-        provides: PROVIDES_MARK_VICTIM,
-        state: Ok(()),
-    });
-
-    let mut expected_parts = part::TRACEPOINT;
-    let victim_task = match victim_task_blocker {
-        Some(reason) => Err(reason),
-        None => attach_victim_task(&mut ebpf, btf.as_ref().map_err(String::as_str), pins),
-    };
-    if victim_task.is_ok() {
-        expected_parts |= part::VICTIM_TASK;
-    }
-    hooks.push(HookStatus {
-        hook: HOOK_MARK_VICTIM_TASK,
-        provides: PROVIDES_MARK_VICTIM_TASK,
-        state: victim_task,
-    });
-
-    let oom_kill_process = oom_control_state.and_then(|()| {
-        attach_oom_kill_process(&mut ebpf, btf.as_ref().map_err(String::as_str), pins)
-    });
-    let oom_kill_victim = match &oom_kill_process {
-        Ok(how) => {
-            attach_oom_kill_victim(&mut ebpf, btf.as_ref().map_err(String::as_str), *how, pins)
+    let mut attacher = attach::Attacher::new(
+        &mut ebpf,
+        btf.as_ref().map_err(String::as_str),
+        options,
+        pins,
+    );
+    for (hook, blocked) in HOOKS.iter().zip(blockers) {
+        let state = attacher.attach(hook, blocked);
+        if let (true, Err(reason)) = (hook.required, state) {
+            return Err(LoadError::Required {
+                hook: hook.name(options),
+                reason,
+            });
         }
-        Err(_) => Err(NEEDS_OOM_KILL_PROCESS.to_owned()),
-    };
-    hooks.push(HookStatus {
-        hook: HOOK_OOM_KILL_PROCESS,
-        provides: PROVIDES_OOM_KILL_PROCESS,
-        state: oom_kill_process.map(drop),
-    });
-    hooks.push(HookStatus {
-        hook: HOOK_OOM_KILL_VICTIM,
-        provides: PROVIDES_OOM_KILL_VICTIM,
-        state: oom_kill_victim,
-    });
+    }
+    let (links, hooks) = attacher.finish();
 
-    // Attached before seeding, so a process that executes, forks or exits
-    // meanwhile is caught by the hooks, and seeding does not overwrite it.
-    let exec_state = match &exec_blocker {
-        Some(reason) => Err(reason.clone()),
-        None => attach_tracepoint(
-            &mut ebpf,
-            "sched_process_exec",
-            "sched",
-            "sched_process_exec",
-            pins,
-        ),
-    };
-    let lifecycle_blocker = exec_state.as_ref().err().map(|_| NEEDS_EXEC.to_owned());
-    let fork_state = match &lifecycle_blocker {
-        Some(reason) => Err(reason.clone()),
-        None => attach_raw_tracepoint(&mut ebpf, "sched_process_fork", pins),
-    };
-    let exit_state = match lifecycle_blocker {
-        Some(reason) => Err(reason),
-        None => attach_tracepoint(
-            &mut ebpf,
-            "sched_process_exit",
-            "sched",
-            "sched_process_exit",
-            pins,
-        ),
-    };
-    let mut cmdlines: aya::maps::HashMap<_, u32, Cmdline> = take_map(&mut ebpf, "CMDLINES")?;
-    if exec_state.is_ok() {
+    // After the exec, fork and exit hooks attached, so a process that
+    // starts or ends meanwhile is caught by them, and seeding does not
+    // overwrite it.
+    let mut cmdlines: aya::maps::HashMap<_, u32, Cmdline> = take_map(&mut ebpf, &hooks::CMDLINES)?;
+    if hooks::active(&hooks, &hooks::EXEC) {
         match cmdline::seed_from_proc(&mut cmdlines, Path::new("/proc")) {
             Ok(seeded) => debug!(seeded, "command lines of running processes read from /proc"),
             Err(error) => {
@@ -375,74 +251,159 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             }
         }
     }
-    hooks.push(HookStatus {
-        hook: HOOK_EXEC,
-        provides: PROVIDES_EXEC,
-        state: exec_state,
-    });
-    hooks.push(HookStatus {
-        hook: HOOK_FORK,
-        provides: PROVIDES_FORK,
-        state: fork_state,
-    });
-    hooks.push(HookStatus {
-        hook: HOOK_EXIT,
-        provides: PROVIDES_EXIT,
-        state: exit_state,
-    });
-
-    hooks.extend(attach_alloc_hooks(
-        &mut ebpf,
-        btf.as_ref().map_err(String::as_str),
-        options.alloc_failures,
-        alloc_blockers,
-        pins,
-    ));
-
-    let page_alloc_state = page_alloc_state.and_then(|()| {
-        attach_tracepoint(&mut ebpf, "mm_page_alloc", "kmem", "mm_page_alloc", pins)
-    });
-    hooks.push(HookStatus {
-        hook: HOOK_PAGE_ALLOC,
-        provides: PROVIDES_PAGE_ALLOC,
-        state: page_alloc_state,
-    });
-
-    let mut config: Array<_, u32> = take_map(&mut ebpf, "CONFIG")?;
+    let mut config: Array<_, u32> = take_map(&mut ebpf, &hooks::CONFIG)?;
+    let expected_parts = if hooks::active(&hooks, &hooks::MARK_VICTIM_TASK) {
+        part::TRACEPOINT | part::VICTIM_TASK
+    } else {
+        part::TRACEPOINT
+    };
     config
         .set(CONFIG_EXPECTED_PARTS, expected_parts, 0)
         .map_err(|source| LoadError::Map {
-            map: "CONFIG",
+            map: hooks::CONFIG.name,
             source,
         })?;
-    let alloc_failures = take_map(&mut ebpf, "ALLOC_FAILURES")?;
-
-    let events = take_map(&mut ebpf, "EVENTS")?;
-    let stats = take_map(&mut ebpf, "STATS")?;
-    let losses_reported = pins.map(|pins| pinned_map(pins, "CONFIG")).transpose()?;
     Ok(Loaded {
-        ebpf: Some(ebpf),
-        losses_reported,
-        events,
-        stats,
+        losses_reported: pins
+            .map(|pins| pinned_map(pins, &hooks::CONFIG))
+            .transpose()?,
+        alloc_failures: take_map(&mut ebpf, &hooks::ALLOC_FAILURES)?,
+        events: take_map(&mut ebpf, &hooks::EVENTS)?,
+        stats: take_map(&mut ebpf, &hooks::STATS)?,
         config,
-        alloc_failures,
+        ebpf: Some(ebpf),
+        links,
         mark_victim,
         hooks,
     })
 }
 
+/// The offsets the programs are built with, read from this kernel; what
+/// is unknown is marked so, and the programs skip it.
+struct Globals {
+    offsets: KernelOffsets,
+    mark_victim_pid_offset: u32,
+    syscall_offsets: SyscallOffsets,
+    exec_filename_offset: u32,
+    oom_control_offsets: OomControlOffsets,
+    chosen_task_offsets: ChosenTaskOffsets,
+    page_alloc_offsets: PageAllocOffsets,
+}
+
+impl Globals {
+    fn of(support: &KernelSupport) -> Result<Self, LoadError> {
+        Ok(Self {
+            mark_victim_pid_offset: match &support.mark_victim {
+                Ok(format) => pid_offset(format)?,
+                // The load stops at the missing tracepoint.
+                Err(_) => TRACEPOINT_PID_OFFSET_UNKNOWN,
+            },
+            offsets: support
+                .offsets
+                .clone()
+                .unwrap_or_else(|_| KernelOffsets::unknown()),
+            syscall_offsets: support
+                .syscall_offsets
+                .clone()
+                .unwrap_or_else(|_| SyscallOffsets::unknown()),
+            exec_filename_offset: support
+                .exec_filename_offset
+                .clone()
+                .unwrap_or(TRACEPOINT_PID_OFFSET_UNKNOWN),
+            oom_control_offsets: support
+                .oom_control_offsets
+                .clone()
+                .unwrap_or_else(|_| OomControlOffsets::unknown()),
+            chosen_task_offsets: support.chosen_task_offsets,
+            page_alloc_offsets: support
+                .page_alloc_offsets
+                .clone()
+                .unwrap_or_else(|_| PageAllocOffsets::unknown()),
+        })
+    }
+}
+
+/// Where `mark_victim` records keep the victim's pid: the one field every
+/// kernel's record has, and the one a kill is matched by.
+fn pid_offset(mark_victim: &TracepointFormat) -> Result<u32, LoadError> {
+    match mark_victim.field("pid") {
+        Some(field) if field.size == 4 => Ok(field.offset as u32),
+        _ => Err(LoadError::NoPidField(mark_victim.name.clone())),
+    }
+}
+
+/// The loader with the kernel's offsets and the sizes `options` ask for.
+fn overrides<'a>(globals: &'a Globals, options: &'a LoadOptions) -> EbpfLoader<'a> {
+    let cmdline_entries = if options.capture_cmdlines {
+        options.cmdline_cache_entries
+    } else {
+        1
+    };
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global("OFFSETS", &globals.offsets, true)
+        .override_global(
+            "MARK_VICTIM_PID_OFFSET",
+            &globals.mark_victim_pid_offset,
+            true,
+        )
+        .override_global("SYSCALL_OFFSETS", &globals.syscall_offsets, true)
+        .override_global("EXEC_FILENAME_OFFSET", &globals.exec_filename_offset, true)
+        .override_global("OOM_CONTROL_OFFSETS", &globals.oom_control_offsets, true)
+        .override_global("CHOSEN_TASK_OFFSETS", &globals.chosen_task_offsets, true)
+        .override_global("PAGE_ALLOC_OFFSETS", &globals.page_alloc_offsets, true)
+        .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
+        .map_max_entries(hooks::EVENTS.name, options.ring_buffer_bytes)
+        .map_max_entries(hooks::CMDLINES.name, cmdline_entries);
+    loader
+}
+
+/// The pinned set for these options: taken up as it is, or made anew.
+enum Pins {
+    Resume(pin::PinSet),
+    New(pin::PinSet),
+}
+
+fn pin_set(root: &Path, options: &LoadOptions) -> Result<Pins, LoadError> {
+    let pins = pin::PinSet::new(root, &pin::set_name(EBPF_OBJECT, &options.shaping()));
+    if pins.resumable() {
+        return Ok(Pins::Resume(pins));
+    }
+    let removed = pin::remove_sets(root, None).map_err(|source| LoadError::PinDir {
+        path: root.to_owned(),
+        what: "remove the hooks an earlier start kept",
+        source,
+    })?;
+    if removed > 0 {
+        warn!(
+            dir = %root.display(),
+            "the hooks kept there were from another build or other options: \
+             detached them; kills they held and not yet delivered are dropped"
+        );
+    }
+    pins.create().map_err(|source| LoadError::PinDir {
+        path: pins.dir().to_owned(),
+        what: "create the directory",
+        source,
+    })?;
+    Ok(Pins::New(pins))
+}
+
 /// Takes up the hooks a previous start kept in `pins`: they are attached
 /// and write into the kept maps, so nothing is loaded or attached again.
-fn resume(support: KernelSupport, pins: &pin::PinSet) -> Result<Loaded, LoadError> {
+fn resume(
+    support: KernelSupport,
+    options: &LoadOptions,
+    pins: &pin::PinSet,
+) -> Result<Loaded, LoadError> {
     let kept = pins.kept_links();
-    let hooks = support
-        .hook_statuses()
+    let hooks = attach::statuses_without_loading(&support, options)
         .into_iter()
         .map(|mut status| {
-            let is_kept = pin::programs_of(status.hook)
-                .iter()
-                .any(|program| kept.iter().any(|k| k == program));
+            let is_kept = status
+                .hook
+                .programs()
+                .any(|program| kept.iter().any(|k| k == program.name));
             status.state = match status.state {
                 _ if is_kept => Ok(()),
                 Err(reason) => Err(reason),
@@ -461,40 +422,49 @@ fn resume(support: KernelSupport, pins: &pin::PinSet) -> Result<Loaded, LoadErro
     );
     Ok(Loaded {
         ebpf: None,
-        losses_reported: Some(pinned_map(pins, "CONFIG")?),
-        events: pinned_map(pins, "EVENTS")?,
-        stats: pinned_map(pins, "STATS")?,
-        config: pinned_map(pins, "CONFIG")?,
-        alloc_failures: pinned_map(pins, "ALLOC_FAILURES")?,
+        links: Links::default(),
+        losses_reported: Some(pinned_map(pins, &hooks::CONFIG)?),
+        events: pinned_map(pins, &hooks::EVENTS)?,
+        stats: pinned_map(pins, &hooks::STATS)?,
+        config: pinned_map(pins, &hooks::CONFIG)?,
+        alloc_failures: pinned_map(pins, &hooks::ALLOC_FAILURES)?,
         mark_victim,
         hooks,
     })
 }
 
 /// A kept map, opened from its pin as its typed handle.
-fn pinned_map<T>(pins: &pin::PinSet, name: &'static str) -> Result<T, LoadError>
+fn pinned_map<T>(pins: &pin::PinSet, spec: &'static MapSpec) -> Result<T, LoadError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let failed = |source| LoadError::Map { map: name, source };
-    let data = MapData::from_pin(pins.map_path(name)).map_err(failed)?;
-    let map = match name {
-        "EVENTS" => aya::maps::Map::RingBuf(data),
-        "STATS" => aya::maps::Map::PerCpuArray(data),
-        "ALLOC_FAILURES" => aya::maps::Map::PerCpuHashMap(data),
-        _ => aya::maps::Map::Array(data),
+    use aya::maps::Map;
+    let failed = |source| LoadError::Map {
+        map: spec.name,
+        source,
+    };
+    let data = MapData::from_pin(pins.map_path(spec.name)).map_err(failed)?;
+    let map = match spec.kind {
+        MapKind::RingBuf => Map::RingBuf(data),
+        MapKind::Array => Map::Array(data),
+        MapKind::PerCpuArray => Map::PerCpuArray(data),
+        MapKind::HashMap => Map::HashMap(data),
+        MapKind::PerCpuHashMap => Map::PerCpuHashMap(data),
+        MapKind::LruHashMap => Map::LruHashMap(data),
     };
     T::try_from(map).map_err(failed)
 }
 
-/// An error and its sources on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
+/// Takes a map out of the object as its typed handle.
+fn take_map<T>(ebpf: &mut Ebpf, spec: &'static MapSpec) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(spec.name)
+        .ok_or(LoadError::Missing(spec.name))?;
+    T::try_from(map).map_err(|source| LoadError::Map {
+        map: spec.name,
+        source,
+    })
 }

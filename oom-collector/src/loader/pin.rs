@@ -20,19 +20,6 @@ use std::{
 
 use aya::programs::links::FdLink;
 
-/// Maps kept across restarts: every map the programs share state in.
-pub(super) const PINNED_MAPS: [&str; 9] = [
-    "EVENTS",
-    "STATS",
-    "CONFIG",
-    "PENDING_KILL",
-    "OOM_CONTROLS",
-    "OOM_CONTROL_SCRATCH",
-    "ALLOC_FAILURES",
-    "CMDLINES",
-    "CMDLINE_SCRATCH",
-];
-
 /// One kept set of maps and links.
 pub struct PinSet {
     dir: PathBuf,
@@ -68,7 +55,10 @@ impl PinSet {
 
     /// Whether a previous start left its maps here to resume from.
     pub fn resumable(&self) -> bool {
-        !self.kept_links().is_empty() && PINNED_MAPS.iter().all(|map| self.map_path(map).exists())
+        !self.kept_links().is_empty()
+            && super::hooks::shared_maps()
+                .iter()
+                .all(|map| self.map_path(map.name).exists())
     }
 
     pub fn create(&self) -> io::Result<()> {
@@ -124,41 +114,4 @@ pub fn set_name(object: &[u8], shaping_options: &str) -> String {
     object.hash(&mut hasher);
     shaping_options.hash(&mut hasher);
     format!("set-{:016x}", hasher.finish())
-}
-
-/// The programs that make up `hook` (as `probes` names it): which of them
-/// a kept set has says whether the hook is attached.
-pub(super) fn programs_of(hook: &str) -> Vec<&'static str> {
-    use super::support::*;
-    let fixed: [(&str, &[&'static str]); 8] = [
-        (HOOK_MARK_VICTIM, &["mark_victim"]),
-        (HOOK_MARK_VICTIM_TASK, &["mark_victim_task"]),
-        (
-            HOOK_OOM_KILL_PROCESS,
-            &["oom_kill_process_fentry", "oom_kill_process"],
-        ),
-        (
-            HOOK_OOM_KILL_VICTIM,
-            &["oom_kill_victim_fentry", "oom_kill_victim"],
-        ),
-        (HOOK_EXEC, &["sched_process_exec"]),
-        (HOOK_FORK, &["sched_process_fork"]),
-        (HOOK_EXIT, &["sched_process_exit"]),
-        (HOOK_PAGE_ALLOC, &["mm_page_alloc"]),
-    ];
-    if let Some((_, programs)) = fixed.iter().find(|(name, _)| *name == hook) {
-        return programs.to_vec();
-    }
-    ALLOC_HOOKS
-        .iter()
-        .filter_map(|alloc| {
-            if alloc.fexit_hook == hook {
-                Some(alloc.fexit_program)
-            } else if alloc.tracepoint_hook == hook {
-                Some(alloc.tracepoint_program)
-            } else {
-                None
-            }
-        })
-        .collect()
 }

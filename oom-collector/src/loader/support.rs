@@ -9,7 +9,6 @@ use oom_common::{
     SyscallOffsets,
 };
 
-use super::HookStatus;
 use crate::{
     btf::{KernelBtf, VMLINUX_BTF},
     tracefs::{self, FieldKind, TracefsError, TracepointFormat},
@@ -140,141 +139,7 @@ impl KernelSupport {
             (Ok(_), Ok(true)) => None,
         }
     }
-
-    /// The hooks as `probes` reports them, without loading anything.
-    pub fn hook_statuses(&self) -> Vec<HookStatus> {
-        vec![
-            HookStatus {
-                hook: HOOK_MARK_VICTIM,
-                provides: PROVIDES_MARK_VICTIM,
-                state: self
-                    .mark_victim
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-            },
-            HookStatus {
-                hook: HOOK_MARK_VICTIM_TASK,
-                provides: PROVIDES_MARK_VICTIM_TASK,
-                state: self.victim_task_unavailable().map_or(Ok(()), Err),
-            },
-        ]
-        .into_iter()
-        .chain(std::iter::once(HookStatus {
-            hook: HOOK_OOM_KILL_PROCESS,
-            provides: PROVIDES_OOM_KILL_PROCESS,
-            state: match &self.oom_control_offsets {
-                Ok(_) => Err("not tried: run `probes` as root to attach and see".into()),
-                Err(e) => Err(e.clone()),
-            },
-        }))
-        .chain(std::iter::once(HookStatus {
-            hook: HOOK_OOM_KILL_VICTIM,
-            provides: PROVIDES_OOM_KILL_VICTIM,
-            state: match &self.oom_control_offsets {
-                Ok(_) => Err("not tried: run `probes` as root to attach and see".into()),
-                Err(_) => Err(NEEDS_OOM_KILL_PROCESS.into()),
-            },
-        }))
-        .chain(std::iter::once(HookStatus {
-            hook: HOOK_PAGE_ALLOC,
-            provides: PROVIDES_PAGE_ALLOC,
-            state: self
-                .page_alloc_offsets
-                .as_ref()
-                .map(drop)
-                .map_err(Clone::clone),
-        }))
-        .chain(std::iter::once(HookStatus {
-            hook: HOOK_EXEC,
-            provides: PROVIDES_EXEC,
-            state: self.exec_unavailable().map_or(Ok(()), Err),
-        }))
-        .chain(
-            [(HOOK_FORK, PROVIDES_FORK), (HOOK_EXIT, PROVIDES_EXIT)].map(|(hook, provides)| {
-                HookStatus {
-                    hook,
-                    provides,
-                    state: match self.exec_unavailable() {
-                        None => Ok(()),
-                        Some(_) => Err(NEEDS_EXEC.into()),
-                    },
-                }
-            }),
-        )
-        .chain(ALLOC_HOOKS.iter().map(|hook| {
-            HookStatus {
-                hook: hook.tracepoint_hook,
-                provides: hook.provides,
-                state: self
-                    .alloc_hook_unavailable(hook.syscall)
-                    .map_or(Ok(()), Err),
-            }
-        }))
-        .collect()
-    }
 }
-
-/// The architecture's name for a system call's kernel entry point.
-#[cfg(target_arch = "x86_64")]
-macro_rules! syscall_entry {
-    ($name:literal) => {
-        concat!("__x64_sys_", $name)
-    };
-}
-#[cfg(target_arch = "aarch64")]
-macro_rules! syscall_entry {
-    ($name:literal) => {
-        concat!("__arm64_sys_", $name)
-    };
-}
-
-/// An allocation-failure hook: one system call, watched either by fexit on
-/// its entry point (cheap: only its own calls pay) or by its exit
-/// tracepoint (every system call on the host pays; see the README).
-pub(super) struct AllocHook {
-    pub(super) syscall: AllocSyscall,
-    pub(super) tracepoint_program: &'static str,
-    pub(super) tracepoint: &'static str,
-    pub(super) tracepoint_hook: &'static str,
-    pub(super) fexit_program: &'static str,
-    pub(super) fexit_function: &'static str,
-    pub(super) fexit_hook: &'static str,
-    pub(super) provides: &'static str,
-}
-
-macro_rules! alloc_hook {
-    ($syscall:expr, $name:literal, $provides:literal) => {
-        AllocHook {
-            syscall: $syscall,
-            tracepoint_program: concat!("sys_exit_", $name),
-            tracepoint: concat!("sys_exit_", $name),
-            tracepoint_hook: concat!("tracepoint/syscalls/sys_exit_", $name),
-            fexit_program: concat!($name, "_return"),
-            fexit_function: syscall_entry!($name),
-            fexit_hook: concat!("fexit/", syscall_entry!($name)),
-            provides: $provides,
-        }
-    };
-}
-
-pub(super) const ALLOC_HOOKS: [AllocHook; 3] = [
-    alloc_hook!(
-        AllocSyscall::Mmap,
-        "mmap",
-        "mmap failures with ENOMEM, counted per process, with the size asked for"
-    ),
-    alloc_hook!(
-        AllocSyscall::Mremap,
-        "mremap",
-        "mremap failures with ENOMEM, counted per process, with the size asked for"
-    ),
-    alloc_hook!(
-        AllocSyscall::Brk,
-        "brk",
-        "heap (brk) growth refused, counted per process, with the size asked for"
-    ),
-];
 
 /// `__GFP_DIRECT_RECLAIM`: 0x400 from 4.4 until the flags became an enum
 /// of bit numbers (6.10), which BTF then names.
@@ -314,13 +179,13 @@ pub(super) fn page_alloc_offsets(
 /// The offset of `ret` in the `sys_exit_*` records, the same in all three.
 pub(super) fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
     let mut offset = None;
-    for hook in &ALLOC_HOOKS {
-        let format = tracefs::read_format(tracefs, "syscalls", hook.tracepoint)
-            .map_err(|e| e.to_string())?;
+    for tracepoint in super::hooks::syscall_exit_tracepoints() {
+        let format =
+            tracefs::read_format(tracefs, "syscalls", tracepoint).map_err(|e| e.to_string())?;
         let field = format
             .field("ret")
             .filter(|f| f.size == 8)
-            .ok_or_else(|| format!("{} has no 8-byte `ret` field", hook.tracepoint))?;
+            .ok_or_else(|| format!("{tracepoint} has no 8-byte `ret` field"))?;
         match offset {
             None => offset = Some(field.offset as u32),
             Some(seen) if seen == field.offset as u32 => {}
@@ -329,35 +194,3 @@ pub(super) fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
     }
     offset.ok_or_else(|| "no sys_exit tracepoints".into())
 }
-
-pub const HOOK_MARK_VICTIM: &str = "tracepoint/oom/mark_victim";
-pub(super) const HOOK_EXEC: &str = "tracepoint/sched/sched_process_exec";
-pub(super) const HOOK_PAGE_ALLOC: &str = "tracepoint/kmem/mm_page_alloc";
-pub(super) const PROVIDES_PAGE_ALLOC: &str =
-    "kernel page allocations that failed, counted per process (--page-alloc-failures)";
-pub(super) const HOOK_OOM_KILL_PROCESS: &str = "fentry or kprobe/oom_kill_process";
-pub(super) const PROVIDES_OOM_KILL_PROCESS: &str =
-    "the OOM's constraint, limited cgroup, domain size, \
-     victim's points, failing allocation and incident, without reading the kernel log";
-pub(super) const HOOK_OOM_KILL_VICTIM: &str = "fentry or kprobe/__oom_kill_process";
-pub(super) const PROVIDES_OOM_KILL_VICTIM: &str =
-    "each victim's name, memory sizes, uid, parent and cgroups where mark_victim \
-     carries only the pid (kernels before 6.1), a memory.oom.group kill's too";
-pub(super) const NEEDS_OOM_KILL_PROCESS: &str =
-    "needs the oom_kill_process hook, which is unavailable";
-pub(super) const HOOK_FORK: &str = "raw_tracepoint/sched_process_fork";
-pub(super) const PROVIDES_FORK: &str =
-    "the command line of a worker forked without exec (celery, gunicorn, \
-     multiprocessing): its parent's";
-pub(super) const HOOK_EXIT: &str = "tracepoint/sched/sched_process_exit";
-pub(super) const PROVIDES_EXIT: &str =
-    "command lines forgotten as their processes end, so a reused pid never shows \
-     another process's arguments";
-pub(super) const NEEDS_EXEC: &str = "needs the sched_process_exec hook, which is unavailable";
-pub(super) const PROVIDES_EXEC: &str =
-    "the victim's executable and arguments, even once it is gone (process.args)";
-pub(super) const PROVIDES_MARK_VICTIM: &str =
-    "every OOM kill: victim pid, name, memory sizes, uid, oom_score_adj; the trigger";
-pub const HOOK_MARK_VICTIM_TASK: &str = "tp_btf/mark_victim";
-pub(super) const PROVIDES_MARK_VICTIM_TASK: &str =
-    "the victim's process id, parent, cgroup and memory cgroup (container, pod, limit)";
