@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::{
     error_chain,
-    loader::{self, HookStatus, KernelSupport, LoadOptions},
+    loader::{self, HookStatus, LoadOptions},
 };
 
 /// The report `probes` prints, one hook a line.
@@ -26,7 +26,7 @@ pub fn report(hooks: &[HookStatus]) -> String {
 /// it worked. Without them, says what the kernel's files suggest.
 pub fn probe_kernel(options: &LoadOptions) -> Vec<HookStatus> {
     if loader::check_capabilities().is_err() {
-        return loader::statuses_without_loading(&KernelSupport::probe(), options);
+        return loader::statuses_without_loading(&loader::kernel_support(), options);
     }
     let options = LoadOptions {
         // Only whether the hooks attach matters here; and what `probes`
@@ -39,7 +39,7 @@ pub fn probe_kernel(options: &LoadOptions) -> Vec<HookStatus> {
         Ok(loaded) => loaded.hooks,
         Err(error) => {
             // The load stops at a required hook: it carries the reason.
-            let mut hooks = loader::statuses_without_loading(&KernelSupport::probe(), &options);
+            let mut hooks = loader::statuses_without_loading(&loader::kernel_support(), &options);
             let reason = error_chain(&error);
             for hook in hooks.iter_mut().filter(|h| h.hook.required) {
                 hook.state = Err(reason.clone());

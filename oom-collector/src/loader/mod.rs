@@ -75,6 +75,12 @@ pub enum LoadError {
     },
 }
 
+/// What this kernel offers the hooks of the catalogue, from tracefs and
+/// BTF, without loading anything.
+pub fn kernel_support() -> KernelSupport {
+    KernelSupport::probe(hooks::syscall_exit_tracepoints())
+}
+
 /// Capabilities needed to load and attach, from `/proc/self/status`.
 pub fn check_capabilities() -> Result<(), LoadError> {
     const CAP_SYS_ADMIN: u32 = 21;
@@ -196,7 +202,7 @@ pub struct Loaded {
 /// offsets and sizes the programs are built with), attach, take the maps.
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     check_capabilities()?;
-    let support = KernelSupport::probe();
+    let support = kernel_support();
     let pins = match &options.pin_dir {
         None => None,
         Some(root) => match pin_set(root, options)? {

@@ -34,7 +34,9 @@ pub struct KernelSupport {
 }
 
 impl KernelSupport {
-    pub fn probe() -> Self {
+    /// Reads what the kernel offers; `syscall_exits` are the `sys_exit_*`
+    /// tracepoints the allocation-failure hooks may use.
+    pub fn probe<'a>(syscall_exits: impl IntoIterator<Item = &'a str>) -> Self {
         let tracefs = tracefs::find_tracefs();
         let mark_victim = match &tracefs {
             Ok(dir) => tracefs::read_format(dir, "oom", "mark_victim"),
@@ -49,7 +51,7 @@ impl KernelSupport {
             Err(e) => (Err(e.to_string()), Err(e.to_string())),
         };
         let syscall_offsets = match &tracefs {
-            Ok(dir) => syscall_exit_ret_offset(dir).map(|exit_ret| SyscallOffsets {
+            Ok(dir) => syscall_exit_ret_offset(dir, syscall_exits).map(|exit_ret| SyscallOffsets {
                 exit_ret,
                 regs_arg: btf
                     .as_ref()
@@ -177,9 +179,12 @@ pub(super) fn page_alloc_offsets(
 }
 
 /// The offset of `ret` in the `sys_exit_*` records, the same in all three.
-pub(super) fn syscall_exit_ret_offset(tracefs: &Path) -> Result<u32, String> {
+pub(super) fn syscall_exit_ret_offset<'a>(
+    tracefs: &Path,
+    tracepoints: impl IntoIterator<Item = &'a str>,
+) -> Result<u32, String> {
     let mut offset = None;
-    for tracepoint in super::hooks::syscall_exit_tracepoints() {
+    for tracepoint in tracepoints {
         let format =
             tracefs::read_format(tracefs, "syscalls", tracepoint).map_err(|e| e.to_string())?;
         let field = format
