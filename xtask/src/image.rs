@@ -33,12 +33,11 @@ pub fn image(root: &Path, toolchain: &Toolchain) -> Result<()> {
             TARGET,
         ]);
     run_checked(&mut cargo)?;
-    let binary = root
-        .join("target")
+    let binary = crate::target_dir(root)
         .join(TARGET)
         .join("release/oom-collector");
 
-    let work = root.join("target/image");
+    let work = crate::target_dir(root).join("image");
     let context = work.join("context");
     let _ = fs::remove_dir_all(&context);
     fs::create_dir_all(&context)?;

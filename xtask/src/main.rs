@@ -156,7 +156,13 @@ fn build(root: &std::path::Path, release: bool) -> Result<PathBuf> {
     }
     run_checked(&mut cargo)?;
     let profile = if release { "release" } else { "debug" };
-    Ok(root.join("target").join(profile).join("oom-collector"))
+    Ok(target_dir(root).join(profile).join("oom-collector"))
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set, else
+/// `target/` in the workspace.
+pub fn target_dir(root: &std::path::Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
