@@ -103,7 +103,10 @@ pub struct RunArgs {
     /// is killed: kills while it is down wait in the buffer and are
     /// delivered, once, when it starts again with the same directory. A
     /// start with another build or other options replaces what is kept.
-    /// Without it, the hooks go with the process.
+    /// Without it, the hooks go with the process. Only the collector's own
+    /// sets (`set-<hash>`) are ever removed there; one collector at a time
+    /// may use a directory; the kept maps hold command lines before
+    /// redaction and are root's alone.
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
 

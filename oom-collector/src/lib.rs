@@ -49,8 +49,8 @@ pub enum Error {
     Hog(#[source] std::io::Error),
     #[error(transparent)]
     Metrics(#[from] metrics::BindError),
-    #[error("--unpin: cannot remove what {0} keeps")]
-    Unpin(std::path::PathBuf, #[source] std::io::Error),
+    #[error("--unpin")]
+    Unpin(#[from] loader::pin::PinError),
 }
 
 /// Runs the command the user asked for.
@@ -105,8 +105,11 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     use tokio::signal::unix::{signal, SignalKind};
 
     if let (true, Some(dir)) = (args.unpin, &args.pin_dir) {
-        let removed = loader::pin::remove_sets(dir, None)
-            .map_err(|source| Error::Unpin(dir.clone(), source))?;
+        let removed = if dir.exists() {
+            loader::pin::PinRoot::open(dir)?.remove_sets(None)?
+        } else {
+            0
+        };
         eprintln!(
             "removed {removed} kept set(s) of hooks from {}; their hooks are detached",
             dir.display()

@@ -71,6 +71,8 @@ pub struct Pipeline {
     output_losses: OutputLosses,
     /// The links of the hooks not pinned: dropping them detaches them.
     _links: loader::Links,
+    /// With `--pin-dir`, the lock that keeps a second collector off it.
+    _pin_root: Option<loader::pin::PinRoot>,
     /// Owns the programs; `None` when the hooks were taken up from a
     /// pinned set.
     _ebpf: Option<aya::Ebpf>,
@@ -139,6 +141,7 @@ impl Pipeline {
             output_losses: OutputLosses::default(),
             _ebpf: loaded.ebpf,
             _links: loaded.links,
+            _pin_root: loaded.pin_root,
         })
     }
 

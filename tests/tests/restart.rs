@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use oom_e2e::{collector_bin, require_root, Collector, Hog, Line, ScratchCgroup};
+use oom_e2e::{collect_text, collector_bin, require_root, Collector, Hog, Line, ScratchCgroup};
 
 const MIB: u64 = 1024 * 1024;
 const KILL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -216,8 +216,27 @@ fn sigkill_in_a_storm_loses_nothing_that_fitted_in_the_buffer() {
 
     let all: Vec<Line> = seen.into_iter().chain(after).collect();
     let kills = kills_by_pid(&all);
+    // A line written as the SIGKILL lands, before its record was released,
+    // is written again after the restart: the one kill in flight, under
+    // the same `event.id`, which the ingest pipeline makes the document's
+    // id, so Elasticsearch stores it once.
     let twice: Vec<_> = kills.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "kills reported twice: {twice:?}");
+    assert!(
+        twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2),
+        "only the kill in flight at the SIGKILL may come twice: {twice:?}"
+    );
+    for (pid, _) in &twice {
+        let ids: BTreeSet<&str> = all
+            .iter()
+            .filter(|l| l.json["process"]["pid"].as_u64() == Some(u64::from(**pid)))
+            .map(|l| l.json["event"]["id"].as_str().expect("event.id"))
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "a kill written again keeps its event.id: {ids:?}"
+        );
+    }
     let delivered = kills.keys().filter(|p| victims.contains(p)).count();
     let lost: u64 = all
         .iter()
@@ -226,7 +245,9 @@ fn sigkill_in_a_storm_loses_nothing_that_fitted_in_the_buffer() {
         .sum();
     eprintln!(
         "figures: {KILLS} kills, collector SIGKILLed after {before_restart} lines; \
-         after the restart {delivered} delivered in all, {lost} counted lost"
+         after the restart {delivered} delivered in all, {lost} counted lost, \
+         {} written twice under one event.id",
+        twice.len()
     );
     assert_eq!(
         delivered as u64 + lost,
@@ -288,4 +309,184 @@ fn allocation_failures_while_stopped_are_counted_once_on_restart() {
         .map(|l| l.json["oom"]["alloc"]["count"].as_u64().expect("count"))
         .sum();
     assert_eq!(total, FAILURES, "counted while stopped, reported once");
+}
+
+/// Runs `oom-collector ARGS`, which must end by itself (refused) within
+/// 20 s; its exit status and stderr. One still running is stopped, and the
+/// test fails.
+fn refused(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(collector_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run oom-collector");
+    let stderr = collect_text(child.stderr.take().expect("stderr"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "oom-collector {args:?} still ran 20 s later, so it was not refused:\n{}",
+                stderr.lock().expect("stderr lock")
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    // The pipe's reader finishes once the process is gone.
+    thread::sleep(Duration::from_millis(100));
+    let text = stderr.lock().expect("stderr lock").clone();
+    (status, text)
+}
+
+#[test]
+fn what_other_tools_keep_in_the_pin_dir_survives_a_start_with_other_options() {
+    if !require_root("what_other_tools_keep_in_the_pin_dir_survives_a_start_with_other_options") {
+        return;
+    }
+    let pins = PinDir::new("others");
+    fs::create_dir_all(&pins.0).expect("make the pin directory");
+    // Another tool's pins, beside the collector's (bpffs holds only
+    // directories and pinned objects); one is named almost like a set.
+    let others = ["other-tool", "set-not-a-hash", "tc"];
+    for other in others {
+        fs::create_dir(pins.0.join(other)).expect("another tool's directory");
+    }
+
+    let first = Collector::start(&["--pin-dir", pins.arg()]);
+    let (status, _) = first.stop();
+    assert!(status.success(), "{status}");
+    let first_sets: BTreeSet<String> = pins.sets().into_iter().collect();
+
+    // Other options: the kept set cannot be taken up, so it is replaced.
+    let second = Collector::start(&["--pin-dir", pins.arg(), "--cmdline", "off"]);
+    let (status, _) = second.stop();
+    assert!(status.success(), "{status}");
+    let second_sets: BTreeSet<String> = pins.sets().into_iter().collect();
+    for other in others {
+        assert!(
+            second_sets.contains(other),
+            "{other} was removed: {second_sets:?}"
+        );
+    }
+    let replaced: Vec<&String> = first_sets.difference(&second_sets).collect();
+    assert_eq!(
+        replaced.len(),
+        1,
+        "the first start's set goes: {first_sets:?} -> {second_sets:?}"
+    );
+
+    let output = pins.unpin();
+    assert!(output.status.success(), "{output:?}");
+    let left: BTreeSet<String> = pins.sets().into_iter().collect();
+    assert_eq!(
+        left,
+        others.iter().map(|o| o.to_string()).collect(),
+        "--unpin removes the collector's sets alone"
+    );
+}
+
+#[test]
+fn a_second_collector_on_one_pin_dir_is_refused_and_the_first_goes_on() {
+    if !require_root("a_second_collector_on_one_pin_dir_is_refused_and_the_first_goes_on") {
+        return;
+    }
+    let pins = PinDir::new("second");
+    let cgroup = ScratchCgroup::new("pin-second", 16 * MIB);
+    let first = Collector::start(&["--pin-dir", pins.arg()]);
+
+    let (status, stderr) = refused(&["--pin-dir", pins.arg()]);
+    assert!(
+        !status.success(),
+        "a second collector must not start: {stderr}"
+    );
+    assert!(
+        stderr.contains("in use by another oom-collector"),
+        "it says why: {stderr}"
+    );
+    let (status, stderr) = refused(&["--pin-dir", pins.arg(), "--unpin"]);
+    assert!(
+        !status.success(),
+        "--unpin must not pull the hooks from under it: {stderr}"
+    );
+    assert!(
+        stderr.contains("in use by another oom-collector"),
+        "{stderr}"
+    );
+
+    let pid = kill_one(&cgroup);
+    first.kill_of(pid, EVENT_TIMEOUT);
+    let (status, _) = first.stop();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_pin_dir_off_bpffs_is_refused_with_the_reason() {
+    if !require_root("a_pin_dir_off_bpffs_is_refused_with_the_reason") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("oom-e2e-not-bpffs-{}", std::process::id()));
+    let (status, stderr) = refused(&["--pin-dir", dir.to_str().expect("UTF-8")]);
+    let _ = fs::remove_dir_all(&dir);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not on a bpf filesystem") && stderr.contains("/sys/fs/bpf"),
+        "it says why and what to use: {stderr}"
+    );
+}
+
+#[test]
+fn the_kept_maps_which_hold_raw_command_lines_are_the_owners_alone() {
+    if !require_root("the_kept_maps_which_hold_raw_command_lines_are_the_owners_alone") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let pins = PinDir::new("modes");
+    let collector = Collector::start(&["--pin-dir", pins.arg()]);
+    let (status, _) = collector.stop();
+    assert!(status.success(), "{status}");
+    let sets = pins.sets();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let set = pins.0.join(&sets[0]);
+    let mut checked = 0;
+    for entry in walk(&set) {
+        let mode = fs::metadata(&entry)
+            .expect("stat a kept file")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is open to others: {mode:o}",
+            entry.display()
+        );
+        checked += 1;
+    }
+    assert!(
+        set.join("maps/CMDLINES").exists(),
+        "the command lines are among the kept maps"
+    );
+    assert!(
+        checked > 10,
+        "the set, its folders, maps and links: {checked}"
+    );
+}
+
+/// `dir` and everything under it.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_owned()];
+    for entry in fs::read_dir(dir).expect("list a kept folder").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }

@@ -66,13 +66,8 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("--pin-dir {path}: cannot {what} (is it on a bpffs mount, such as /sys/fs/bpf?)")]
-    PinDir {
-        path: PathBuf,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
 }
 
 /// What this kernel offers the hooks of the catalogue, from tracefs and
@@ -186,6 +181,8 @@ pub struct Loaded {
     pub ebpf: Option<Ebpf>,
     /// The hooks' links, held so they stay attached (empty when pinned).
     pub links: Links,
+    /// With `--pin-dir`: the directory, locked while the collector runs.
+    pub pin_root: Option<pin::PinRoot>,
     /// With `--pin-dir`: a handle on `CONFIG` where the count of losses
     /// reported is kept, so a restart reports each loss once.
     pub losses_reported: Option<Array<MapData, u32>>,
@@ -203,10 +200,15 @@ pub struct Loaded {
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     check_capabilities()?;
     let support = kernel_support();
-    let pins = match &options.pin_dir {
+    let pin_root = options
+        .pin_dir
+        .as_deref()
+        .map(pin::PinRoot::open)
+        .transpose()?;
+    let pins = match &pin_root {
         None => None,
         Some(root) => match pin_set(root, options)? {
-            Pins::Resume(pins) => return resume(support, options, &pins),
+            Pins::Resume(pins) => return resume(support, options, &pins, pin_root),
             Pins::New(pins) => Some(pins),
         },
     };
@@ -279,6 +281,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         config,
         ebpf: Some(ebpf),
         links,
+        pin_root,
         mark_victim,
         hooks,
     })
@@ -370,24 +373,20 @@ enum Pins {
     New(pin::PinSet),
 }
 
-fn pin_set(root: &Path, options: &LoadOptions) -> Result<Pins, LoadError> {
-    let pins = pin::PinSet::new(root, &pin::set_name(EBPF_OBJECT, &options.shaping()));
+fn pin_set(root: &pin::PinRoot, options: &LoadOptions) -> Result<Pins, LoadError> {
+    let pins = root.set(&pin::set_name(EBPF_OBJECT, &options.shaping()));
     if pins.resumable() {
         return Ok(Pins::Resume(pins));
     }
-    let removed = pin::remove_sets(root, None).map_err(|source| LoadError::PinDir {
-        path: root.to_owned(),
-        what: "remove the hooks an earlier start kept",
-        source,
-    })?;
+    let removed = root.remove_sets(None)?;
     if removed > 0 {
         warn!(
-            dir = %root.display(),
+            dir = %root.dir().display(),
             "the hooks kept there were from another build or other options: \
              detached them; kills they held and not yet delivered are dropped"
         );
     }
-    pins.create().map_err(|source| LoadError::PinDir {
+    pins.create().map_err(|source| pin::PinError::Io {
         path: pins.dir().to_owned(),
         what: "create the directory",
         source,
@@ -401,6 +400,7 @@ fn resume(
     support: KernelSupport,
     options: &LoadOptions,
     pins: &pin::PinSet,
+    pin_root: Option<pin::PinRoot>,
 ) -> Result<Loaded, LoadError> {
     let kept = pins.kept_links();
     let hooks = attach::statuses_without_loading(&support, options)
@@ -429,6 +429,7 @@ fn resume(
     Ok(Loaded {
         ebpf: None,
         links: Links::default(),
+        pin_root,
         losses_reported: Some(pinned_map(pins, &hooks::CONFIG)?),
         events: pinned_map(pins, &hooks::EVENTS)?,
         stats: pinned_map(pins, &hooks::STATS)?,
