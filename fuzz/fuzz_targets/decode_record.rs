@@ -14,9 +14,12 @@ use libfuzzer_sys::fuzz_target;
 use oom_collector::{
     cmdline::CmdlineMode,
     decode::{decode, KernelKill, Record},
-    enrich::{kill_document, runtime::ContainerMetadata, KillContext},
+    document::{
+        kill::{kill_document, KillContext},
+        Memcg,
+    },
+    enrich::runtime::ContainerMetadata,
     host::{wall_clock_of_boot_ns, HostInfo},
-    record::Memcg,
     redact::Redactor,
     tracefs::TracepointFormat,
 };

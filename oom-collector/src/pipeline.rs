@@ -16,12 +16,12 @@ use std::{future::Future, io, time::Duration};
 use tracing::{debug, info, warn};
 
 use crate::{
-    alloc::AllocFailureTable,
+    alloc_failures::AllocFailureTable,
     decode::{decode, Record},
+    document::Document,
     enrich::{cgroup::CgroupMounts, Enricher},
     host::{boot_ns_now, HostInfo},
     loader::{self, HookStatus, LoadError, LoadOptions},
-    record::Document,
     sink::SinkError,
     source::{KernelLog, KernelSource},
     tracefs::TracepointFormat,

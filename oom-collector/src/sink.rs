@@ -37,7 +37,7 @@ use std::{
 
 use tracing::{info, warn};
 
-use crate::record::Document;
+use crate::document::Document;
 
 /// Memory an output's unwritten lines may take: some 4,000 kill events.
 pub const BACKLOG_LIMIT_BYTES: usize = 8 << 20;
@@ -680,7 +680,7 @@ mod tests {
     use std::os::unix::fs::{symlink, OpenOptionsExt};
 
     use super::*;
-    use crate::record::{Action, Ecs, Event, Host, HostBoot, HostOs};
+    use crate::document::{Action, Ecs, Event, Host, HostBoot, HostOs};
 
     fn document(message: &str) -> Document {
         Document {

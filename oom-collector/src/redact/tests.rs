@@ -13,9 +13,11 @@ use serde_json::Value;
 use super::*;
 use crate::{
     decode::{KernelKill, Victim},
-    enrich::{kill_document, KillContext},
+    document::{
+        kill::{kill_document, KillContext},
+        Document,
+    },
     host::HostInfo,
-    record::Document,
     sink::{Format, Rotation, Sink},
 };
 
