@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     alloc_failures::AllocFailureTable,
-    decode::{decode, Record},
+    decode::{decode, KernelEvent},
     document::Document,
     enrich::{cgroup::CgroupMounts, Enricher},
     host::{boot_ns_now, HostInfo},
@@ -201,7 +201,7 @@ impl Pipeline {
         let mut outcome = Ok(Flow::Continue);
         self.source.consume(|bytes| {
             let kill = match decode(bytes, mark_victim) {
-                Ok(Record::OomKill(kill)) => kill,
+                Ok(KernelEvent::OomKill(kill)) => kill,
                 Err(error) => {
                     warn!(%error, "skipping a ring-buffer record the collector cannot read");
                     return true;
