@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::*;
+use super::{shell::shell_words, *};
 use crate::{
     decode::{KernelKill, Victim},
     document::{
