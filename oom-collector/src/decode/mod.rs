@@ -11,6 +11,7 @@ use oom_common::{
 
 use crate::{
     cmdline::CapturedCmdline,
+    host::page_size,
     tracefs::{RecordView, TracepointFormat},
 };
 
@@ -241,7 +242,7 @@ fn decode_kill(record: &OomKillRecord, mark_victim: &TracepointFormat) -> Kernel
 /// units (KiB) and with the kernel's rounding: a counter below zero is 0.
 fn chosen_victim(tid: u32, chosen: &ChosenTask) -> Victim {
     let has = |group| chosen.read & group != 0;
-    let page_kib = rustix::param::page_size() as u64 / 1024;
+    let page_kib = page_size() / 1024;
     let mm = |pages: u64| has(ChosenTask::MM).then_some(pages.saturating_mul(page_kib));
     let counter = |pages: i64| mm(pages.max(0) as u64);
     let nonzero = |id: u64| (id != 0).then_some(id);
