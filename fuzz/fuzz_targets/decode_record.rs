@@ -13,10 +13,13 @@ use std::{sync::LazyLock, time::SystemTime};
 use libfuzzer_sys::fuzz_target;
 use oom_collector::{
     cmdline::CmdlineMode,
-    decode::{decode, KernelKill, Record},
-    enrich::{kill_document, runtime::ContainerMetadata, KillContext},
+    decode::{decode, KernelEvent, KernelKill},
+    document::{
+        kill::{kill_document, KillContext},
+        Memcg,
+    },
+    enrich::runtime::ContainerMetadata,
     host::{wall_clock_of_boot_ns, HostInfo},
-    record::Memcg,
     redact::Redactor,
     tracefs::TracepointFormat,
 };
@@ -113,7 +116,7 @@ fuzz_target!(|record: &[u8]| {
     let mut kills: Vec<KernelKill> = FORMATS
         .iter()
         .filter_map(|format| match decode(record, format) {
-            Ok(Record::OomKill(kill)) => Some(kill),
+            Ok(KernelEvent::OomKill(kill)) => Some(kill),
             _ => None,
         })
         .collect();

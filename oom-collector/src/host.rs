@@ -55,3 +55,8 @@ pub fn boot_ns_now() -> u64 {
     let now = clock_gettime(ClockId::Boottime);
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
+
+/// The kernel's page size in bytes: the unit of its memory counters.
+pub fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}

@@ -2,13 +2,14 @@
 //!
 //! The data flows one way: kernel hooks ([`loader`]) -> ring buffer
 //! ([`source`]) -> [`decode`] -> [`enrich`] -> [`sink`], driven by
-//! [`pipeline`]. [`record`] defines the documents written.
+//! [`pipeline`]. [`document`] defines the documents written.
 
-pub mod alloc;
+pub mod alloc_failures;
 pub mod btf;
 pub mod cli;
 pub mod cmdline;
 pub mod decode;
+pub mod document;
 pub mod enrich;
 pub mod host;
 pub mod kmsg;
@@ -16,7 +17,6 @@ pub mod loader;
 pub mod metrics;
 pub mod pipeline;
 pub mod probes;
-pub mod record;
 pub mod redact;
 pub mod selftest;
 pub mod sink;

@@ -32,8 +32,8 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
+    document::{Action, Document, Oom},
     loader::{self, HookStatus},
-    record::{Action, Document, Oom},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,7 +138,7 @@ impl Metrics {
             .and_then(|p| p.name.clone().or_else(|| p.uid.clone()))
             .unwrap_or_default();
         let oom = document.oom.as_ref();
-        match document.event.action {
+        match document.kind() {
             // An exiting victim marked to free its memory was not killed.
             Action::OomKill if !oom.is_some_and(Oom::victim_exiting) => {
                 let labels = KillLabels {

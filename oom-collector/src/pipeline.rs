@@ -16,12 +16,12 @@ use std::{future::Future, io, time::Duration};
 use tracing::{debug, info, warn};
 
 use crate::{
-    alloc::AllocFailureTable,
-    decode::{decode, Record},
+    alloc_failures::AllocFailureTable,
+    decode::{decode, KernelEvent},
+    document::Document,
     enrich::{cgroup::CgroupMounts, EnrichOptions, Enricher},
     host::{boot_ns_now, HostInfo},
     loader::{self, HookStatus, LoadError, LoadOptions},
-    record::Document,
     sink::SinkError,
     source::{KernelLog, KernelSource},
     tracefs::TracepointFormat,
@@ -229,7 +229,7 @@ impl Pipeline {
         let mut outcome = Ok(Flow::Continue);
         self.source.consume(|bytes| {
             let kill = match decode(bytes, mark_victim) {
-                Ok(Record::OomKill(kill)) => kill,
+                Ok(KernelEvent::OomKill(kill)) => kill,
                 Err(error) => {
                     warn!(%error, "skipping a ring-buffer record the collector cannot read");
                     return true;

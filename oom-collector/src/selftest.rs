@@ -18,9 +18,9 @@ use tracing::{info, warn};
 
 use crate::{
     cli::SelftestArgs,
+    document::{Action, Document},
     enrich::cgroup::{CgroupMounts, CgroupVersion},
     pipeline::{Flow, Pipeline, PipelineError},
-    record::{Action, Document},
     sink::{Format, Sink, SinkError},
 };
 
@@ -147,7 +147,7 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
     let timeout = tokio::time::sleep(Duration::from_secs(args.timeout_secs));
     pipeline
         .run(timeout, |document| {
-            let is_hog = document.event.action == Action::OomKill
+            let is_hog = document.kind() == Action::OomKill
                 && document.process.as_ref().is_some_and(|p| p.pid == pid);
             if is_hog {
                 found = Some(document);

@@ -12,15 +12,18 @@ use std::{
 };
 
 use oom_collector::{
-    alloc::AllocFailures,
+    alloc_failures::AllocFailures,
     cmdline::CapturedCmdline,
     decode::{KernelKill, OomControlInfo, Trigger, Victim},
-    enrich::{
-        alloc_document, kill_document, lost_document, runtime::ContainerMetadata, KillContext,
+    document::{
+        alloc_failure::{alloc_failure_document, AllocFailureContext},
+        kill::{kill_document, KillContext},
+        lost::{lost_document, LostContext},
+        Document, Memcg,
     },
+    enrich::runtime::ContainerMetadata,
     host::HostInfo,
     kmsg::OomContext,
-    record::{Document, Memcg},
 };
 use oom_common::AllocSyscall;
 use serde_json::Value;
@@ -197,11 +200,13 @@ fn bare_kill_with(victim_exiting: Option<bool>) -> Document {
 fn events_lost() -> Document {
     lost_document(
         &host(),
-        17,
-        "ring_buffer_full",
-        700_000_000_000,
-        at(1_795_981_000, 0),
-        at(1_795_981_000, 10),
+        LostContext {
+            count: 17,
+            reason: "ring_buffer_full",
+            boot_ns: 700_000_000_000,
+            timestamp: at(1_795_981_000, 0),
+            created: at(1_795_981_000, 10),
+        },
     )
 }
 
@@ -222,15 +227,18 @@ fn alloc_failed() -> Document {
     let path = "/kubepods.slice/kubepods-besteffort.slice/\
                 kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/\
                 crio-9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b.scope";
-    alloc_document(
+    alloc_failure_document(
         &failures,
-        1000,
         &host(),
-        [Some(path), Some(path)],
-        None,
-        Some("node-7"),
-        at(1_795_980_955, 500_000),
-        at(1_795_980_956, 600_000),
+        AllocFailureContext {
+            window_ms: 1000,
+            timestamp: at(1_795_980_955, 500_000),
+            created: at(1_795_980_956, 600_000),
+            memcg_path: Some(path.into()),
+            cgroup_path: Some(path.into()),
+            container_metadata: None,
+            node_name: Some("node-7".into()),
+        },
     )
 }
 
@@ -299,7 +307,7 @@ fn every_field_follows_ecs_or_is_our_own() {
     let reference = ecs_reference();
     assert_eq!(
         reference["ecs_version"],
-        Value::from(oom_collector::record::ECS_VERSION)
+        Value::from(oom_collector::document::ECS_VERSION)
     );
     let fields = reference["fields"].as_object().expect("fields object");
     for document in [

@@ -10,12 +10,14 @@ use std::{
 
 use serde_json::Value;
 
-use super::*;
+use super::{shell::shell_words, *};
 use crate::{
     decode::{KernelKill, Victim},
-    enrich::{kill_document, KillContext},
+    document::{
+        kill::{kill_document, KillContext},
+        Document,
+    },
     host::HostInfo,
-    record::Document,
     sink::{Format, Rotation, Sink},
 };
 

@@ -41,10 +41,23 @@
 //! a gap shows in Kibana instead of passing silently.
 //!
 //! The golden test in `tests/json.rs` holds this format.
+//!
+//! Each kind is shaped, without I/O, in a module of its own from what the
+//! kernel reported and one context struct of what enrichment found:
+//! [`kill`], [`alloc_failure`], [`lost`]. [`Document::pretty`] writes any
+//! of them as one readable line.
+
+pub mod alloc_failure;
+pub(crate) mod container;
+pub mod kill;
+pub mod lost;
+mod pretty;
 
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use crate::host::HostInfo;
 
 /// The ECS release whose field names and types the documents follow.
 pub const ECS_VERSION: &str = "9.4.0";
@@ -52,7 +65,8 @@ pub const EVENT_MODULE: &str = "oom";
 pub const EVENT_DATASET: &str = "oom.events";
 
 /// What a document tells of, written as its `event.action`. Metrics,
-/// `--format pretty` and `selftest` match on this, never on the text.
+/// `--format pretty` and `selftest` match on this, read through
+/// [`Document::kind`], never on the text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -84,6 +98,13 @@ pub struct Document {
     pub error: Option<ErrorFields>,
 }
 
+impl Document {
+    /// What the document tells of: the one way to tell kinds apart.
+    pub fn kind(&self) -> Action {
+        self.event.action
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ErrorFields {
     pub code: &'static str,
@@ -105,6 +126,30 @@ pub struct Event {
     pub outcome: Option<&'static str>,
 }
 
+impl Event {
+    /// The `event.*` fields of a document of this project's module and
+    /// dataset, made at `created`, with no outcome.
+    fn new(
+        id: String,
+        action: Action,
+        category: &'static str,
+        event_type: &'static str,
+        created: SystemTime,
+    ) -> Self {
+        Self {
+            id,
+            kind: "event",
+            category: vec![category],
+            event_type: vec![event_type],
+            action,
+            module: EVENT_MODULE,
+            dataset: EVENT_DATASET,
+            created: rfc3339(created),
+            outcome: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Host {
     pub name: String,
@@ -120,6 +165,20 @@ pub struct HostBoot {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HostOs {
     pub kernel: String,
+}
+
+impl From<&HostInfo> for Host {
+    fn from(host: &HostInfo) -> Self {
+        Self {
+            name: host.name.clone(),
+            boot: HostBoot {
+                id: host.boot_id.clone(),
+            },
+            os: HostOs {
+                kernel: host.kernel.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -360,111 +419,6 @@ pub fn non_empty<T: Default + PartialEq>(value: T) -> Option<T> {
     (value != T::default()).then_some(value)
 }
 
-impl Document {
-    /// One readable line for `--format pretty`: what happened, to which
-    /// process, where, and (for a kill) its command line and trigger.
-    pub fn pretty(&self) -> String {
-        let process = self
-            .process
-            .as_ref()
-            .map(|p| format!("{}[{}]", p.name.as_deref().unwrap_or("?"), p.pid))
-            .unwrap_or_default();
-        let mut parts: Vec<String> = Vec::new();
-        let oom = self.oom.clone().unwrap_or_default();
-        let label = match self.event.action {
-            Action::OomKill => {
-                let victim = oom.victim.clone().unwrap_or_default();
-                if let Some(rss) = victim.rss {
-                    let total = [rss.anon_bytes, rss.file_bytes, rss.shmem_bytes]
-                        .into_iter()
-                        .flatten()
-                        .fold(0u64, u64::saturating_add);
-                    parts.push(format!("{process} rss {}", mib(total)));
-                } else {
-                    parts.push(process);
-                }
-                if let Some(memcg) = victim.memcg {
-                    let limit = memcg
-                        .limit_bytes
-                        .map_or(String::new(), |l| format!(" (limit {})", mib(l)));
-                    parts.push(format!("in {}{limit}", memcg.path));
-                }
-                if let Some(hit) = oom.memcg.as_ref() {
-                    let limit = hit
-                        .limit_bytes
-                        .map_or(String::new(), |l| format!(" {}", mib(l)));
-                    parts.push(format!("limit{limit} of {} hit", hit.path));
-                } else if let Some(constraint) = oom.constraint {
-                    parts.push(format!("{constraint} OOM"));
-                }
-                if oom.group_kill == Some(true) {
-                    parts.push("group kill".into());
-                }
-                if oom.victim_exiting() {
-                    parts.push("already exiting, no kill sent".into());
-                    "OOM EXIT"
-                } else {
-                    "OOM KILL"
-                }
-            }
-            Action::MemoryAllocationFailed => {
-                let alloc = oom.alloc.clone().unwrap_or_default();
-                let largest = alloc
-                    .request_bytes
-                    .map_or(String::new(), |b| format!(", largest {}", mib(b)));
-                let process = if process.is_empty() {
-                    "interrupt context".to_owned()
-                } else {
-                    process
-                };
-                parts.push(format!(
-                    "{process} {} refused {}x in {} ms{largest}",
-                    alloc.syscall.unwrap_or("page allocation"),
-                    alloc.count.unwrap_or(0),
-                    alloc.window_ms.unwrap_or(0)
-                ));
-                "ENOMEM"
-            }
-            Action::EventsLost => {
-                parts.push(self.message.clone());
-                "LOST"
-            }
-        };
-        if let Some(container) = &self.container {
-            parts.push(format!(
-                "container {}",
-                &container.id[..12.min(container.id.len())]
-            ));
-        }
-        if let Some(pod) = self.kubernetes.as_ref().and_then(|k| k.pod.as_ref()) {
-            let namespace = self
-                .kubernetes
-                .as_ref()
-                .and_then(|k| k.namespace.as_deref());
-            match (namespace, &pod.name, &pod.uid) {
-                (Some(namespace), Some(name), _) => parts.push(format!("pod {namespace}/{name}")),
-                (_, Some(name), _) => parts.push(format!("pod {name}")),
-                (_, None, Some(uid)) => parts.push(format!("pod {uid}")),
-                _ => {}
-            }
-        }
-        if self.event.action == Action::OomKill {
-            if let Some(command_line) = self.process.as_ref().and_then(|p| p.command_line.as_ref())
-            {
-                parts.push(format!("cmd {}", shorten(command_line, 160)));
-            }
-            if let Some(trigger) = &oom.trigger {
-                parts.push(format!("by {}[{}]", trigger.name, trigger.pid));
-            }
-        }
-        one_line(&format!(
-            "{} {label:<8} {}",
-            self.timestamp,
-            parts.join(" | ")
-        ))
-    }
-}
-
 /// `text` with control characters (a newline in a process name, say)
 /// written as escapes, so a human-readable line stays one line.
 pub fn one_line(text: &str) -> String {
@@ -480,19 +434,6 @@ pub fn one_line(text: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Bytes as MiB with one decimal.
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-/// At most `max` characters, with an ellipsis when cut.
-fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,165 @@
+//! A file output: appended to line by line, opened anew when its path is
+//! moved or deleted away, cut back when a full disk took half a line, and
+//! rotated by size (`PATH` -> `PATH.1` -> ... `PATH.keep`).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use tracing::{info, warn};
+
+use super::{
+    outputs::{write_from, Failure},
+    Rotation, SinkError,
+};
+
+pub(super) struct FileOutput {
+    pub(super) path: PathBuf,
+    /// `None` after rotating, or when the path could not be opened again.
+    open: Option<OpenFile>,
+    /// Warned about a failed rotation already.
+    rotation_failed: bool,
+}
+
+struct OpenFile {
+    file: File,
+    dev: u64,
+    ino: u64,
+    size: u64,
+}
+
+impl OpenFile {
+    fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        let metadata = file.metadata()?;
+        Ok(Self {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            size: metadata.len(),
+            file,
+        })
+    }
+}
+
+impl FileOutput {
+    pub(super) fn open(path: &Path) -> Result<Self, SinkError> {
+        let open = OpenFile::open(path).map_err(|source| SinkError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            open: Some(open),
+            rotation_failed: false,
+        })
+    }
+
+    /// The file at `path` now, opened anew when `path` is no longer the
+    /// file open (moved or deleted away), and whether it was.
+    fn current(&mut self) -> io::Result<(&mut OpenFile, bool)> {
+        if let Some(open) = &mut self.open {
+            match fs::metadata(&self.path) {
+                Ok(now) if (now.dev(), now.ino()) == (open.dev, open.ino) => open.size = now.len(),
+                // Cannot tell (a directory's permissions): keep writing.
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {}
+                _ => {
+                    info!(
+                        output = %self.path.display(),
+                        "the file was moved or deleted; writing to a new file at its path"
+                    );
+                    self.open = None;
+                }
+            }
+        }
+        let reopened = self.open.is_none();
+        if reopened {
+            self.open = Some(OpenFile::open(&self.path)?);
+        }
+        Ok((self.open.as_mut().expect("opened above"), reopened))
+    }
+
+    pub(super) fn write_line(
+        &mut self,
+        line: &[u8],
+        from: usize,
+        rotation: Rotation,
+    ) -> Result<(), Failure> {
+        let (open, reopened) = self
+            .current()
+            .map_err(|error| Failure { written: 0, error })?;
+        // The start of the line went to a file that is gone: start over.
+        let from = if reopened { 0 } else { from };
+        if let Err(mut failure) = write_from(line, from, |bytes| (&open.file).write(bytes)) {
+            // Cut the piece a full disk let through off again, so no reader
+            // of the file ever sees half a line.
+            let cut = || {
+                let size = open.file.metadata()?.len();
+                open.file
+                    .set_len(size.saturating_sub(failure.written as u64))
+            };
+            if failure.written > 0 && cut().is_ok() {
+                failure.written = 0;
+            }
+            return Err(failure);
+        }
+        open.size += (line.len() - from) as u64;
+        if rotation.max_bytes.is_some_and(|max| open.size >= max) {
+            self.rotate(rotation.keep);
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self, keep: u32) {
+        match rotate(&self.path, keep) {
+            Ok(()) => {
+                // The next line opens the new file.
+                self.open = None;
+                self.rotation_failed = false;
+            }
+            Err(error) => {
+                if !self.rotation_failed {
+                    warn!(
+                        output = %self.path.display(),
+                        %error,
+                        "cannot rotate the file; writing on to it"
+                    );
+                }
+                self.rotation_failed = true;
+            }
+        }
+    }
+
+    pub(super) fn sync(&self) -> Result<(), SinkError> {
+        let Some(open) = &self.open else {
+            return Ok(());
+        };
+        // Only a regular file has anything to make durable: fsync of a pipe
+        // or /dev/null fails with EINVAL.
+        if !open.file.metadata().is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
+        open.file.sync_all().map_err(|source| SinkError::Sync {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// `PATH.keep-1` -> `PATH.keep`, ..., `PATH` -> `PATH.1`; the caller starts
+/// a new `PATH`. With `keep` 0 the full file is simply removed.
+fn rotate(path: &Path, keep: u32) -> io::Result<()> {
+    let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+    if keep == 0 {
+        return fs::remove_file(path);
+    }
+    for n in (1..keep).rev() {
+        match fs::rename(numbered(n), numbered(n + 1)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    fs::rename(path, numbered(1))
+}
