@@ -3,7 +3,7 @@
 
 use std::{collections::VecDeque, io};
 
-use super::outputs::Failure;
+use super::line::Failure;
 
 /// Lines an output could not take yet, oldest first, bounded in bytes.
 pub(super) struct Backlog {
@@ -84,7 +84,7 @@ mod tests {
     use std::io;
 
     use super::Backlog;
-    use crate::sink::outputs::{write_from, Failure};
+    use crate::sink::line::{write_from, Failure};
 
     /// Takes what fits in `room`, as a pipe or a nearly full disk does.
     struct Pipe {

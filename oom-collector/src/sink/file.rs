@@ -12,7 +12,7 @@ use std::{
 use tracing::{info, warn};
 
 use super::{
-    outputs::{write_from, Failure},
+    line::{write_from, Failure},
     Rotation, SinkError,
 };
 

@@ -30,6 +30,7 @@
 
 mod backlog;
 mod file;
+mod line;
 mod outputs;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,10 @@ use std::{fmt, io};
 use tracing::{info, warn};
 
 use super::{
-    backlog::Backlog, file::FileOutput, Rotation, SinkError, BACKLOG_LIMIT_BYTES, RETRY_INTERVAL,
+    backlog::Backlog,
+    file::FileOutput,
+    line::{write_from, Failure},
+    Rotation, SinkError, BACKLOG_LIMIT_BYTES, RETRY_INTERVAL,
 };
 
 pub(super) struct Outputs {
@@ -188,13 +191,6 @@ impl Output {
     }
 }
 
-/// A line that did not go out whole: how much of it did, and why not.
-#[derive(Debug)]
-pub(super) struct Failure {
-    pub(super) written: usize,
-    pub(super) error: io::Error,
-}
-
 pub(super) enum Destination {
     Stdout,
     File(FileOutput),
@@ -221,27 +217,4 @@ impl Destination {
             Self::File(file) => file.write_line(line, from, rotation),
         }
     }
-}
-
-/// Writes `line[from..]` through `write`, which may take part of it.
-pub(super) fn write_from(
-    line: &[u8],
-    from: usize,
-    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
-) -> Result<(), Failure> {
-    let mut written = from;
-    while written < line.len() {
-        match write(&line[written..]) {
-            Ok(0) => {
-                return Err(Failure {
-                    written,
-                    error: io::ErrorKind::WriteZero.into(),
-                })
-            }
-            Ok(n) => written += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(Failure { written, error }),
-        }
-    }
-    Ok(())
 }
