@@ -1,13 +1,13 @@
 //! Kernel side of oom-collector: programs on the kernel's OOM path that turn
 //! each kill into one record on the `EVENTS` ring buffer.
 //!
-//! One file per hook under `probes/`; maps in `maps.rs`; reads of kernel
+//! One file per hook under `programs/`; maps in `maps.rs`; reads of kernel
 //! structs through offsets the collector resolved from BTF in `task.rs`.
 #![no_std]
 #![no_main]
 
 mod maps;
-mod probes;
+mod programs;
 mod task;
 
 #[cfg(not(test))]

@@ -1,4 +1,4 @@
-//! Maps shared by the probes, and the counters of what they could not send.
+//! Maps shared by the programs, and the counters of what they could not send.
 
 use aya_ebpf::{
     macros::map,

@@ -14,7 +14,7 @@ use oom_common::{part, Cmdline, OomKillRecord, RecordKind, Stat};
 
 use crate::maps::{count, expected_parts, CMDLINES, EVENTS, PENDING_KILL};
 
-/// Error codes a probe returns to its wrapper (never seen by the kernel).
+/// Error codes a program returns to its wrapper (never seen by the kernel).
 pub const ERR_NO_SLOT: i64 = 1;
 pub const ERR_RINGBUF_FULL: i64 = 2;
 
