@@ -41,11 +41,7 @@ static CHOSEN_TASK_OFFSETS: Global<ChosenTaskOffsets> = Global::new(ChosenTaskOf
 
 #[kprobe]
 pub fn oom_kill_process(ctx: ProbeContext) -> u32 {
-    uncounted(
-        ctx.arg(0)
-            .ok_or(ProbeError::ReadFailed)
-            .and_then(try_oom_kill_process),
-    )
+    uncounted(first_arg(&ctx).and_then(try_oom_kill_process))
 }
 
 #[fentry(function = "oom_kill_process")]
@@ -73,16 +69,18 @@ pub fn oom_kill_process_fexit(_ctx: FExitContext) -> u32 {
 /// already exiting without calling this (`task_will_free_mem()`).
 #[kprobe]
 pub fn oom_kill_victim(ctx: ProbeContext) -> u32 {
-    uncounted(
-        ctx.arg(0)
-            .ok_or(ProbeError::ReadFailed)
-            .and_then(try_oom_kill_victim),
-    )
+    uncounted(first_arg(&ctx).and_then(try_oom_kill_victim))
 }
 
 #[fentry(function = "__oom_kill_process")]
 pub fn oom_kill_victim_fentry(ctx: FEntryContext) -> u32 {
     uncounted(try_oom_kill_victim(ctx.arg(0)))
+}
+
+/// The probed function's first argument, from the saved registers.
+#[inline(always)]
+fn first_arg(ctx: &ProbeContext) -> ProbeResult<u64> {
+    ctx.arg(0).ok_or(ProbeError::ReadFailed)
 }
 
 /// What these programs return. A failure is not counted: the kill record
