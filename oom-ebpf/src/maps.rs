@@ -1,4 +1,5 @@
-//! Maps shared by the probes, and the counters of what they could not send.
+//! Maps shared by the programs, the counters of what they could not send,
+//! and [`this_cpu`], the one way a program takes a per-CPU entry to fill.
 
 use aya_ebpf::{
     macros::map,
@@ -8,6 +9,8 @@ use oom_common::{
     AllocFailureCounts, AllocFailureKey, Cmdline, OomControl, OomKillRecord, Stat,
     CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, STAT_COUNT,
 };
+
+use crate::error::{ProbeError, ProbeResult};
 
 /// Records for the collector. Its size is set at load time
 /// (`--ring-buffer-bytes`); this is the default.
@@ -29,10 +32,29 @@ pub static PENDING_KILL: PerCpuArray<OomKillRecord> = PerCpuArray::with_max_entr
 
 #[inline(always)]
 pub fn count(stat: Stat) {
-    if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
-        // SAFETY: per-CPU slot; programs on one CPU do not run concurrently.
-        unsafe { *counter += 1 };
+    if let Ok(counter) = this_cpu(&STATS, stat as u32) {
+        *counter += 1;
     }
+}
+
+/// This CPU's entry `index` of a per-CPU array, to fill in place. Records
+/// and scratch values too big for the 512-byte eBPF stack are assembled in
+/// such entries (index 0 of a one-entry array), and counters live in them.
+///
+/// Take an entry once per program run and let the reference go before
+/// taking it again: two live references to one entry would alias.
+#[expect(
+    clippy::mut_from_ref,
+    reason = "the entry is this CPU's, and only the running program touches it"
+)]
+#[inline(always)]
+pub fn this_cpu<T>(array: &'static PerCpuArray<T>, index: u32) -> ProbeResult<&'static mut T> {
+    let entry = array.get_ptr_mut(index).ok_or(ProbeError::NoEntry)?;
+    // SAFETY: the entry belongs to this CPU, and the programs that share
+    // one never run at the same time on one CPU (each runs to its end, with
+    // migration disabled), so nothing else touches it while this program
+    // runs.
+    Ok(unsafe { &mut *entry })
 }
 
 /// The parts of a kill record the collector waits for: the tracepoint part

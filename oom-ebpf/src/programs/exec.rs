@@ -21,45 +21,43 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::debug;
-use oom_common::{
-    Cmdline, Stat, CMDLINE_ARGS_BYTES, CMDLINE_PATH_BYTES, TRACEPOINT_PID_OFFSET_UNKNOWN,
-};
+use oom_common::{Cmdline, Stat, CMDLINE_ARGS_BYTES, CMDLINE_PATH_BYTES, OFFSET_UNKNOWN};
 
 use crate::{
-    maps::{count, CMDLINES, CMDLINE_SCRATCH},
+    error::{ProbeError, ProbeResult},
+    maps::{count, this_cpu, CMDLINES, CMDLINE_SCRATCH},
     task,
 };
 
 /// Offset of the `__data_loc char[] filename` field, from tracefs.
 #[unsafe(no_mangle)]
-static EXEC_FILENAME_OFFSET: Global<u32> = Global::new(TRACEPOINT_PID_OFFSET_UNKNOWN);
+static EXEC_FILENAME_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     match try_sched_process_exec(&ctx) {
         Ok(()) => 0,
-        Err(code) => {
+        Err(error) => {
             count(Stat::ReadFailed);
             debug!(
                 &ctx,
-                "sched_process_exec: command line not kept (error {})", code
+                "sched_process_exec: command line not kept (error {})",
+                error.code()
             );
             0
         }
     }
 }
 
-fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_sched_process_exec(ctx: &TracePointContext) -> ProbeResult {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let scratch = CMDLINE_SCRATCH.get_ptr_mut(0).ok_or(1i64)?;
-    // SAFETY: the per-CPU scratch slot; programs on one CPU do not nest.
-    let cmdline = unsafe { &mut *scratch };
+    let cmdline = this_cpu(&CMDLINE_SCRATCH, 0)?;
     cmdline.flags = 0;
     cmdline.path_len = read_filename(ctx, &mut cmdline.path);
 
     // SAFETY: a helper without arguments.
-    let current = unsafe { bpf_get_current_task() } as *const u8;
-    let (start, end) = task::arg_range(current).map_err(|_| 2i64)?;
+    let current = unsafe { bpf_get_current_task() };
+    let (start, end) = task::arg_range(current)?;
     let mut len = end.saturating_sub(start);
     if len > CMDLINE_ARGS_BYTES as u64 {
         len = CMDLINE_ARGS_BYTES as u64;
@@ -80,7 +78,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
         reason = "by value, the 2.3 KiB entry would be copied onto the 512-byte eBPF stack"
     )]
     let inserted = CMDLINES.insert(tgid, &*cmdline, 0);
-    inserted.map_err(i64::from)
+    inserted.map_err(|_| ProbeError::MapUpdateFailed)
 }
 
 /// Copies the tracepoint's `filename` into `path`; returns its length
@@ -88,7 +86,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn read_filename(ctx: &TracePointContext, path: &mut [u8; CMDLINE_PATH_BYTES]) -> u32 {
     let offset = EXEC_FILENAME_OFFSET.load();
-    if offset == TRACEPOINT_PID_OFFSET_UNKNOWN {
+    if offset == OFFSET_UNKNOWN {
         return 0;
     }
     // SAFETY: a probe read inside the tracepoint's record.

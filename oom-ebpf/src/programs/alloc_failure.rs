@@ -29,13 +29,14 @@ use aya_ebpf::{
     Global,
 };
 use oom_common::{
-    AllocFailureCounts, AllocFailureKey, AllocSyscall, KernelOffsets, PageAllocOffsets, Stat,
-    SyscallOffsets,
+    AllocFailureCounts, AllocFailureKey, AllocSyscall, PageAllocOffsets, Stat, SyscallOffsets,
+    OFFSET_UNKNOWN,
 };
 
 use crate::{
+    cgroup,
+    error::{ProbeError, ProbeResult},
     maps::{alloc_epoch, count, ALLOC_FAILURES},
-    task,
 };
 
 const ENOMEM: i64 = 12;
@@ -52,14 +53,19 @@ static PAGE_ALLOC_OFFSETS: Global<PageAllocOffsets> = Global::new(PageAllocOffse
 /// failed, and is off unless `--page-alloc-failures` asks for it.
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+    counted(try_mm_page_alloc(&ctx))
+}
+
+#[inline(always)]
+fn try_mm_page_alloc(ctx: &TracePointContext) -> ProbeResult {
     let offsets = PAGE_ALLOC_OFFSETS.load();
-    if offsets.pfn == KernelOffsets::UNKNOWN {
-        return 0;
+    if offsets.pfn == OFFSET_UNKNOWN {
+        return Ok(());
     }
     // SAFETY: probe reads inside the tracepoint's record.
     let pfn = unsafe { ctx.read_at::<u64>(offsets.pfn as usize) }.unwrap_or(0);
     if pfn != u64::MAX {
-        return 0;
+        return Ok(());
     }
     // SAFETY: as above.
     let order = unsafe { ctx.read_at::<u32>(offsets.order as usize) }.unwrap_or(0);
@@ -76,32 +82,22 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     // overwritten for BPF programs (perf_trace_run_bpf_submit puts the
     // pt_regs pointer in the record's first 8 bytes).
     let sleeps = gfp & u64::from(offsets.gfp_direct_reclaim) != 0;
-    record_failure_of(AllocSyscall::PageAlloc, Some(request), sleeps);
-    0
+    record_failure_of(AllocSyscall::PageAlloc, Some(request), sleeps)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
-    if exit_ret(&ctx) == -ENOMEM {
-        // mmap(addr, length, ...)
-        record_failure(AllocSyscall::Mmap, syscall_arg(1));
-    }
-    0
+    counted(try_mmap_exit(exit_ret(&ctx)))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
 pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
-    if exit_ret(&ctx) == -ENOMEM {
-        // mremap(old_address, old_size, new_size, ...)
-        record_failure(AllocSyscall::Mremap, syscall_arg(2));
-    }
-    0
+    counted(try_mremap_exit(exit_ret(&ctx)))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_brk")]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
-    brk_returned(exit_ret(&ctx) as u64);
-    0
+    counted(try_brk_exit(exit_ret(&ctx) as u64))
 }
 
 // The same three system calls hooked by fexit on their entry points
@@ -113,36 +109,56 @@ pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
 
 #[fexit]
 pub fn mmap_return(ctx: FExitContext) -> u32 {
-    let ret: i64 = ctx.arg(1);
-    if ret == -ENOMEM {
-        record_failure(AllocSyscall::Mmap, syscall_arg(1));
-    }
-    0
+    counted(try_mmap_exit(ctx.arg(1)))
 }
 
 #[fexit]
 pub fn mremap_return(ctx: FExitContext) -> u32 {
-    let ret: i64 = ctx.arg(1);
-    if ret == -ENOMEM {
-        record_failure(AllocSyscall::Mremap, syscall_arg(2));
-    }
-    0
+    counted(try_mremap_exit(ctx.arg(1)))
 }
 
 #[fexit]
 pub fn brk_return(ctx: FExitContext) -> u32 {
-    let current_break: u64 = ctx.arg(1);
-    brk_returned(current_break);
+    counted(try_brk_exit(ctx.arg(1)))
+}
+
+/// What these programs return. A failure that could not be counted in
+/// `ALLOC_FAILURES` is counted in `Stat::AllocFailureTableFull` instead,
+/// so the total stays exact.
+#[inline(always)]
+fn counted(result: ProbeResult) -> u32 {
+    if result.is_err() {
+        count(Stat::AllocFailureTableFull);
+    }
     0
 }
 
 #[inline(always)]
-fn brk_returned(current_break: u64) {
+fn try_mmap_exit(ret: i64) -> ProbeResult {
+    if ret != -ENOMEM {
+        return Ok(());
+    }
+    // mmap(addr, length, ...)
+    record_failure(AllocSyscall::Mmap, syscall_arg(1))
+}
+
+#[inline(always)]
+fn try_mremap_exit(ret: i64) -> ProbeResult {
+    if ret != -ENOMEM {
+        return Ok(());
+    }
+    // mremap(old_address, old_size, new_size, ...)
+    record_failure(AllocSyscall::Mremap, syscall_arg(2))
+}
+
+#[inline(always)]
+fn try_brk_exit(current_break: u64) -> ProbeResult {
     // brk(addr): 0 only asks where the break is.
-    if let Some(wanted) = syscall_arg(0) {
-        if wanted > current_break && current_break != 0 {
-            record_failure(AllocSyscall::Brk, Some(wanted - current_break));
+    match syscall_arg(0) {
+        Some(wanted) if wanted > current_break && current_break != 0 => {
+            record_failure(AllocSyscall::Brk, Some(wanted - current_break))
         }
+        _ => Ok(()),
     }
 }
 
@@ -150,7 +166,7 @@ fn brk_returned(current_break: u64) {
 #[inline(always)]
 fn exit_ret(ctx: &TracePointContext) -> i64 {
     let offset = SYSCALL_OFFSETS.load().exit_ret;
-    if offset == KernelOffsets::UNKNOWN {
+    if offset == OFFSET_UNKNOWN {
         return 0;
     }
     // SAFETY: a probe read inside the tracepoint's record.
@@ -162,7 +178,7 @@ fn exit_ret(ctx: &TracePointContext) -> i64 {
 #[inline(always)]
 fn syscall_arg(n: usize) -> Option<u64> {
     let offset = *SYSCALL_OFFSETS.load().regs_arg.get(n)?;
-    if offset == KernelOffsets::UNKNOWN {
+    if offset == OFFSET_UNKNOWN {
         return None;
     }
     // SAFETY: helpers on the current task; the verifier checks the BTF
@@ -177,14 +193,18 @@ fn syscall_arg(n: usize) -> Option<u64> {
 }
 
 #[inline(always)]
-fn record_failure(syscall: AllocSyscall, request_bytes: Option<u64>) {
-    record_failure_of(syscall, request_bytes, true);
+fn record_failure(syscall: AllocSyscall, request_bytes: Option<u64>) -> ProbeResult {
+    record_failure_of(syscall, request_bytes, true)
 }
 
 /// Counts a failure for the current process, or for no process when
-/// `in_process` is false.
+/// `in_process` is false. Fails when the table had no room for it.
 #[inline(always)]
-fn record_failure_of(syscall: AllocSyscall, request_bytes: Option<u64>, in_process: bool) {
+fn record_failure_of(
+    syscall: AllocSyscall,
+    request_bytes: Option<u64>,
+    in_process: bool,
+) -> ProbeResult {
     let key = AllocFailureKey {
         tgid: if in_process {
             (bpf_get_current_pid_tgid() >> 32) as u32
@@ -201,16 +221,11 @@ fn record_failure_of(syscall: AllocSyscall, request_bytes: Option<u64>, in_proce
 
     if let Some(counts) = ALLOC_FAILURES.get_ptr_mut(key) {
         add_failure(counts, now, request);
-        return;
+        return Ok(());
     }
 
     // SAFETY: helpers without pointer arguments.
-    let (cgroup_id, current) = unsafe {
-        (
-            bpf_get_current_cgroup_id(),
-            bpf_get_current_task() as *const u8,
-        )
-    };
+    let (cgroup_id, current) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_current_task()) };
     let first = if in_process {
         AllocFailureCounts {
             count: 1,
@@ -218,7 +233,7 @@ fn record_failure_of(syscall: AllocSyscall, request_bytes: Option<u64>, in_proce
             last_boot_ns: now,
             max_request_bytes: request,
             cgroup_id,
-            memcg_id: task::memory_cgroup_id(current).unwrap_or(0),
+            memcg_id: cgroup::memory_cgroup_id(current),
             comm: bpf_get_current_comm().unwrap_or([0; oom_common::COMM_LEN]),
         }
     } else {
@@ -236,11 +251,12 @@ fn record_failure_of(syscall: AllocSyscall, request_bytes: Option<u64>, in_proce
         .insert(key, first, BPF_NOEXIST.into())
         .is_err()
     {
-        match ALLOC_FAILURES.get_ptr_mut(key) {
-            Some(counts) => add_failure(counts, now, request),
-            None => count(Stat::AllocFailureTableFull),
-        }
+        let counts = ALLOC_FAILURES
+            .get_ptr_mut(key)
+            .ok_or(ProbeError::MapUpdateFailed)?;
+        add_failure(counts, now, request);
     }
+    Ok(())
 }
 
 /// Adds one failure to this CPU's slot of an existing key. A slot another

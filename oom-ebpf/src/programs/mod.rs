@@ -1,5 +1,10 @@
-//! One file per kernel hook. Each hook's entry point is a thin wrapper over
-//! `try_<name>`, so the error path is explicit and counted.
+//! The kernel programs, one file per kernel hook, and the kill record the
+//! `oom/mark_victim` programs assemble together.
+//!
+//! Each program's entry point is a thin wrapper over a `try_` function
+//! (`try_<name>`, or one that the hooks on one kernel function share),
+//! which returns a [`ProbeResult`](crate::error::ProbeResult): the wrapper
+//! is where a failure is counted or logged, or said to cost nothing.
 
 mod alloc_failure;
 mod exec;
@@ -12,11 +17,10 @@ mod oom_kill_process;
 use aya_ebpf::helpers::generated::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel};
 use oom_common::{part, Cmdline, OomKillRecord, RecordKind, Stat};
 
-use crate::maps::{count, expected_parts, CMDLINES, EVENTS, PENDING_KILL};
-
-/// Error codes a probe returns to its wrapper (never seen by the kernel).
-pub const ERR_NO_SLOT: i64 = 1;
-pub const ERR_RINGBUF_FULL: i64 = 2;
+use crate::{
+    error::{ProbeError, ProbeResult},
+    maps::{count, expected_parts, this_cpu, CMDLINES, EVENTS, PENDING_KILL},
+};
 
 /// Fills `this_part` of the kill of `victim_tid` (0: not known to this
 /// part) in the CPU's pending record and sends the record once it has every
@@ -33,11 +37,8 @@ pub fn fill_kill_part(
     victim_tid: u32,
     this_part: u32,
     fill: impl FnOnce(&mut OomKillRecord),
-) -> Result<(), i64> {
-    let slot = PENDING_KILL.get_ptr_mut(0).ok_or(ERR_NO_SLOT)?;
-    // SAFETY: the per-CPU slot is only touched by programs on this CPU, and
-    // those never run concurrently with each other.
-    let record = unsafe { &mut *slot };
+) -> ProbeResult {
+    let record = this_cpu(&PENDING_KILL, 0)?;
 
     let pending_parts = record.flags & (part::TRACEPOINT | part::VICTIM_TASK);
     let same_kill = pending_parts != 0
@@ -123,7 +124,7 @@ fn attach_cmdline(record: &mut OomKillRecord) {
 /// Sends the record without the unused part of its command line (see
 /// `oom_common::OOM_KILL_RECORD_FIXED_BYTES`).
 #[inline(always)]
-fn send(record: &mut OomKillRecord) -> Result<(), i64> {
+fn send(record: &mut OomKillRecord) -> ProbeResult {
     attach_cmdline(record);
     let len = record.wire_len();
     // SAFETY: `wire_len` is at most the record's size, and the record is
@@ -132,7 +133,7 @@ fn send(record: &mut OomKillRecord) -> Result<(), i64> {
         unsafe { core::slice::from_raw_parts((record as *const OomKillRecord).cast::<u8>(), len) };
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
         count(Stat::RingBufFull);
-        return Err(ERR_RINGBUF_FULL);
+        return Err(ProbeError::RingBufFull);
     }
     Ok(())
 }

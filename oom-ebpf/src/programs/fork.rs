@@ -24,6 +24,7 @@ use aya_ebpf::{
 use oom_common::Stat;
 
 use crate::{
+    error::{ProbeError, ProbeResult},
     maps::{count, CMDLINES},
     task,
 };
@@ -36,9 +37,9 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     0
 }
 
-fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let child: *const u8 = ctx.arg(1);
-    let (child_tid, child_tgid) = task::thread_and_process(child).map_err(|_| 1i64)?;
+fn try_sched_process_fork(ctx: &RawTracePointContext) -> ProbeResult {
+    let child: u64 = ctx.arg(1);
+    let (child_tid, child_tgid) = task::thread_and_process(child)?;
     if child_tid != child_tgid {
         return Ok(());
     }
@@ -46,7 +47,9 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     // SAFETY: a lookup by value; the entry is copied by the map update
     // below, which reads it under the map's own rules.
     match unsafe { CMDLINES.get(parent_tgid) } {
-        Some(parent) => CMDLINES.insert(child_tgid, parent, 0).map_err(i64::from),
+        Some(parent) => CMDLINES
+            .insert(child_tgid, parent, 0)
+            .map_err(|_| ProbeError::MapUpdateFailed),
         // Nothing to inherit; an entry left under this pid is another
         // process's. Deleting what is not there is not an error.
         None => {

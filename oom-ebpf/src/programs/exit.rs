@@ -23,6 +23,7 @@ use aya_ebpf::{
 use oom_common::Stat;
 
 use crate::{
+    error::ProbeResult,
     maps::{count, CMDLINES},
     task,
 };
@@ -35,10 +36,10 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_sched_process_exit() -> Result<(), i64> {
+fn try_sched_process_exit() -> ProbeResult {
     // SAFETY: a helper without arguments.
-    let current = unsafe { bpf_get_current_task() } as *const u8;
-    if task::live_threads(current).map_err(|_| 1i64)? != 0 {
+    let current = unsafe { bpf_get_current_task() };
+    if task::live_threads(current)? != 0 {
         return Ok(());
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;

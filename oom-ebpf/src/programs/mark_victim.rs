@@ -22,32 +22,37 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use aya_log_ebpf::warn;
-use oom_common::{part, OomControl, Stat, TRACEPOINT_PID_OFFSET_UNKNOWN};
+use oom_common::{part, OomControl, Stat, OFFSET_UNKNOWN};
 
 use super::fill_kill_part;
 use crate::{
+    cgroup,
+    error::ProbeResult,
     maps::{count, OOM_CONTROLS},
-    task,
 };
 
 /// Offset of `pid` in the tracepoint record, from tracefs' `format`.
 #[unsafe(no_mangle)]
-static MARK_VICTIM_PID_OFFSET: Global<u32> = Global::new(TRACEPOINT_PID_OFFSET_UNKNOWN);
+static MARK_VICTIM_PID_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
 
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
     match try_mark_victim(&ctx) {
         Ok(()) => 0,
-        Err(code) => {
-            warn!(&ctx, "oom/mark_victim: record not sent (error {})", code);
+        Err(error) => {
+            warn!(
+                &ctx,
+                "oom/mark_victim: record not sent (error {})",
+                error.code()
+            );
             0
         }
     }
 }
 
-fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_mark_victim(ctx: &TracePointContext) -> ProbeResult {
     let pid_offset = MARK_VICTIM_PID_OFFSET.load();
-    let victim_tid = if pid_offset == TRACEPOINT_PID_OFFSET_UNKNOWN {
+    let victim_tid = if pid_offset == OFFSET_UNKNOWN {
         0
     } else {
         // SAFETY: a probe read inside the tracepoint's record.
@@ -57,13 +62,9 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let trigger_comm = bpf_get_current_comm().unwrap_or([0; oom_common::COMM_LEN]);
     // SAFETY: helpers without pointer arguments.
-    let (trigger_cgroup_id, current) = unsafe {
-        (
-            bpf_get_current_cgroup_id(),
-            bpf_get_current_task() as *const u8,
-        )
-    };
-    let trigger_memcg_id = task::memory_cgroup_id(current).unwrap_or(0);
+    let (trigger_cgroup_id, current) =
+        unsafe { (bpf_get_current_cgroup_id(), bpf_get_current_task()) };
+    let trigger_memcg_id = cgroup::memory_cgroup_id(current);
 
     fill_kill_part(victim_tid, part::TRACEPOINT, |record| {
         // SAFETY: a probe read of the tracepoint's record; it fails rather

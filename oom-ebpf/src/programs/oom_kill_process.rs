@@ -18,22 +18,19 @@
 //! allow neither kprobes nor fentry (some hardened or micro-VM kernels)
 //! leave these fields to the kernel log; see the collector's `kmsg`.
 
-use core::ffi::c_void;
-
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel},
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     Global,
 };
-use oom_common::{ChosenTask, ChosenTaskOffsets, KernelOffsets, OomControlOffsets};
+use oom_common::{ChosenTask, ChosenTaskOffsets, KernelOffsets, OomControlOffsets, OFFSET_UNKNOWN};
 
 use crate::{
-    maps::{OOM_CONTROLS, OOM_CONTROL_SCRATCH},
-    task,
+    cgroup,
+    error::{ProbeError, ProbeResult},
+    maps::{this_cpu, OOM_CONTROLS, OOM_CONTROL_SCRATCH},
+    read::{self, load, pointer},
 };
 
 #[unsafe(no_mangle)]
@@ -44,17 +41,12 @@ static CHOSEN_TASK_OFFSETS: Global<ChosenTaskOffsets> = Global::new(ChosenTaskOf
 
 #[kprobe]
 pub fn oom_kill_process(ctx: ProbeContext) -> u32 {
-    if let Some(oc) = ctx.arg::<u64>(0) {
-        stash(oc);
-    }
-    0
+    uncounted(first_arg(&ctx).and_then(try_oom_kill_process))
 }
 
 #[fentry(function = "oom_kill_process")]
 pub fn oom_kill_process_fentry(ctx: FEntryContext) -> u32 {
-    let oc: u64 = ctx.arg(0);
-    stash(oc);
-    0
+    uncounted(try_oom_kill_process(ctx.arg(0)))
 }
 
 /// The stash is only valid during the call: `mark_victim` is also reached
@@ -62,14 +54,12 @@ pub fn oom_kill_process_fentry(ctx: FEntryContext) -> u32 {
 /// must not pick up an old context then.
 #[kretprobe]
 pub fn oom_kill_process_return(_ctx: RetProbeContext) -> u32 {
-    forget();
-    0
+    uncounted(try_oom_kill_process_return())
 }
 
 #[fexit(function = "oom_kill_process")]
 pub fn oom_kill_process_fexit(_ctx: FExitContext) -> u32 {
-    forget();
-    0
+    uncounted(try_oom_kill_process_return())
 }
 
 /// `__oom_kill_process(struct task_struct *victim, const char *message)`:
@@ -79,49 +69,35 @@ pub fn oom_kill_process_fexit(_ctx: FExitContext) -> u32 {
 /// already exiting without calling this (`task_will_free_mem()`).
 #[kprobe]
 pub fn oom_kill_victim(ctx: ProbeContext) -> u32 {
-    if let Some(victim) = ctx.arg::<u64>(0) {
-        restash_victim(victim);
-    }
-    0
+    uncounted(first_arg(&ctx).and_then(try_oom_kill_victim))
 }
 
 #[fentry(function = "__oom_kill_process")]
 pub fn oom_kill_victim_fentry(ctx: FEntryContext) -> u32 {
-    let victim: u64 = ctx.arg(0);
-    restash_victim(victim);
+    uncounted(try_oom_kill_victim(ctx.arg(0)))
+}
+
+/// The probed function's first argument, from the saved registers.
+#[inline(always)]
+fn first_arg(ctx: &ProbeContext) -> ProbeResult<u64> {
+    ctx.arg(0).ok_or(ProbeError::ReadFailed)
+}
+
+/// What these programs return. A failure is not counted: the kill record
+/// then lacks the OOM's context (`incident_boot_ns` 0) or the victim's
+/// (`ChosenTask::read`), and says so, as on a kernel where none of these
+/// hooks attach.
+#[inline(always)]
+fn uncounted(_result: ProbeResult) -> u32 {
     0
-}
-
-#[inline(always)]
-fn restash_victim(victim: u64) {
-    let trigger_tid = bpf_get_current_pid_tgid() as u32;
-    let Some(context) = OOM_CONTROLS.get_ptr_mut(trigger_tid) else {
-        return;
-    };
-    // SAFETY: the trigger's own entry, written only by hooks running in
-    // that task, one at a time.
-    let context = unsafe { &mut *context };
-    read_chosen_task(victim, &task::offsets(), &mut context.chosen);
-    context.chosen.read |= ChosenTask::KILLED;
-}
-
-#[inline(always)]
-fn forget() {
-    let trigger_tid = bpf_get_current_pid_tgid() as u32;
-    let _ = OOM_CONTROLS.remove(trigger_tid);
 }
 
 /// Reads the OOM's context from `oc` and stashes it under the trigger.
 #[inline(always)]
-fn stash(oc: u64) {
-    let Some(slot) = OOM_CONTROL_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: the per-CPU slot is only touched by these programs, which do
-    // not run twice at once on one CPU.
-    let context = unsafe { &mut *slot };
+fn try_oom_kill_process(oc: u64) -> ProbeResult {
+    let context = this_cpu(&OOM_CONTROL_SCRATCH, 0)?;
     let offsets = OOM_CONTROL_OFFSETS.load();
-    let kernel = task::offsets();
+    let kernel = read::offsets();
 
     // SAFETY: a helper without arguments.
     context.incident_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
@@ -133,61 +109,47 @@ fn stash(oc: u64) {
 
     // The limited memory cgroup. `oc->memcg` is NULL for a global OOM: the
     // reads through it fail and leave 0, which says so.
-    let mut ignored = 1;
-    let memcg = pointer(oc, offsets.memcg, &mut ignored);
+    let memcg = pointer(oc, offsets.memcg);
     context.memcg_id = 0;
     context.memcg_usage_pages = 0;
     context.memcg_max_pages = 0;
-    if offsets.memcg_css != KernelOffsets::UNKNOWN {
+    if offsets.memcg_css != OFFSET_UNKNOWN {
         let css = memcg.wrapping_add(u64::from(offsets.memcg_css));
-        let cgroup = pointer(css, kernel.css_cgroup, &mut ignored);
-        let kn = pointer(cgroup, kernel.cgroup_kn, &mut ignored);
-        load(&mut context.memcg_id, kn, kernel.kernfs_node_id);
-        load(
-            &mut context.memcg_usage_pages,
-            memcg,
-            kernel.memcg_memory_usage,
-        );
-        load(&mut context.memcg_max_pages, memcg, kernel.memcg_memory_max);
+        context.memcg_id = cgroup::css_cgroup_id(css, &kernel);
+        (context.memcg_usage_pages, context.memcg_max_pages) = cgroup::memcg_pages(memcg, &kernel);
     }
 
-    let chosen = pointer(oc, offsets.chosen, &mut ignored);
+    let chosen = pointer(oc, offsets.chosen);
     context.chosen_tid = 0;
     load(&mut context.chosen_tid, chosen, kernel.task_pid);
     read_chosen_task(chosen, &kernel, &mut context.chosen);
 
     let trigger_tid = bpf_get_current_pid_tgid() as u32;
-    let _ = OOM_CONTROLS.insert(trigger_tid, context, 0);
+    OOM_CONTROLS
+        .insert(trigger_tid, context, 0)
+        .map_err(|_| ProbeError::MapUpdateFailed)
 }
 
-/// A read whose outcome steers nothing: on failure the kernel zeroes `dst`
-/// and this returns 0, else 1. The 5.10 verifier walks each path through a
-/// program on its own; with a branch on each read's result, the reads here
-/// made thousands of paths, and loading took minutes.
 #[inline(always)]
-fn load<T>(dst: &mut T, base: u64, offset: u32) -> u32 {
-    // The offsets are read-only globals: the verifier knows them, and
-    // keeps only one side of this branch.
-    if offset == KernelOffsets::UNKNOWN {
-        return 0;
-    }
-    // SAFETY: a probe read; a bad address gives an error, not a fault.
-    let result = unsafe {
-        bpf_probe_read_kernel(
-            (dst as *mut T).cast::<c_void>(),
-            size_of::<T>() as u32,
-            base.wrapping_add(u64::from(offset)) as *const c_void,
-        )
-    };
-    u32::from(result == 0)
+fn try_oom_kill_process_return() -> ProbeResult {
+    let trigger_tid = bpf_get_current_pid_tgid() as u32;
+    // Absent when the entry hook could not stash: nothing to forget.
+    let _ = OOM_CONTROLS.remove(trigger_tid);
+    Ok(())
 }
 
-/// The pointer at `base + offset`; clears `ok` if it could not be read.
 #[inline(always)]
-fn pointer(base: u64, offset: u32, ok: &mut u32) -> u64 {
-    let mut value = 0u64;
-    *ok &= load(&mut value, base, offset);
-    value
+fn try_oom_kill_victim(victim: u64) -> ProbeResult {
+    let trigger_tid = bpf_get_current_pid_tgid() as u32;
+    let context = OOM_CONTROLS
+        .get_ptr_mut(trigger_tid)
+        .ok_or(ProbeError::NoEntry)?;
+    // SAFETY: the trigger's own entry, written only by hooks running in
+    // that task, one at a time.
+    let context = unsafe { &mut *context };
+    read_chosen_task(victim, &read::offsets(), &mut context.chosen);
+    context.chosen.read |= ChosenTask::KILLED;
+    Ok(())
 }
 
 /// What the kernel's own OOM report says of a victim, read from its
@@ -201,16 +163,17 @@ fn read_chosen_task(task: u64, kernel: &KernelOffsets, chosen: &mut ChosenTask) 
 
     load(&mut chosen.tid, task, kernel.task_pid);
     let mut ids = load(&mut chosen.tgid, task, kernel.task_tgid);
-    let parent = pointer(task, kernel.task_real_parent, &mut ids);
+    let mut parent = 0u64;
+    ids &= load(&mut parent, task, kernel.task_real_parent);
     ids &= load(&mut chosen.ppid, parent, kernel.task_tgid);
     ids &= load(&mut chosen.comm, task, offsets.task_comm);
 
-    let mut cred = 1;
-    let real_cred = pointer(task, offsets.task_real_cred, &mut cred);
+    let mut real_cred = 0u64;
+    let mut cred = load(&mut real_cred, task, offsets.task_real_cred);
     cred &= load(&mut chosen.uid, real_cred, offsets.cred_uid);
 
-    let mut signal = 1;
-    let signal_struct = pointer(task, offsets.task_signal, &mut signal);
+    let mut signal_struct = 0u64;
+    let mut signal = load(&mut signal_struct, task, offsets.task_signal);
     let mut oom_score_adj = 0i16;
     signal &= load(
         &mut oom_score_adj,
@@ -219,8 +182,8 @@ fn read_chosen_task(task: u64, kernel: &KernelOffsets, chosen: &mut ChosenTask) 
     );
     chosen.oom_score_adj = oom_score_adj.into();
 
-    let mut mm = 1;
-    let mm_struct = pointer(task, kernel.task_mm, &mut mm);
+    let mut mm_struct = 0u64;
+    let mut mm = load(&mut mm_struct, task, kernel.task_mm);
     mm &= load(&mut chosen.total_vm_pages, mm_struct, offsets.mm_total_vm);
     mm &= load(&mut chosen.rss_file_pages, mm_struct, offsets.mm_rss_file);
     mm &= load(&mut chosen.rss_anon_pages, mm_struct, offsets.mm_rss_anon);
@@ -232,24 +195,11 @@ fn read_chosen_task(task: u64, kernel: &KernelOffsets, chosen: &mut ChosenTask) 
     );
 
     // Ids and counters that could not be read are 0, as the record wants.
-    let mut ignored = 1;
-    let css_set = pointer(task, kernel.task_cgroups, &mut ignored);
-    let unified = pointer(css_set, kernel.css_set_dfl_cgrp, &mut ignored);
-    let kn = pointer(unified, kernel.cgroup_kn, &mut ignored);
-    load(&mut chosen.cgroup_id, kn, kernel.kernfs_node_id);
-    let memory_css = pointer(css_set, kernel.css_set_memory_css, &mut ignored);
-    let memory = pointer(memory_css, kernel.css_cgroup, &mut ignored);
-    let kn = pointer(memory, kernel.cgroup_kn, &mut ignored);
-    load(&mut chosen.memcg_id, kn, kernel.kernfs_node_id);
-    if kernel.memcg_css != KernelOffsets::UNKNOWN {
-        let memcg = memory_css.wrapping_sub(u64::from(kernel.memcg_css));
-        load(
-            &mut chosen.memcg_usage_pages,
-            memcg,
-            kernel.memcg_memory_usage,
-        );
-        load(&mut chosen.memcg_max_pages, memcg, kernel.memcg_memory_max);
-    }
+    let cgroups = cgroup::of_task(task, kernel);
+    chosen.cgroup_id = cgroups.cgroup_id;
+    chosen.memcg_id = cgroups.memcg_id;
+    chosen.memcg_usage_pages = cgroups.memcg_usage_pages;
+    chosen.memcg_max_pages = cgroups.memcg_max_pages;
 
     chosen.read = (ids * ChosenTask::IDS)
         | (cred * ChosenTask::CRED)
