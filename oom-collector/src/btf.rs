@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, BtfType, Member, Type};
-use oom_common::{ChosenTaskOffsets, KernelOffsets, OomControlOffsets};
+use oom_common::{ChosenTaskOffsets, KernelOffsets, OomControlOffsets, OFFSET_UNKNOWN};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -97,12 +97,12 @@ impl KernelBtf {
 
     /// Offsets for reading the chosen victim's `task_struct` in the
     /// `oom_kill_process` hooks. Each field resolves on its own: one the
-    /// kernel lacks is [`KernelOffsets::UNKNOWN`] and only its group of
+    /// kernel lacks is [`OFFSET_UNKNOWN`] and only its group of
     /// fields goes missing.
     pub fn chosen_task_offsets(&self) -> ChosenTaskOffsets {
-        let known = |offset: Result<u32, BtfError>| offset.unwrap_or(KernelOffsets::UNKNOWN);
+        let known = |offset: Result<u32, BtfError>| offset.unwrap_or(OFFSET_UNKNOWN);
         let rss = self.mm_rss_offsets().ok();
-        let counter = |index: usize| rss.map_or(KernelOffsets::UNKNOWN, |rss| rss[index]);
+        let counter = |index: usize| rss.map_or(OFFSET_UNKNOWN, |rss| rss[index]);
         ChosenTaskOffsets {
             task_comm: known(self.member_offset("task_struct", "comm")),
             task_real_cred: known(self.member_offset("task_struct", "real_cred")),
@@ -384,7 +384,7 @@ mod tests {
             offsets.mm_rss_anon,
             offsets.mm_rss_shmem,
         ];
-        assert!(!all.contains(&KernelOffsets::UNKNOWN), "{offsets:?}");
+        assert!(!all.contains(&OFFSET_UNKNOWN), "{offsets:?}");
         let stride = offsets.mm_rss_anon - offsets.mm_rss_file;
         assert_eq!(offsets.mm_rss_shmem - offsets.mm_rss_file, 3 * stride);
         let Ok(Type::Struct(counter)) =

@@ -27,7 +27,7 @@ pub use cmdline::{Cmdline, CMDLINE_ARGS_BYTES, CMDLINE_PATH_BYTES};
 pub use config::{CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, CONFIG_LOSSES_REPORTED};
 pub use offsets::{
     ChosenTaskOffsets, KernelOffsets, OomControlOffsets, PageAllocOffsets, SyscallOffsets,
-    OFFSET_UNKNOWN, TRACEPOINT_PID_OFFSET_UNKNOWN,
+    OFFSET_UNKNOWN,
 };
 pub use oom_control::{ChosenTask, OomControl};
 pub use record::{part, OomKillRecord, RecordKind, OOM_KILL_RECORD_FIXED_BYTES, TRACEPOINT_BYTES};

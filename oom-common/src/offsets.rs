@@ -8,10 +8,6 @@
 /// this large.
 pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 
-/// The name [`OFFSET_UNKNOWN`] had when only the `oom/mark_victim` pid
-/// offset used it.
-pub const TRACEPOINT_PID_OFFSET_UNKNOWN: u32 = OFFSET_UNKNOWN;
-
 /// Byte offsets into kernel structs, resolved by the collector from
 /// `/sys/kernel/btf/vmlinux` and handed to the programs as one global.
 ///
@@ -50,9 +46,6 @@ pub struct KernelOffsets {
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
 impl KernelOffsets {
-    /// The name [`OFFSET_UNKNOWN`] had when only this struct used it.
-    pub const UNKNOWN: u32 = OFFSET_UNKNOWN;
-
     pub const fn unknown() -> Self {
         Self {
             task_pid: OFFSET_UNKNOWN,

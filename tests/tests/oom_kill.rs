@@ -188,7 +188,7 @@ fn a_full_ring_buffer_is_reported_with_the_exact_count_lost() {
     assert!(status.success(), "{status}");
     lines.extend(rest);
     assert!(
-        stderr.contains("oom_ebpf::probes") && stderr.contains("record not sent"),
+        stderr.contains("oom_ebpf::programs") && stderr.contains("record not sent"),
         "the kernel side's own warnings reach the collector's log:\n{stderr}"
     );
 

@@ -25,8 +25,7 @@ pub use hooks::{kill_hooks_active, required_active, HookStatus};
 use hooks::{MapKind, MapSpec, HOOKS};
 use oom_common::{
     part, AllocFailureCounts, AllocFailureKey, ChosenTaskOffsets, Cmdline, KernelOffsets,
-    OomControlOffsets, PageAllocOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS,
-    TRACEPOINT_PID_OFFSET_UNKNOWN,
+    OomControlOffsets, PageAllocOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS, OFFSET_UNKNOWN,
 };
 pub use support::KernelSupport;
 use tracing::{debug, warn};
@@ -305,7 +304,7 @@ impl Globals {
             mark_victim_pid_offset: match &support.mark_victim {
                 Ok(format) => pid_offset(format)?,
                 // The load stops at the missing tracepoint.
-                Err(_) => TRACEPOINT_PID_OFFSET_UNKNOWN,
+                Err(_) => OFFSET_UNKNOWN,
             },
             offsets: support
                 .offsets
@@ -318,7 +317,7 @@ impl Globals {
             exec_filename_offset: support
                 .exec_filename_offset
                 .clone()
-                .unwrap_or(TRACEPOINT_PID_OFFSET_UNKNOWN),
+                .unwrap_or(OFFSET_UNKNOWN),
             oom_control_offsets: support
                 .oom_control_offsets
                 .clone()

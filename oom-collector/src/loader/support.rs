@@ -6,7 +6,7 @@ use std::path::Path;
 
 use oom_common::{
     AllocSyscall, ChosenTaskOffsets, KernelOffsets, OomControlOffsets, PageAllocOffsets,
-    SyscallOffsets,
+    SyscallOffsets, OFFSET_UNKNOWN,
 };
 
 use crate::{
@@ -57,7 +57,7 @@ impl KernelSupport {
                     .as_ref()
                     .ok()
                     .and_then(|btf| btf.syscall_arg_offsets().ok())
-                    .unwrap_or([KernelOffsets::UNKNOWN; 3]),
+                    .unwrap_or([OFFSET_UNKNOWN; 3]),
             }),
             Err(e) => Err(e.to_string()),
         };
@@ -116,8 +116,7 @@ impl KernelSupport {
             // brk reports failure by returning less than was asked: without
             // the request there is nothing to compare.
             Ok(offsets)
-                if syscall == AllocSyscall::Brk
-                    && offsets.regs_arg[0] == KernelOffsets::UNKNOWN =>
+                if syscall == AllocSyscall::Brk && offsets.regs_arg[0] == OFFSET_UNKNOWN =>
             {
                 Some(
                     "the requested break is unreadable without BTF (pt_regs), \
