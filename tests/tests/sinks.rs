@@ -13,11 +13,12 @@ use std::{
     process::{Child, ChildStdout, Command, ExitStatus, Stdio},
     sync::{mpsc, Arc, Mutex},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use oom_e2e::{
-    collect_text, collector_bin, require_root, wait_for_exit, Collector, Hog, ScratchCgroup,
+    collect_text, collector_bin, is_kill_of, poll_until, require_root, scratch_cgroup,
+    wait_for_exit, Collector, Hog,
 };
 use serde_json::Value;
 
@@ -31,14 +32,10 @@ const IDLE_WINDOW: Duration = Duration::from_secs(3);
 
 /// Causes one OOM kill in a scratch cgroup of its own; returns its pid.
 fn cause_a_kill(label: &str) -> u32 {
-    let cgroup = ScratchCgroup::new(label, 32 * MIB);
+    let cgroup = scratch_cgroup(label, 32 * MIB);
     let mut hog = Hog::start(&cgroup);
     hog.wait(KILL_TIMEOUT);
     hog.pid()
-}
-
-fn is_kill_of(json: &Value, pid: u32) -> bool {
-    json["event"]["action"] == "oom_kill" && json["process"]["pid"] == pid
 }
 
 /// Every line of `path`, each of which must be a whole JSON document.
@@ -68,12 +65,9 @@ fn kills_of(path: &Path, pid: u32) -> usize {
         .count()
 }
 
+/// [`poll_until`] for a condition.
 fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(timeout, || what.to_owned(), || done().then_some(()));
 }
 
 /// User plus system CPU time of a process so far.
@@ -241,7 +235,7 @@ impl Drop for PipedCollector {
 
 #[test]
 fn stdout_closed_by_its_reader_stops_the_collector_cleanly() {
-    if !require_root("stdout_closed_by_its_reader_stops_the_collector_cleanly") {
+    if !require_root!() {
         return;
     }
     let mut collector = PipedCollector::start(&[]);
@@ -268,9 +262,7 @@ fn stdout_closed_by_its_reader_stops_the_collector_cleanly() {
 
 #[test]
 fn with_a_file_output_too_stdout_closed_is_dropped_and_the_file_keeps_every_kill() {
-    if !require_root(
-        "with_a_file_output_too_stdout_closed_is_dropped_and_the_file_keeps_every_kill",
-    ) {
+    if !require_root!() {
         return;
     }
     let dir = ScratchDir::new("stdout-and-file");
@@ -319,9 +311,7 @@ fn with_a_file_output_too_stdout_closed_is_dropped_and_the_file_keeps_every_kill
 
 #[test]
 fn a_full_filesystem_keeps_kills_in_memory_and_writes_them_once_when_space_returns() {
-    if !require_root(
-        "a_full_filesystem_keeps_kills_in_memory_and_writes_them_once_when_space_returns",
-    ) {
+    if !require_root!() {
         return;
     }
     let tmpfs = Tmpfs::mount("full-disk", "64k");
@@ -410,7 +400,7 @@ fn a_full_filesystem_keeps_kills_in_memory_and_writes_them_once_when_space_retur
 
 #[test]
 fn an_output_file_moved_or_deleted_away_is_started_again_at_its_path() {
-    if !require_root("an_output_file_moved_or_deleted_away_is_started_again_at_its_path") {
+    if !require_root!() {
         return;
     }
     let dir = ScratchDir::new("rotated-away");
