@@ -219,15 +219,31 @@ fn alloc_failed() -> Document {
     let path = "/kubepods.slice/kubepods-besteffort.slice/\
                 kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/\
                 crio-9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b.scope";
-    alloc_document(
+    failures_document(
         &failures,
+        path,
+        at(1_795_980_955, 500_000),
+        at(1_795_980_956, 600_000),
+    )
+}
+
+/// The document of `failures` in one second's window on node-7, the
+/// victim's cgroup and memory cgroup both `path`, without runtime metadata.
+fn failures_document(
+    failures: &AllocFailures,
+    path: &str,
+    timestamp: SystemTime,
+    created: SystemTime,
+) -> Document {
+    alloc_document(
+        failures,
         1000,
         &host(),
         [Some(path), Some(path)],
         None,
         Some("node-7"),
-        at(1_795_980_955, 500_000),
-        at(1_795_980_956, 600_000),
+        timestamp,
+        created,
     )
 }
 
@@ -245,14 +261,9 @@ fn page_alloc_failed() -> Document {
         cgroup_id: Some(88),
         memcg_id: Some(88),
     };
-    let path = "/system.slice/nginx.service";
-    alloc_document(
+    failures_document(
         &failures,
-        1000,
-        &host(),
-        [Some(path), Some(path)],
-        None,
-        Some("node-7"),
+        "/system.slice/nginx.service",
         at(1_795_980_957, 0),
         at(1_795_980_957, 400_000),
     )

@@ -57,6 +57,7 @@ macro_rules! require_program {
 }
 
 /// What [`require_root!`] does for the test named `test`.
+#[track_caller]
 pub fn require_root_for(test: &str) -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
@@ -69,6 +70,7 @@ pub fn require_root_for(test: &str) -> bool {
 }
 
 /// What [`require_program!`] does for the test named `test`.
+#[track_caller]
 pub fn require_program_for(test: &str, program: &str) -> Option<PathBuf> {
     if let Some(path) = find_program(program) {
         return Some(path);
