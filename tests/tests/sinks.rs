@@ -189,25 +189,36 @@ impl PipedCollector {
     /// hanging it.
     fn read_kill_then_close_stdout(&mut self, pid: u32) {
         let stdout = self.stdout.take().expect("stdout still open");
+        // The reader hands over the kill line, or the first line that is
+        // not JSON: a panic on its thread would go unseen.
         let (found, seen) = mpsc::channel();
         thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let json: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-                if is_kill_of(&json, pid) {
-                    let _ = found.send(());
-                    break;
+            for bytes in BufReader::new(stdout).split(b'\n') {
+                let Ok(bytes) = bytes else { break };
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(json) if is_kill_of(&json, pid) => {
+                        let _ = found.send(Ok(()));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        let line = String::from_utf8_lossy(&bytes).into_owned();
+                        let _ = found.send(Err(format!("not a JSON line ({error}): {line:?}")));
+                        break;
+                    }
                 }
             }
             // Returning drops the read end: the pipe has no reader now.
         });
-        seen.recv_timeout(EVENT_TIMEOUT).unwrap_or_else(|_| {
+        let read = seen.recv_timeout(EVENT_TIMEOUT).unwrap_or_else(|_| {
             panic!(
                 "no kill line for pid {pid} on stdout; log:\n{}",
                 self.stderr()
             )
         });
+        if let Err(why) = read {
+            panic!("oom-collector's stdout: {why}");
+        }
         // The reader closes the pipe right after it sends.
         thread::sleep(Duration::from_millis(100));
     }
