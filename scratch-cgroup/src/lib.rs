@@ -194,3 +194,39 @@ impl Drop for ScratchCgroup {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Root only: outside CI it skips with a reason, under `CI=true` it
+    /// fails, like the end-to-end tests.
+    #[test]
+    fn a_scratch_cgroup_is_limited_and_removed_with_its_child() {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "a_scratch_cgroup_is_limited_and_removed_with_its_child needs root, and CI=true"
+            );
+            eprintln!(
+                "skipping a_scratch_cgroup_is_limited_and_removed_with_its_child: needs root"
+            );
+            return;
+        }
+        let root = MemoryRoot::usual();
+        let name = format!("scratch-cgroup-test-{}", std::process::id());
+        let cgroup = ScratchCgroup::create_in(&root, &name, 16 << 20).expect("a scratch cgroup");
+        assert_eq!(cgroup.path, format!("/{name}"));
+        let limit =
+            fs::read_to_string(cgroup.dir.join(root.version.limit_file())).expect("the limit file");
+        assert_eq!(limit.trim(), (16u64 << 20).to_string(), "the limit is set");
+        let child = cgroup.child("inner").expect("a child cgroup");
+        assert_eq!(child.path, format!("/{name}/inner"));
+        let (dir, child_dir) = (cgroup.dir.clone(), child.dir.clone());
+        drop(child);
+        assert!(!child_dir.exists(), "the child is removed");
+        drop(cgroup);
+        assert!(!dir.exists(), "the cgroup is removed");
+    }
+}
