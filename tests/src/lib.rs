@@ -20,6 +20,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+pub use scratch_cgroup::ScratchCgroup;
 use serde_json::Value;
 
 /// The name of the function this is written in: inside a `#[test]`, the
@@ -127,8 +128,6 @@ pub fn collector_bin() -> PathBuf {
             "no oom-collector binary: build it with `cargo xtask build` or run `cargo xtask test`",
         )
 }
-
-pub use scratch_cgroup::ScratchCgroup;
 
 /// `oom-e2e-<label>-<our pid>`, limited to `limit_bytes`, at the memory
 /// hierarchy's usual mount point; the test fails if it cannot be made.
