@@ -4,7 +4,11 @@
 //!
 //! A record is whatever bytes the ring buffer hands over: a kernel side of
 //! another version, or a read that went wrong, must give an error or a
-//! document, never a panic, and the document must stay one line of JSON.
+//! document, never a panic. The document must follow ECS (every ECS field
+//! of ECS's type and allowed values, every other one in our own
+//! namespaces), and its `--format pretty` line must be one line without
+//! control characters, whatever the kernel's strings held. (Its JSON line
+//! is one line of valid JSON by serde_json's escaping: nothing to check.)
 
 #![no_main]
 
@@ -23,7 +27,10 @@ use oom_collector::{
     redact::Redactor,
     tracefs::TracepointFormat,
 };
-use serde::de::IgnoredAny;
+use serde_json::{Map, Value};
+
+#[path = "../../oom-collector/tests/common/mod.rs"]
+mod common;
 
 macro_rules! mark_victim {
     ($kernel:literal) => {
@@ -52,6 +59,15 @@ static HOST: LazyLock<HostInfo> = LazyLock::new(|| HostInfo {
     name: "node-7".into(),
     kernel: "6.18.44-fc-v669".into(),
     boot_id: "f2f81b13-e3d2-4ddd-a3a7-68de18cc2592".into(),
+});
+
+/// ECS's fields, from the reference the collector's tests check against.
+static ECS_FIELDS: LazyLock<Map<String, Value>> = LazyLock::new(|| {
+    let reference = common::ecs_reference();
+    reference["fields"]
+        .as_object()
+        .expect("the reference has fields")
+        .clone()
 });
 
 static REDACTOR: LazyLock<Redactor> = LazyLock::new(|| Redactor::new(&[]));
@@ -124,9 +140,17 @@ fuzz_target!(|record: &[u8]| {
     kills.dedup();
     for kill in kills {
         let document = kill_document(&kill, &HOST, context(&kill));
-        let line = serde_json::to_string(&document).expect("a document serializes");
-        assert!(!line.contains('\n'), "a document is one line: {line}");
-        serde_json::from_str::<IgnoredAny>(&line).expect("a document line is JSON");
-        let _ = document.pretty();
+        let json = serde_json::to_value(&document).expect("a document serializes");
+        let violations = common::ecs_violations(&json, &ECS_FIELDS);
+        assert!(
+            violations.is_empty(),
+            "the document breaks ECS:\n{}\n{json}",
+            violations.join("\n")
+        );
+        let pretty = document.pretty();
+        assert!(
+            !pretty.chars().any(char::is_control),
+            "the pretty line holds a control character (a line break among them): {pretty:?}"
+        );
     }
 });

@@ -15,11 +15,11 @@ use oom_collector::{
 };
 
 fuzz_target!(|input: &[u8]| {
+    // Metadata is copied as its owner wrote it: reading must only not
+    // panic, whatever the JSON.
     if let Ok(config) = serde_json::from_slice::<serde_json::Value>(input) {
-        let bundle = from_oci_bundle(&config, "containerd");
-        assert_eq!(bundle.runtime, Some("containerd"));
-        let docker = from_docker_config(&config);
-        assert_eq!(docker.runtime, Some("docker"));
+        let _ = from_oci_bundle(&config, "containerd");
+        let _ = from_docker_config(&config);
     }
 
     let text = String::from_utf8_lossy(input);

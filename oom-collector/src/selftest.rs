@@ -14,7 +14,8 @@ use std::{
     time::Duration,
 };
 
-use tracing::{info, warn};
+use scratch_cgroup::{MemoryRoot, ScratchCgroup};
+use tracing::info;
 
 use crate::{
     cli::SelftestArgs,
@@ -50,63 +51,13 @@ pub enum SelftestError {
     Sink(#[from] SinkError),
 }
 
-/// A scratch memory cgroup, removed on drop.
-struct ScratchCgroup {
-    dir: PathBuf,
-}
-
-impl ScratchCgroup {
-    fn create(
-        root: &Path,
-        version: CgroupVersion,
-        limit_bytes: u64,
-    ) -> Result<Self, SelftestError> {
-        if version == CgroupVersion::V2 {
-            let delegated = fs::read_to_string(root.join("cgroup.subtree_control"))
-                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
-            if !delegated {
-                return Err(SelftestError::MemoryNotDelegated(root.to_owned()));
-            }
+/// The scratch cgroup's failures in this command's terms.
+impl From<scratch_cgroup::Error> for SelftestError {
+    fn from(error: scratch_cgroup::Error) -> Self {
+        match error {
+            scratch_cgroup::Error::MemoryNotDelegated(root) => Self::MemoryNotDelegated(root),
+            scratch_cgroup::Error::Io { path, source } => Self::Cgroup { path, source },
         }
-        let dir = root.join(format!("oom-collector-selftest-{}", std::process::id()));
-        let fail = |source| SelftestError::Cgroup {
-            path: dir.clone(),
-            source,
-        };
-        fs::create_dir(&dir).map_err(fail)?;
-        let cgroup = Self { dir };
-        let limit = limit_bytes.to_string();
-        let (limit_file, swap_file) = match version {
-            CgroupVersion::V1 => ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"),
-            CgroupVersion::V2 => ("memory.max", "memory.swap.max"),
-        };
-        fs::write(cgroup.dir.join(limit_file), &limit).map_err(|source| SelftestError::Cgroup {
-            path: cgroup.dir.join(limit_file),
-            source,
-        })?;
-        // Without swap limits a host with swap would page the hog out
-        // instead of killing it. Absent files mean no swap accounting.
-        let swap_limit = if version == CgroupVersion::V2 {
-            "0"
-        } else {
-            &limit
-        };
-        let _ = fs::write(cgroup.dir.join(swap_file), swap_limit);
-        Ok(cgroup)
-    }
-}
-
-impl Drop for ScratchCgroup {
-    fn drop(&mut self) {
-        // The killed hog leaves the cgroup only once it is fully gone.
-        for _ in 0..50 {
-            match fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return,
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-        warn!(path = %self.dir.display(), "could not remove the scratch cgroup");
     }
 }
 
@@ -129,11 +80,19 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
     let mut pipeline = Pipeline::start(&args.pipeline_options())?;
 
     let limit_bytes = args.limit_mib * 1024 * 1024;
-    let cgroup = ScratchCgroup::create(&memory.root, memory.version, limit_bytes)?;
+    let root = MemoryRoot {
+        dir: memory.root.clone(),
+        version: match memory.version {
+            CgroupVersion::V1 => scratch_cgroup::Version::V1,
+            CgroupVersion::V2 => scratch_cgroup::Version::V2,
+        },
+    };
+    let name = format!("oom-collector-selftest-{}", std::process::id());
+    let cgroup = ScratchCgroup::create_in(&root, &name, limit_bytes)?;
     let exe = std::env::current_exe().map_err(SelftestError::Spawn)?;
     let hog = Command::new(exe)
         .arg("hog")
-        .arg(cgroup.dir.join("cgroup.procs"))
+        .arg(cgroup.procs_file())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

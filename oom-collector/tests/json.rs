@@ -1,10 +1,11 @@
 //! The JSON wire format, held by golden files, and checked against the
-//! Elastic Common Schema reference in `../shared/ecs/ecs_fields.json`: every
-//! ECS field written has ECS's type and allowed values, and every other field
-//! is in one of this project's own namespaces.
+//! Elastic Common Schema reference in `tests/fixtures/ecs/ecs_fields.json`:
+//! every ECS field written has ECS's type and allowed values, and every
+//! other field is in one of this project's own namespaces.
 //!
-//! To accept an intended format change: `UPDATE_GOLDEN=1 cargo test --test json`,
-//! then review the diff of `tests/golden/`.
+//! The golden tests only compare. To accept an intended format change,
+//! `cargo xtask bless` rewrites `tests/golden/` (see `tests/README.md`);
+//! then review `git diff` of it.
 
 use std::{
     path::{Path, PathBuf},
@@ -29,11 +30,7 @@ use oom_common::AllocSyscall;
 use serde_json::Value;
 
 mod common;
-use common::{ecs_reference, fits, leaves};
-
-/// Namespaces that are not ECS: this project's `oom.*`, and the
-/// `kubernetes.*` names Filebeat gives application logs.
-const OWN_NAMESPACES: [&str; 2] = ["oom.", "kubernetes."];
+use common::{ecs_reference, ecs_violations, leaves};
 
 fn host() -> HostInfo {
     HostInfo {
@@ -227,13 +224,29 @@ fn alloc_failed() -> Document {
     let path = "/kubepods.slice/kubepods-besteffort.slice/\
                 kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/\
                 crio-9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b.scope";
-    alloc_failure_document(
+    failures_document(
         &failures,
+        path,
+        at(1_795_980_955, 500_000),
+        at(1_795_980_956, 600_000),
+    )
+}
+
+/// The document of `failures` in one second's window on node-7, the
+/// victim's cgroup and memory cgroup both `path`, without runtime metadata.
+fn failures_document(
+    failures: &AllocFailures,
+    path: &str,
+    timestamp: SystemTime,
+    created: SystemTime,
+) -> Document {
+    alloc_failure_document(
+        failures,
         &host(),
         AllocFailureContext {
             window_ms: 1000,
-            timestamp: at(1_795_980_955, 500_000),
-            created: at(1_795_980_956, 600_000),
+            timestamp,
+            created,
             memcg_path: Some(path.into()),
             cgroup_path: Some(path.into()),
             container_metadata: None,
@@ -242,24 +255,100 @@ fn alloc_failed() -> Document {
     )
 }
 
+/// A process whose kernel page allocations of order 4 (64 KiB) failed 12
+/// times in one window (`--page-alloc-failures`), outside any container.
+fn page_alloc_failed() -> Document {
+    let failures = AllocFailures {
+        pid: 4_242,
+        syscall: AllocSyscall::PageAlloc,
+        count: 12,
+        first_boot_ns: 676_000_000_000,
+        last_boot_ns: 676_400_000_000,
+        max_request_bytes: Some(65_536),
+        comm: Some("nginx".into()),
+        cgroup_id: Some(88),
+        memcg_id: Some(88),
+    };
+    failures_document(
+        &failures,
+        "/system.slice/nginx.service",
+        at(1_795_980_957, 0),
+        at(1_795_980_957, 400_000),
+    )
+}
+
+/// Every golden file with the document it holds.
+fn golden_documents() -> [(&'static str, Document); 5] {
+    [
+        ("oom_kill_kubernetes.ndjson", kubernetes_kill()),
+        ("oom_kill_pid_only.ndjson", bare_kill()),
+        ("memory_allocation_failed.ndjson", alloc_failed()),
+        ("page_allocation_failed.ndjson", page_alloc_failed()),
+        ("events_lost.ndjson", events_lost()),
+    ]
+}
+
+/// Set only by `cargo xtask bless`: the golden files are rewritten by
+/// that command alone, never as a side effect of testing.
+const BLESS_VARIABLE: &str = "OOM_COLLECTOR_BLESS";
+
 fn golden_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name)
 }
 
+fn line_of(document: &Document) -> String {
+    serde_json::to_string(document).expect("serializes") + "\n"
+}
+
 fn check_golden(name: &str, document: &Document) {
-    let line = serde_json::to_string(document).expect("serializes") + "\n";
+    let line = line_of(document);
     let path = golden_path(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &line).expect("write golden file");
+    let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "golden file {} unreadable: {e}; a new one is written by `cargo xtask bless`",
+            path.display()
+        )
+    });
+    if line == golden {
+        return;
     }
-    let golden = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("golden file {} unreadable: {e}", path.display()));
-    assert_eq!(
-        line, golden,
-        "the JSON of {name} changed; see this file's doc"
+    panic!(
+        "the JSON of {name} differs from {}:\n{}\nIf the change is intended, run \
+         `cargo xtask bless` and review `git diff oom-collector/tests/golden`.",
+        path.display(),
+        difference(&golden, &line)
     );
+}
+
+/// Field by field, `-` as the golden file has it and `+` as written now;
+/// the whole lines where either is not one JSON document.
+fn difference(golden: &str, written: &str) -> String {
+    let parse = |text: &str| serde_json::from_str::<Value>(text).map(|json| leaves(&json));
+    let (Ok(before), Ok(after)) = (parse(golden), parse(written)) else {
+        return format!("- {}\n+ {}", golden.trim_end(), written.trim_end());
+    };
+    let mut lines = Vec::new();
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for name in names {
+        match (before.get(name), after.get(name)) {
+            (Some(old), Some(new)) if old == new => {}
+            (old, new) => {
+                if let Some(old) = old {
+                    lines.push(format!("- {name}: {old}"));
+                }
+                if let Some(new) = new {
+                    lines.push(format!("+ {name}: {new}"));
+                }
+            }
+        }
+    }
+    if lines.is_empty() {
+        // The same fields and values: the order or spacing changed.
+        return format!("- {}\n+ {}", golden.trim_end(), written.trim_end());
+    }
+    lines.join("\n")
 }
 
 #[test]
@@ -278,8 +367,29 @@ fn golden_memory_allocation_failed() {
 }
 
 #[test]
+fn golden_page_allocation_failed() {
+    check_golden("page_allocation_failed.ndjson", &page_alloc_failed());
+}
+
+#[test]
 fn golden_events_lost() {
     check_golden("events_lost.ndjson", &events_lost());
+}
+
+/// `cargo xtask bless`: writes every golden file from its document. Ignored
+/// by `cargo test`, and refuses to run without [`BLESS_VARIABLE`].
+#[test]
+#[ignore = "rewrites the golden files: run through `cargo xtask bless`"]
+fn bless() {
+    assert!(
+        std::env::var_os(BLESS_VARIABLE).is_some(),
+        "the golden files are rewritten only by `cargo xtask bless`"
+    );
+    for (name, document) in golden_documents() {
+        let path = golden_path(name);
+        std::fs::write(&path, line_of(&document))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
 }
 
 #[test]
@@ -310,45 +420,14 @@ fn every_field_follows_ecs_or_is_our_own() {
         Value::from(oom_collector::document::ECS_VERSION)
     );
     let fields = reference["fields"].as_object().expect("fields object");
-    for document in [
-        kubernetes_kill(),
-        bare_kill(),
-        events_lost(),
-        alloc_failed(),
-    ] {
+    for (name, document) in golden_documents() {
         let value = serde_json::to_value(&document).expect("serializes");
-        for (name, leaf) in leaves(&value) {
-            let Some(spec) = fields.get(&name) else {
-                assert!(
-                    OWN_NAMESPACES.iter().any(|ns| name.starts_with(ns)),
-                    "{name} is neither an ECS field nor in our own namespaces"
-                );
-                continue;
-            };
-            let es_type = spec["type"].as_str().expect("type");
-            let is_array = spec
-                .get("normalize")
-                .and_then(Value::as_array)
-                .is_some_and(|n| n.iter().any(|v| v == "array"));
-            let values: Vec<&Value> = match (&leaf, is_array) {
-                (Value::Array(items), true) => items.iter().collect(),
-                (Value::Array(_), false) => panic!("{name} is an array but ECS says it is not"),
-                (_, true) => panic!("{name}: ECS normalizes it to an array"),
-                (single, false) => vec![single],
-            };
-            for value in values {
-                assert!(
-                    fits(es_type, value),
-                    "{name}: {value} is not an ECS {es_type}"
-                );
-                if let Some(allowed) = spec.get("allowed_values").and_then(Value::as_array) {
-                    assert!(
-                        allowed.contains(value),
-                        "{name}: {value} is not among ECS's allowed values {allowed:?}"
-                    );
-                }
-            }
-        }
+        let violations = ecs_violations(&value, fields);
+        assert!(
+            violations.is_empty(),
+            "{name} breaks ECS:\n{}",
+            violations.join("\n")
+        );
     }
 }
 
@@ -447,4 +526,6 @@ fn pretty_lines_tell_what_happened_where() {
     );
     let lost = events_lost().pretty();
     assert!(lost.contains("LOST     17 OOM event(s) lost"), "{lost}");
+    let page = page_alloc_failed().pretty();
+    assert!(!page.contains('\n'), "one line: {page}");
 }

@@ -9,7 +9,7 @@ pub mod qemu;
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -20,32 +20,97 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+pub use scratch_cgroup::ScratchCgroup;
 use serde_json::Value;
 
-/// Whether a root-only test can run: true as root; otherwise prints why it
-/// skips, or panics under `CI=true`.
-pub fn require_root(test: &str) -> bool {
+/// The name of the function this is written in: inside a `#[test]`, the
+/// test's name, which the skip and failure messages give.
+#[macro_export]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        fn name_of<T>(_: T) -> &'static str {
+            std::any::type_name::<T>()
+        }
+        let path = name_of(here).trim_end_matches("::here");
+        path.rsplit("::").next().unwrap_or(path)
+    }};
+}
+
+/// Whether the enclosing root-only test can run: true as root; otherwise
+/// prints why it skips, or panics under `CI=true`. Written
+/// `if !require_root!() { return; }`.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        $crate::require_root_for($crate::test_name!())
+    };
+}
+
+/// The absolute path of `program` when the enclosing test can use it;
+/// otherwise prints why the test skips, or panics under `CI=true`, and
+/// gives `None`.
+#[macro_export]
+macro_rules! require_program {
+    ($program:expr) => {
+        $crate::require_program_for($crate::test_name!(), $program)
+    };
+}
+
+/// What [`require_root!`] does for the test named `test`.
+#[track_caller]
+pub fn require_root_for(test: &str) -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if in_ci() {
         panic!("{test} needs root (it loads eBPF programs and makes cgroups), and CI=true");
     }
     eprintln!("skipping {test}: needs root (run `cargo xtask test` as root)");
     false
 }
 
-/// The absolute path of `program` when a test can use it; otherwise prints
-/// why the test skips, or panics under `CI=true`, and gives `None`.
-pub fn require_program(test: &str, program: &str) -> Option<PathBuf> {
+/// What [`require_program!`] does for the test named `test`.
+#[track_caller]
+pub fn require_program_for(test: &str, program: &str) -> Option<PathBuf> {
     if let Some(path) = find_program(program) {
         return Some(path);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if in_ci() {
         panic!("{test} needs {program}, which is not on PATH, and CI=true");
     }
     eprintln!("skipping {test}: needs {program}, which is not on PATH");
     None
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// How often [`poll_until`] asks again: fine enough to time an exit to a
+/// few milliseconds, coarse enough not to busy a CPU.
+const POLL_EVERY: Duration = Duration::from_millis(2);
+
+/// Asks `ready` again and again until it gives a value, and returns it;
+/// after `timeout`, fails the test naming `what` was awaited (a closure,
+/// so that it can say what was seen meanwhile).
+pub fn poll_until<T>(
+    timeout: Duration,
+    what: impl Fn() -> String,
+    mut ready: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {timeout:?} for {}",
+            what()
+        );
+        thread::sleep(POLL_EVERY);
+    }
 }
 
 /// The collector under test: `OOM_COLLECTOR_BIN` (set by `cargo xtask
@@ -64,86 +129,19 @@ pub fn collector_bin() -> PathBuf {
         )
 }
 
-/// A memory cgroup of our own with a memory limit, under the v1 memory
-/// controller or cgroup v2, whichever the host has. Dropping it kills what
-/// is still inside (only our own processes ever are) and removes it.
-pub struct ScratchCgroup {
-    pub dir: PathBuf,
-    /// The path the kernel and `/proc/<pid>/cgroup` show: `/<name>`.
-    pub path: String,
-    pub limit_bytes: u64,
+/// `oom-e2e-<label>-<our pid>`, limited to `limit_bytes`, at the memory
+/// hierarchy's usual mount point; the test fails if it cannot be made.
+pub fn scratch_cgroup(label: &str, limit_bytes: u64) -> ScratchCgroup {
+    let name = format!("oom-e2e-{label}-{}", std::process::id());
+    ScratchCgroup::create(&name, limit_bytes)
+        .unwrap_or_else(|e| panic!("no scratch memory cgroup to test with: {e} ({e:?})"))
 }
 
-const V1_MEMORY: &str = "/sys/fs/cgroup/memory";
-const V2_ROOT: &str = "/sys/fs/cgroup";
-
-impl ScratchCgroup {
-    pub fn new(label: &str, limit_bytes: u64) -> Self {
-        let (root, limit_file) = if Path::new(V1_MEMORY).join("memory.limit_in_bytes").exists() {
-            (V1_MEMORY, "memory.limit_in_bytes")
-        } else {
-            let controllers = fs::read_to_string(Path::new(V2_ROOT).join("cgroup.subtree_control"))
-                .unwrap_or_default();
-            assert!(
-                controllers.split_whitespace().any(|c| c == "memory"),
-                "no memory cgroup controller to test with (neither v1 at {V1_MEMORY} nor \
-                 v2 at {V2_ROOT} with memory in cgroup.subtree_control)"
-            );
-            (V2_ROOT, "memory.max")
-        };
-        let name = format!("oom-e2e-{label}-{}", std::process::id());
-        let dir = Path::new(root).join(&name);
-        let _ = fs::remove_dir(&dir);
-        fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let cgroup = Self {
-            dir,
-            path: format!("/{name}"),
-            limit_bytes,
-        };
-        fs::write(cgroup.dir.join(limit_file), limit_bytes.to_string())
-            .unwrap_or_else(|e| panic!("cannot set {limit_file}: {e}"));
-        for (swap_file, value) in [
-            ("memory.memsw.limit_in_bytes", limit_bytes.to_string()),
-            ("memory.swap.max", "0".to_owned()),
-        ] {
-            // Only where swap is accounted; without swap there is nothing to limit.
-            let _ = fs::write(cgroup.dir.join(swap_file), value);
-        }
-        cgroup
-    }
-
-    /// A child cgroup without a limit of its own; drop it before `self`.
-    pub fn child(&self, name: &str) -> Self {
-        let dir = self.dir.join(name);
-        fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        Self {
-            dir,
-            path: format!("{}/{name}", self.path),
-            limit_bytes: self.limit_bytes,
-        }
-    }
-
-    pub fn procs_file(&self) -> PathBuf {
-        self.dir.join("cgroup.procs")
-    }
-}
-
-impl Drop for ScratchCgroup {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            let procs = fs::read_to_string(self.procs_file()).unwrap_or_default();
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
-            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("warning: could not remove {}", self.dir.display());
-    }
+/// A child of `parent` without a limit of its own; drop it before `parent`.
+pub fn child_cgroup(parent: &ScratchCgroup, name: &str) -> ScratchCgroup {
+    parent
+        .child(name)
+        .unwrap_or_else(|e| panic!("cannot make the child cgroup {name}: {e} ({e:?})"))
 }
 
 /// `tail /dev/zero` inside a cgroup: it buffers an endless line, so its
@@ -192,18 +190,15 @@ impl Hog {
 
     /// Waits for the hog to end; returns how it ended and when.
     pub fn wait(&mut self, timeout: Duration) -> (ExitStatus, SystemTime) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the hog") {
-                return (status, SystemTime::now());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the hog (pid {}) was not OOM-killed within {timeout:?}",
-                self.pid()
-            );
-            thread::sleep(Duration::from_millis(2));
-        }
+        let pid = self.pid();
+        poll_until(
+            timeout,
+            || format!("the OOM kill of the hog (pid {pid})"),
+            || {
+                let status = self.child.try_wait().expect("wait for the hog")?;
+                Some((status, SystemTime::now()))
+            },
+        )
     }
 }
 
@@ -214,15 +209,16 @@ impl Drop for Hog {
     }
 }
 
-/// `pipe`'s text, line by line as it comes, read on a thread.
+/// `pipe`'s text, line by line as it comes, read on a thread; bytes that
+/// are not UTF-8 are replaced, not an end.
 pub fn collect_text(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
     thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
+        for line in BufReader::new(pipe).split(b'\n') {
             let Ok(line) = line else { break };
             let mut text = sink.lock().expect("text lock");
-            text.push_str(&line);
+            text.push_str(&String::from_utf8_lossy(&line));
             text.push('\n');
         }
     });
@@ -231,32 +227,56 @@ pub fn collect_text(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Stri
 
 /// Waits for `child` to exit; after `timeout`, fails the test with `log()`.
 pub fn wait_for_exit(child: &mut Child, timeout: Duration, log: impl Fn() -> String) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pid {} still runs {timeout:?} later; its log:\n{}",
-            child.id(),
-            log()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let pid = child.id();
+    poll_until(
+        timeout,
+        || format!("pid {pid} to exit; its log:\n{}", log()),
+        || child.try_wait().expect("try_wait"),
+    )
 }
 
 /// One line the collector printed, and when the test read it.
 #[derive(Clone, Debug)]
 pub struct Line {
+    /// As printed; bytes that are not UTF-8 replaced (lossy).
+    pub text: String,
+    /// The line parsed, or `Value::Null` when it is not JSON: see
+    /// [`Line::expect_json`].
     pub json: Value,
     pub read_at: SystemTime,
+}
+
+impl Line {
+    fn read(bytes: &[u8]) -> Self {
+        let read_at = SystemTime::now();
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let json = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        Self {
+            text,
+            json,
+            read_at,
+        }
+    }
+
+    /// Fails the test unless this line was a JSON document: the collector
+    /// prints nothing else on stdout with the default `--format json`.
+    pub fn expect_json(&self) -> &Self {
+        if let Err(error) = serde_json::from_str::<Value>(&self.text) {
+            panic!(
+                "oom-collector printed a line that is not a JSON document ({error}): {:?}",
+                self.text
+            );
+        }
+        self
+    }
 }
 
 /// The real collector binary, running, its stdout parsed line by line.
 pub struct Collector {
     child: Child,
     lines: Receiver<Line>,
+    /// Every line read from `lines` so far, for [`Collector::kills_of`].
+    read: Mutex<Vec<Line>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -280,13 +300,12 @@ impl Collector {
             .expect("start oom-collector");
         let (sender, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
+        // Bytes, not text: a line that is not UTF-8 or not JSON is kept as
+        // it is for the test to see, rather than ending the reading here.
         thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let read_at = SystemTime::now();
-                let json = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-                if sender.send(Line { json, read_at }).is_err() {
+            for bytes in BufReader::new(stdout).split(b'\n') {
+                let Ok(bytes) = bytes else { break };
+                if sender.send(Line::read(&bytes)).is_err() {
                     break;
                 }
             }
@@ -295,6 +314,7 @@ impl Collector {
         let mut collector = Self {
             child,
             lines,
+            read: Mutex::new(Vec::new()),
             stderr,
         };
         collector.wait_for_stderr("collecting OOM events", Duration::from_secs(20));
@@ -316,22 +336,25 @@ impl Collector {
     }
 
     fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.stderr().contains(needle) {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "oom-collector exited with {status} before {needle:?}:\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} from oom-collector within {timeout:?}:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        let stderr = Arc::clone(&self.stderr);
+        let log = move || stderr.lock().expect("stderr lock").clone();
+        poll_until(
+            timeout,
+            || format!("{needle:?} from oom-collector; its log:\n{}", log()),
+            || {
+                if self.stderr().contains(needle) {
+                    return Some(());
+                }
+                if let Some(status) = self.child.try_wait().expect("try_wait") {
+                    thread::sleep(Duration::from_millis(100));
+                    panic!(
+                        "oom-collector exited with {status} before {needle:?}:\n{}",
+                        self.stderr()
+                    );
+                }
+                None
+            },
+        );
     }
 
     /// The next line for which `matches` holds, skipping others.
@@ -341,7 +364,8 @@ impl Collector {
             .expect("lines_until ends with the match")
     }
 
-    /// Every line up to and including the first for which `matches` holds.
+    /// Every line up to and including the first for which `matches` holds;
+    /// each must be a JSON document.
     pub fn lines_until(&self, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Vec<Line> {
         let deadline = Instant::now() + timeout;
         let mut lines = Vec::new();
@@ -349,6 +373,8 @@ impl Collector {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
+                    line.expect_json();
+                    self.read.lock().expect("read lock").push(line.clone());
                     let done = matches(&line.json);
                     lines.push(line);
                     if done {
@@ -363,15 +389,25 @@ impl Collector {
         }
     }
 
-    /// The OOM kill line of `pid`.
+    /// The next OOM kill line of `pid`.
     pub fn kill_of(&self, pid: u32, timeout: Duration) -> Line {
-        self.next_line(timeout, |json| {
-            json["event"]["action"] == "oom_kill" && json["process"]["pid"] == pid
-        })
+        self.next_line(timeout, |json| is_kill_of(json, pid))
+    }
+
+    /// Every line read so far, awaited or skipped over.
+    pub fn lines_read(&self) -> Vec<Line> {
+        self.read.lock().expect("read lock").clone()
+    }
+
+    /// Every OOM kill line of `pid` read so far, awaited or skipped over:
+    /// what "delivered once" counts.
+    pub fn kills_of(&self, pid: u32) -> Vec<Line> {
+        let read = self.read.lock().expect("read lock");
+        kills_of(&read, pid)
     }
 
     /// Sends SIGTERM, waits for the exit, and returns its status with every
-    /// line not yet read.
+    /// line not yet read; each must be a JSON document.
     pub fn stop(mut self) -> (ExitStatus, Vec<Line>) {
         self.signal(rustix::process::Signal::TERM);
         let stderr = Arc::clone(&self.stderr);
@@ -380,6 +416,7 @@ impl Collector {
         });
         let mut rest = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            line.expect_json();
             rest.push(line);
         }
         (status, rest)
@@ -391,6 +428,43 @@ impl Drop for Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET `path` from `addr` (the collector's `--metrics-addr`); the status
+/// code and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// Whether `json` is the OOM kill line of `pid`.
+pub fn is_kill_of(json: &Value, pid: u32) -> bool {
+    json["event"]["action"] == "oom_kill" && json["process"]["pid"] == pid
+}
+
+/// The OOM kill lines of `pid` among `lines`.
+pub fn kills_of(lines: &[Line], pid: u32) -> Vec<Line> {
+    lines
+        .iter()
+        .filter(|line| is_kill_of(&line.json, pid))
+        .cloned()
+        .collect()
 }
 
 /// `@timestamp` of a document.
@@ -425,4 +499,12 @@ pub fn resident_kib(pid: u32) -> u64 {
 /// Absolute difference of two times.
 pub fn distance(a: SystemTime, b: SystemTime) -> Duration {
     a.duration_since(b).unwrap_or_else(|e| e.duration())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn test_name_is_the_enclosing_functions() {
+        assert_eq!(crate::test_name!(), "test_name_is_the_enclosing_functions");
+    }
 }

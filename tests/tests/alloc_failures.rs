@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oom_e2e::{require_root, resident_kib, Collector, Hog, Line, ScratchCgroup};
+use oom_e2e::{require_root, resident_kib, scratch_cgroup, Collector, Hog, Line};
 
 const FAILURES: u64 = 100_000;
 
@@ -43,7 +43,7 @@ fn failure_lines<'a>(lines: &'a [Line], pid: u32, syscall: &str) -> Vec<&'a Line
 
 #[test]
 fn a_storm_of_mmap_failures_is_a_few_lines_that_add_up_exactly() {
-    if !require_root("a_storm_of_mmap_failures_is_a_few_lines_that_add_up_exactly") {
+    if !require_root!() {
         return;
     }
     // Short windows, so the storm spans several and every epoch flip is
@@ -119,26 +119,26 @@ fn check_counted(mode: &str, count: u64) {
 
 #[test]
 fn refused_heap_growth_through_brk_is_counted_too() {
-    if require_root("refused_heap_growth_through_brk_is_counted_too") {
+    if require_root!() {
         check_counted("brk", 1_000);
     }
 }
 
 #[test]
 fn refused_mremap_growth_is_counted_too() {
-    if require_root("refused_mremap_growth_is_counted_too") {
+    if require_root!() {
         check_counted("mremap", 500);
     }
 }
 
 #[test]
 fn failures_come_before_the_kill_they_led_to() {
-    if !require_root("failures_come_before_the_kill_they_led_to") {
+    if !require_root!() {
         return;
     }
     // A window far longer than the test: only the kill can end it.
     let collector = Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "60s"]);
-    let cgroup = ScratchCgroup::new("story", 32 * 1024 * 1024);
+    let cgroup = scratch_cgroup("story", 32 * 1024 * 1024);
     let argv = [
         enomem_helper().display().to_string(),
         "mmap-then-hog".to_owned(),

@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use oom_e2e::{require_program, require_root, which, Collector, Hog, ScratchCgroup};
+use oom_e2e::{
+    require_program, require_root, scratch_cgroup, which, Collector, Hog, ScratchCgroup,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1024 * 1024;
@@ -39,14 +41,14 @@ fn strings(value: &Value) -> Vec<String> {
 
 #[test]
 fn the_password_is_masked_by_default_kept_with_full_and_absent_with_off() {
-    if !require_root("the_password_is_masked_by_default_kept_with_full_and_absent_with_off") {
+    if !require_root!() {
         return;
     }
     // Three collectors see the same kill, each with its own --cmdline.
     let redacted = Collector::start(&[]);
     let full = Collector::start(&["--cmdline", "full"]);
     let off = Collector::start(&["--cmdline", "off"]);
-    let cgroup = ScratchCgroup::new("cmdline", 32 * MIB);
+    let cgroup = scratch_cgroup("cmdline", 32 * MIB);
     let argv = long_tail_argv();
     assert!(argv.join(" ").len() > 1024, "a long command line");
     let mut hog = Hog::exec(&cgroup, &argv);
@@ -87,14 +89,14 @@ fn the_password_is_masked_by_default_kept_with_full_and_absent_with_off() {
 
 #[test]
 fn a_victim_gone_before_the_collector_looks_still_has_its_command_line() {
-    if !require_root("a_victim_gone_before_the_collector_looks_still_has_its_command_line") {
+    if !require_root!() {
         return;
     }
     let collector = Collector::start(&["--cmdline", "full"]);
     // Stopped, the collector can read nothing: the hog execs, is killed and
     // reaped, and its /proc entry is gone when the collector wakes up.
     collector.signal(rustix::process::Signal::STOP);
-    let cgroup = ScratchCgroup::new("gone", 32 * MIB);
+    let cgroup = scratch_cgroup("gone", 32 * MIB);
     let argv = vec![
         which("tail").display().to_string(),
         "-n".to_owned(),
@@ -115,10 +117,10 @@ fn a_victim_gone_before_the_collector_looks_still_has_its_command_line() {
 
 #[test]
 fn a_process_older_than_the_collector_has_its_command_line_from_proc() {
-    if !require_root("a_process_older_than_the_collector_has_its_command_line_from_proc") {
+    if !require_root!() {
         return;
     }
-    let cgroup = ScratchCgroup::new("seeded", 32 * MIB);
+    let cgroup = scratch_cgroup("seeded", 32 * MIB);
     let fifo = std::env::temp_dir().join(format!("oom-e2e-fifo-{}", std::process::id()));
     let _ = std::fs::remove_file(&fifo);
     let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
@@ -249,15 +251,14 @@ impl Drop for ForkingMaster {
 
 #[test]
 fn a_worker_forked_without_exec_has_its_masters_command_line() {
-    let test = "a_worker_forked_without_exec_has_its_masters_command_line";
-    if !require_root(test) {
+    if !require_root!() {
         return;
     }
-    let Some(python) = require_program(test, "python3") else {
+    let Some(python) = require_program!("python3") else {
         return;
     };
     let collector = Collector::start(&["--cmdline", "full"]);
-    let cgroup = ScratchCgroup::new("forked", 48 * MIB);
+    let cgroup = scratch_cgroup("forked", 48 * MIB);
     let master = ForkingMaster::start(&cgroup, &python, 0, "--queue=forked-worker-marker");
 
     let event = collector.kill_of(master.worker, KILL_TIMEOUT).json;
@@ -275,11 +276,10 @@ fn a_worker_forked_without_exec_has_its_masters_command_line() {
 
 #[test]
 fn a_reused_pid_never_shows_the_earlier_processs_arguments() {
-    let test = "a_reused_pid_never_shows_the_earlier_processs_arguments";
-    if !require_root(test) {
+    if !require_root!() {
         return;
     }
-    let Some(python) = require_program(test, "python3") else {
+    let Some(python) = require_program!("python3") else {
         return;
     };
     let collector = Collector::start(&["--cmdline", "full"]);
@@ -301,7 +301,7 @@ fn a_reused_pid_never_shows_the_earlier_processs_arguments() {
     earlier.kill().expect("end cat");
     earlier.wait().expect("reap cat");
 
-    let cgroup = ScratchCgroup::new("reused", 48 * MIB);
+    let cgroup = scratch_cgroup("reused", 48 * MIB);
     let master = ForkingMaster::start(&cgroup, &python, reused, "--queue=reusing-worker-marker");
     assert_eq!(master.worker, reused, "the worker took the earlier pid");
 
@@ -316,8 +316,7 @@ fn a_reused_pid_never_shows_the_earlier_processs_arguments() {
 
 #[test]
 fn a_real_victims_secrets_never_reach_its_line_by_default() {
-    let test = "a_real_victims_secrets_never_reach_its_line_by_default";
-    if !require_root(test) {
+    if !require_root!() {
         return;
     }
     // tail reads /dev/zero first and never gets to the rest, which are
@@ -362,7 +361,7 @@ fn a_real_victims_secrets_never_reach_its_line_by_default() {
     .to_vec();
     let redacted = Collector::start(&[]);
     let full = Collector::start(&["--cmdline", "full"]);
-    let cgroup = ScratchCgroup::new("secrets", 32 * MIB);
+    let cgroup = scratch_cgroup("secrets", 32 * MIB);
     let mut hog = Hog::exec(&cgroup, &argv);
     hog.wait(KILL_TIMEOUT);
 

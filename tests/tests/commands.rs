@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use oom_e2e::{collector_bin, require_root};
+use oom_e2e::{collector_bin, http_get, require_root};
 
 fn run(args: &[&str]) -> Output {
     Command::new(collector_bin())
@@ -17,7 +17,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn selftest_oom_kills_its_hog_and_exits_zero() {
-    if !require_root("selftest_oom_kills_its_hog_and_exits_zero") {
+    if !require_root!() {
         return;
     }
     let output = run(&["selftest"]);
@@ -37,7 +37,7 @@ fn selftest_oom_kills_its_hog_and_exits_zero() {
 
 #[test]
 fn probes_lists_mark_victim_as_active() {
-    if !require_root("probes_lists_mark_victim_as_active") {
+    if !require_root!() {
         return;
     }
     let output = run(&["probes"]);
@@ -88,7 +88,7 @@ fn an_unwritable_output_is_a_clear_error() {
 
 #[test]
 fn without_capabilities_it_names_the_missing_ones() {
-    if !require_root("without_capabilities_it_names_the_missing_ones") {
+    if !require_root!() {
         return;
     }
     // Still uid 0, but with no capabilities at all: an empty bounding set
@@ -107,7 +107,7 @@ fn without_capabilities_it_names_the_missing_ones() {
 
 #[test]
 fn with_one_capability_short_it_names_that_one() {
-    if !require_root("with_one_capability_short_it_names_that_one") {
+    if !require_root!() {
         return;
     }
     for (keep, missing) in [("+bpf", "CAP_PERFMON"), ("+perfmon", "CAP_BPF")] {
@@ -127,7 +127,7 @@ fn with_one_capability_short_it_names_that_one() {
 
 #[test]
 fn output_to_a_device_ends_cleanly() {
-    if !require_root("output_to_a_device_ends_cleanly") {
+    if !require_root!() {
         return;
     }
     // /dev/null cannot be fsynced; that is no reason to fail at exit.
@@ -138,7 +138,7 @@ fn output_to_a_device_ends_cleanly() {
 
 #[test]
 fn the_daemonsets_capabilities_are_enough() {
-    if !require_root("the_daemonsets_capabilities_are_enough") {
+    if !require_root!() {
         return;
     }
     // What deploy/kubernetes/oom-collector.yaml grants: root's uid, and of
@@ -148,7 +148,7 @@ fn the_daemonsets_capabilities_are_enough() {
         .args(["--bounding-set=-all,+bpf,+perfmon", "--inh-caps=-all"])
         .arg(collector_bin());
     let collector = oom_e2e::Collector::spawn(command);
-    let cgroup = oom_e2e::ScratchCgroup::new("caps", 32 * 1024 * 1024);
+    let cgroup = oom_e2e::scratch_cgroup("caps", 32 * 1024 * 1024);
     let mut hog = oom_e2e::Hog::start(&cgroup);
     hog.wait(std::time::Duration::from_secs(30));
     let line = collector.kill_of(hog.pid(), std::time::Duration::from_secs(10));
@@ -161,32 +161,9 @@ fn the_daemonsets_capabilities_are_enough() {
     assert!(status.success(), "{status}");
 }
 
-/// GET `path` from `addr`; the status code and body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
 #[test]
 fn metrics_count_kills_by_pod_and_say_when_ready() {
-    if !require_root("metrics_count_kills_by_pod_and_say_when_ready") {
+    if !require_root!() {
         return;
     }
     let addr = format!("127.0.0.1:{}", 20_000 + std::process::id() % 10_000);
@@ -196,7 +173,7 @@ fn metrics_count_kills_by_pod_and_say_when_ready() {
         200,
         "the OOM tracepoint is attached"
     );
-    let cgroup = oom_e2e::ScratchCgroup::new("metrics", 32 * 1024 * 1024);
+    let cgroup = oom_e2e::scratch_cgroup("metrics", 32 * 1024 * 1024);
     let mut hog = oom_e2e::Hog::start(&cgroup);
     hog.wait(std::time::Duration::from_secs(30));
     collector.kill_of(hog.pid(), std::time::Duration::from_secs(10));

@@ -4,7 +4,7 @@
 
 use std::{process::Command, time::Duration};
 
-use oom_e2e::{collector_bin, require_root, Collector, Hog, ScratchCgroup};
+use oom_e2e::{collector_bin, require_root, scratch_cgroup, Collector, Hog};
 
 /// `oom-collector ARGS` in a private mount namespace, after `setup`.
 fn in_private_mounts(setup: &str, args: &str) -> Command {
@@ -22,7 +22,7 @@ fn in_private_mounts(setup: &str, args: &str) -> Command {
 
 #[test]
 fn without_tracefs_it_says_how_to_mount_it() {
-    if !require_root("without_tracefs_it_says_how_to_mount_it") {
+    if !require_root!() {
         return;
     }
     let output = in_private_mounts(
@@ -45,7 +45,7 @@ fn without_tracefs_it_says_how_to_mount_it() {
 
 #[test]
 fn without_btf_kills_are_still_reported_from_the_tracepoint() {
-    if !require_root("without_btf_kills_are_still_reported_from_the_tracepoint") {
+    if !require_root!() {
         return;
     }
     let hide_btf = "mount --bind /dev/null /sys/kernel/btf/vmlinux";
@@ -64,7 +64,7 @@ fn without_btf_kills_are_still_reported_from_the_tracepoint() {
     );
 
     let collector = Collector::spawn(in_private_mounts(hide_btf, ""));
-    let cgroup = ScratchCgroup::new("no-btf", 32 * 1024 * 1024);
+    let cgroup = scratch_cgroup("no-btf", 32 * 1024 * 1024);
     let mut hog = Hog::start(&cgroup);
     hog.wait(Duration::from_secs(30));
     let line = collector.kill_of(hog.pid(), Duration::from_secs(10));

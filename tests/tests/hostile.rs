@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use oom_e2e::{require_root, Collector, Hog, ScratchCgroup};
+use oom_e2e::{child_cgroup, require_root, scratch_cgroup, Collector, Hog};
 
 const MIB: u64 = 1024 * 1024;
 const KILL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -14,11 +14,11 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_hostile_name_in_a_cgroup_with_spaces_is_one_valid_line() {
-    if !require_root("a_hostile_name_in_a_cgroup_with_spaces_is_one_valid_line") {
+    if !require_root!() {
         return;
     }
     let collector = Collector::start(&[]);
-    let cgroup = ScratchCgroup::new("with spaces", 16 * MIB);
+    let cgroup = scratch_cgroup("with spaces", 16 * MIB);
     assert!(cgroup.path.contains(' '));
     // The shell renames itself (a newline, then 0xff, which is not UTF-8)
     // and then grows by reading `yes` into a variable until killed.
@@ -47,11 +47,11 @@ fn a_hostile_name_in_a_cgroup_with_spaces_is_one_valid_line() {
 
 #[test]
 fn a_command_line_longer_than_kept_is_cut_and_flagged() {
-    if !require_root("a_command_line_longer_than_kept_is_cut_and_flagged") {
+    if !require_root!() {
         return;
     }
     let collector = Collector::start(&["--cmdline", "full"]);
-    let cgroup = ScratchCgroup::new("long-args", 16 * MIB);
+    let cgroup = scratch_cgroup("long-args", 16 * MIB);
     // `tail /dev/zero` never gets past its first file; the other 4 KiB of
     // arguments are there to be seen.
     let long: Vec<String> = (0..64)
@@ -97,8 +97,7 @@ fn a_command_line_longer_than_kept_is_cut_and_flagged() {
 
 #[test]
 fn a_tenant_naming_its_cgroups_like_another_pods_cannot_credit_its_kills_to_it() {
-    if !require_root("a_tenant_naming_its_cgroups_like_another_pods_cannot_credit_its_kills_to_it")
-    {
+    if !require_root!() {
         return;
     }
     const POD: &str = "6b3c2a1e-4f5d-4c2b-9a8e-1f2e3d4c5b6a";
@@ -109,17 +108,23 @@ fn a_tenant_naming_its_cgroups_like_another_pods_cannot_credit_its_kills_to_it()
     let collector = Collector::start(&[]);
     // The kubelet's and containerd's cgroups, with the systemd driver; below
     // the container's own, cgroups the tenant made, named like another pod's.
-    let top = ScratchCgroup::new("tenant", 32 * MIB);
-    let pod = top.child(&format!(
-        "kubepods-burstable-pod{}.slice",
-        POD.replace('-', "_")
-    ));
-    let container = pod.child(&format!("cri-containerd-{CONTAINER}.scope"));
-    let other_pod = container.child(&format!(
-        "kubepods-besteffort-pod{}.slice",
-        OTHER_POD.replace('-', "_")
-    ));
-    let other_container = other_pod.child(&format!("cri-containerd-{OTHER_CONTAINER}.scope"));
+    let top = scratch_cgroup("tenant", 32 * MIB);
+    let pod = child_cgroup(
+        &top,
+        &format!("kubepods-burstable-pod{}.slice", POD.replace('-', "_")),
+    );
+    let container = child_cgroup(&pod, &format!("cri-containerd-{CONTAINER}.scope"));
+    let other_pod = child_cgroup(
+        &container,
+        &format!(
+            "kubepods-besteffort-pod{}.slice",
+            OTHER_POD.replace('-', "_")
+        ),
+    );
+    let other_container = child_cgroup(
+        &other_pod,
+        &format!("cri-containerd-{OTHER_CONTAINER}.scope"),
+    );
     let mut hog = Hog::start(&other_container);
     hog.wait(KILL_TIMEOUT);
     let json = collector.kill_of(hog.pid(), EVENT_TIMEOUT).json;

@@ -1,11 +1,10 @@
 //! Latency that must not grow with the node. Root only; see the crate's doc.
 
-use std::{
-    thread,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use oom_e2e::{require_root, Collector, Hog, ScratchCgroup};
+use oom_e2e::{
+    child_cgroup, poll_until, require_root, scratch_cgroup, Collector, Hog, ScratchCgroup,
+};
 
 const MIB: u64 = 1024 * 1024;
 const KILL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -16,16 +15,18 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 /// cgroup's id well under a millisecond.
 #[test]
 fn a_new_cgroup_among_thousands_is_named_without_walking_them() {
-    if !require_root("a_new_cgroup_among_thousands_is_named_without_walking_them") {
+    if !require_root!() {
         return;
     }
     const OTHERS: usize = 5_000;
     const LOOKUP_BUDGET: Duration = Duration::from_millis(20);
-    let parent = ScratchCgroup::new("many", 64 * MIB);
-    let others: Vec<ScratchCgroup> = (0..OTHERS).map(|n| parent.child(&n.to_string())).collect();
+    let parent = scratch_cgroup("many", 64 * MIB);
+    let others: Vec<ScratchCgroup> = (0..OTHERS)
+        .map(|n| child_cgroup(&parent, &n.to_string()))
+        .collect();
     let collector = Collector::start(&["--log-level", "info,oom_collector::latency=debug"]);
     // Made after the collector started: new to it.
-    let cgroup = ScratchCgroup::new("new-among-many", 8 * MIB);
+    let cgroup = scratch_cgroup("new-among-many", 8 * MIB);
     let mut hog = Hog::start(&cgroup);
     hog.wait(KILL_TIMEOUT);
     let line = collector.kill_of(hog.pid(), KILL_TIMEOUT);
@@ -36,18 +37,15 @@ fn a_new_cgroup_among_thousands_is_named_without_walking_them() {
 
     // The collector's timing of this kill: decoded, then enriched.
     let needle = format!("kill timed pid={}", hog.pid());
-    let deadline = Instant::now() + KILL_TIMEOUT;
-    let timing = loop {
-        let stderr = collector.stderr();
-        if let Some(line) = stderr.lines().find(|line| line.contains(&needle)) {
-            break line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no timing for the kill:\n{stderr}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    let timing = poll_until(
+        KILL_TIMEOUT,
+        || format!("the kill's timing; the log:\n{}", collector.stderr()),
+        || {
+            let stderr = collector.stderr();
+            let line = stderr.lines().find(|line| line.contains(&needle));
+            line.map(str::to_owned)
+        },
+    );
     let field = |name: &str| -> u64 {
         timing
             .split_whitespace()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use oom_e2e::{require_root, Collector, Hog, ScratchCgroup};
+use oom_e2e::{child_cgroup, require_root, scratch_cgroup, Collector, Hog};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -16,12 +16,12 @@ fn let_the_kernel_log_budget_recover() {
 
 #[test]
 fn a_limit_on_the_parent_is_named_as_the_oom_memcg() {
-    if !require_root("a_limit_on_the_parent_is_named_as_the_oom_memcg") {
+    if !require_root!() {
         return;
     }
-    let parent = ScratchCgroup::new("nested", 48 * MIB);
-    let _idle = parent.child("idle");
-    let busy = parent.child("busy");
+    let parent = scratch_cgroup("nested", 48 * MIB);
+    let _idle = child_cgroup(&parent, "idle");
+    let busy = child_cgroup(&parent, "busy");
     let collector = Collector::start(&[]);
     let_the_kernel_log_budget_recover();
     let mut hog = Hog::start(&busy);
@@ -82,7 +82,7 @@ fn forge_kernel_log_line(line: &str) {
 
 #[test]
 fn lines_forged_into_the_kernel_log_never_supply_a_kills_context() {
-    if !require_root("lines_forged_into_the_kernel_log_never_supply_a_kills_context") {
+    if !require_root!() {
         return;
     }
     const FORGED_MEMCG: &str = "/forged-by-a-tenant";
@@ -95,7 +95,7 @@ fn lines_forged_into_the_kernel_log_never_supply_a_kills_context() {
              oom_memcg={FORGED_MEMCG},task_memcg={FORGED_MEMCG},task=tail,pid=1,uid=0"
         ));
     };
-    let cgroup = ScratchCgroup::new("forged", 32 * MIB);
+    let cgroup = scratch_cgroup("forged", 32 * MIB);
     let collector = Collector::start(&[]);
     let_the_kernel_log_budget_recover();
     // Stopped, the collector reads the log only after every line is in:

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oom_e2e::{distance, require_root, resident_kib, timestamp, Collector, Hog, ScratchCgroup};
+use oom_e2e::{distance, require_root, resident_kib, scratch_cgroup, timestamp, Collector, Hog};
 
 const MIB: u64 = 1024 * 1024;
 const KILL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -11,11 +11,11 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn an_oom_kill_in_a_memory_cgroup_is_one_accurate_line() {
-    if !require_root("an_oom_kill_in_a_memory_cgroup_is_one_accurate_line") {
+    if !require_root!() {
         return;
     }
     let collector = Collector::start(&[]);
-    let cgroup = ScratchCgroup::new("single", 48 * MIB);
+    let cgroup = scratch_cgroup("single", 48 * MIB);
     let mut hog = Hog::start(&cgroup);
     let pid = hog.pid();
     let (status, died_at) = hog.wait(KILL_TIMEOUT);
@@ -86,13 +86,13 @@ fn an_oom_kill_in_a_memory_cgroup_is_one_accurate_line() {
 
 #[test]
 fn two_simultaneous_kills_in_two_cgroups_are_two_lines_each_in_its_cgroup() {
-    if !require_root("two_simultaneous_kills_in_two_cgroups_are_two_lines_each_in_its_cgroup") {
+    if !require_root!() {
         return;
     }
     let collector = Collector::start(&[]);
     let cgroups = [
-        ScratchCgroup::new("pair-a", 32 * MIB),
-        ScratchCgroup::new("pair-b", 40 * MIB),
+        scratch_cgroup("pair-a", 32 * MIB),
+        scratch_cgroup("pair-b", 40 * MIB),
     ];
     let mut hogs: Vec<Hog> = cgroups.iter().map(Hog::start).collect();
     for hog in &mut hogs {
@@ -123,7 +123,7 @@ fn two_simultaneous_kills_in_two_cgroups_are_two_lines_each_in_its_cgroup() {
 /// `cargo xtask test -- --nocapture twenty` to see them.
 #[test]
 fn twenty_kills_in_a_row_arrive_quickly_with_bounded_memory() {
-    if !require_root("twenty_kills_in_a_row_arrive_quickly_with_bounded_memory") {
+    if !require_root!() {
         return;
     }
     const KILLS: usize = 20;
@@ -132,14 +132,21 @@ fn twenty_kills_in_a_row_arrive_quickly_with_bounded_memory() {
     let idle_kib = resident_kib(collector.pid());
     let mut latencies = Vec::with_capacity(KILLS);
     for round in 0..KILLS {
-        let cgroup = ScratchCgroup::new(&format!("series-{round}"), 32 * MIB);
+        let cgroup = scratch_cgroup(&format!("series-{round}"), 32 * MIB);
         let mut hog = Hog::start(&cgroup);
         hog.wait(KILL_TIMEOUT);
         let line = collector.kill_of(hog.pid(), EVENT_TIMEOUT);
         let latency = line
             .read_at
             .duration_since(timestamp(&line.json))
-            .unwrap_or_default();
+            .unwrap_or_else(|early| {
+                panic!(
+                    "the kill of pid {} was read {:?} before its @timestamp: \
+                     the timestamp is not the kernel's time of the kill",
+                    hog.pid(),
+                    early.duration()
+                )
+            });
         latencies.push(latency);
     }
     let after_kib = resident_kib(collector.pid());
@@ -164,7 +171,7 @@ fn twenty_kills_in_a_row_arrive_quickly_with_bounded_memory() {
 
 #[test]
 fn a_full_ring_buffer_is_reported_with_the_exact_count_lost() {
-    if !require_root("a_full_ring_buffer_is_reported_with_the_exact_count_lost") {
+    if !require_root!() {
         return;
     }
     const KILLS: usize = 24;
@@ -173,7 +180,7 @@ fn a_full_ring_buffer_is_reported_with_the_exact_count_lost() {
     collector.signal(rustix::process::Signal::STOP);
     let mut pids = Vec::new();
     for round in 0..KILLS {
-        let cgroup = ScratchCgroup::new(&format!("flood-{round}"), 16 * MIB);
+        let cgroup = scratch_cgroup(&format!("flood-{round}"), 16 * MIB);
         let mut hog = Hog::start(&cgroup);
         hog.wait(KILL_TIMEOUT);
         pids.push(hog.pid());
@@ -219,14 +226,14 @@ fn a_full_ring_buffer_is_reported_with_the_exact_count_lost() {
 
 #[test]
 fn output_file_gets_the_kill_and_is_complete_after_sigterm() {
-    if !require_root("output_file_gets_the_kill_and_is_complete_after_sigterm") {
+    if !require_root!() {
         return;
     }
     let file = std::env::temp_dir().join(format!("oom-e2e-output-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&file);
     std::fs::write(&file, "{\"existing\":true}\n").expect("seed the file");
     let collector = Collector::start(&["--output", file.to_str().expect("utf-8 path")]);
-    let cgroup = ScratchCgroup::new("output", 32 * MIB);
+    let cgroup = scratch_cgroup("output", 32 * MIB);
     let mut hog = Hog::start(&cgroup);
     hog.wait(KILL_TIMEOUT);
     let (status, stdout_lines) = collector.stop();
@@ -259,14 +266,14 @@ fn output_file_gets_the_kill_and_is_complete_after_sigterm() {
 
 #[test]
 fn sigterm_delivers_what_the_kernel_already_holds() {
-    if !require_root("sigterm_delivers_what_the_kernel_already_holds") {
+    if !require_root!() {
         return;
     }
     let collector = Collector::start(&[]);
     // Stopped, the collector cannot read: the kill waits in the ring buffer,
     // and SIGTERM is pending when it wakes up.
     collector.signal(rustix::process::Signal::STOP);
-    let cgroup = ScratchCgroup::new("drain", 32 * MIB);
+    let cgroup = scratch_cgroup("drain", 32 * MIB);
     let mut hog = Hog::start(&cgroup);
     hog.wait(KILL_TIMEOUT);
     collector.signal(rustix::process::Signal::TERM);
@@ -285,13 +292,13 @@ fn sigterm_delivers_what_the_kernel_already_holds() {
 
 #[test]
 fn stdout_and_a_file_both_get_every_line() {
-    if !require_root("stdout_and_a_file_both_get_every_line") {
+    if !require_root!() {
         return;
     }
     let file = std::env::temp_dir().join(format!("oom-e2e-both-{}.ndjson", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let collector = Collector::start(&["--output", "-", "--output", file.to_str().expect("utf-8")]);
-    let cgroup = ScratchCgroup::new("both", 32 * MIB);
+    let cgroup = scratch_cgroup("both", 32 * MIB);
     let mut hog = Hog::start(&cgroup);
     hog.wait(KILL_TIMEOUT);
     let on_stdout = collector.kill_of(hog.pid(), EVENT_TIMEOUT);

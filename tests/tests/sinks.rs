@@ -13,11 +13,12 @@ use std::{
     process::{Child, ChildStdout, Command, ExitStatus, Stdio},
     sync::{mpsc, Arc, Mutex},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use oom_e2e::{
-    collect_text, collector_bin, require_root, wait_for_exit, Collector, Hog, ScratchCgroup,
+    collect_text, collector_bin, is_kill_of, poll_until, require_root, scratch_cgroup,
+    wait_for_exit, Collector, Hog,
 };
 use serde_json::Value;
 
@@ -31,14 +32,10 @@ const IDLE_WINDOW: Duration = Duration::from_secs(3);
 
 /// Causes one OOM kill in a scratch cgroup of its own; returns its pid.
 fn cause_a_kill(label: &str) -> u32 {
-    let cgroup = ScratchCgroup::new(label, 32 * MIB);
+    let cgroup = scratch_cgroup(label, 32 * MIB);
     let mut hog = Hog::start(&cgroup);
     hog.wait(KILL_TIMEOUT);
     hog.pid()
-}
-
-fn is_kill_of(json: &Value, pid: u32) -> bool {
-    json["event"]["action"] == "oom_kill" && json["process"]["pid"] == pid
 }
 
 /// Every line of `path`, each of which must be a whole JSON document.
@@ -68,12 +65,9 @@ fn kills_of(path: &Path, pid: u32) -> usize {
         .count()
 }
 
+/// [`poll_until`] for a condition.
 fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(timeout, || what.to_owned(), || done().then_some(()));
 }
 
 /// User plus system CPU time of a process so far.
@@ -195,25 +189,36 @@ impl PipedCollector {
     /// hanging it.
     fn read_kill_then_close_stdout(&mut self, pid: u32) {
         let stdout = self.stdout.take().expect("stdout still open");
+        // The reader hands over the kill line, or the first line that is
+        // not JSON: a panic on its thread would go unseen.
         let (found, seen) = mpsc::channel();
         thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let json: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-                if is_kill_of(&json, pid) {
-                    let _ = found.send(());
-                    break;
+            for bytes in BufReader::new(stdout).split(b'\n') {
+                let Ok(bytes) = bytes else { break };
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(json) if is_kill_of(&json, pid) => {
+                        let _ = found.send(Ok(()));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        let line = String::from_utf8_lossy(&bytes).into_owned();
+                        let _ = found.send(Err(format!("not a JSON line ({error}): {line:?}")));
+                        break;
+                    }
                 }
             }
             // Returning drops the read end: the pipe has no reader now.
         });
-        seen.recv_timeout(EVENT_TIMEOUT).unwrap_or_else(|_| {
+        let read = seen.recv_timeout(EVENT_TIMEOUT).unwrap_or_else(|_| {
             panic!(
                 "no kill line for pid {pid} on stdout; log:\n{}",
                 self.stderr()
             )
         });
+        if let Err(why) = read {
+            panic!("oom-collector's stdout: {why}");
+        }
         // The reader closes the pipe right after it sends.
         thread::sleep(Duration::from_millis(100));
     }
@@ -241,7 +246,7 @@ impl Drop for PipedCollector {
 
 #[test]
 fn stdout_closed_by_its_reader_stops_the_collector_cleanly() {
-    if !require_root("stdout_closed_by_its_reader_stops_the_collector_cleanly") {
+    if !require_root!() {
         return;
     }
     let mut collector = PipedCollector::start(&[]);
@@ -268,9 +273,7 @@ fn stdout_closed_by_its_reader_stops_the_collector_cleanly() {
 
 #[test]
 fn with_a_file_output_too_stdout_closed_is_dropped_and_the_file_keeps_every_kill() {
-    if !require_root(
-        "with_a_file_output_too_stdout_closed_is_dropped_and_the_file_keeps_every_kill",
-    ) {
+    if !require_root!() {
         return;
     }
     let dir = ScratchDir::new("stdout-and-file");
@@ -319,9 +322,7 @@ fn with_a_file_output_too_stdout_closed_is_dropped_and_the_file_keeps_every_kill
 
 #[test]
 fn a_full_filesystem_keeps_kills_in_memory_and_writes_them_once_when_space_returns() {
-    if !require_root(
-        "a_full_filesystem_keeps_kills_in_memory_and_writes_them_once_when_space_returns",
-    ) {
+    if !require_root!() {
         return;
     }
     let tmpfs = Tmpfs::mount("full-disk", "64k");
@@ -410,7 +411,7 @@ fn a_full_filesystem_keeps_kills_in_memory_and_writes_them_once_when_space_retur
 
 #[test]
 fn an_output_file_moved_or_deleted_away_is_started_again_at_its_path() {
-    if !require_root("an_output_file_moved_or_deleted_away_is_started_again_at_its_path") {
+    if !require_root!() {
         return;
     }
     let dir = ScratchDir::new("rotated-away");

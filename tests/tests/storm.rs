@@ -9,14 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oom_e2e::{require_root, Collector, Hog, ScratchCgroup};
+use oom_e2e::{require_root, scratch_cgroup, Collector, Hog, ScratchCgroup};
 
 const MIB: u64 = 1024 * 1024;
 const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn two_hundred_kills_in_twenty_cgroups_are_two_hundred_lines() {
-    if !require_root("two_hundred_kills_in_twenty_cgroups_are_two_hundred_lines") {
+    if !require_root!() {
         return;
     }
     const CGROUPS: usize = 20;
@@ -24,7 +24,7 @@ fn two_hundred_kills_in_twenty_cgroups_are_two_hundred_lines() {
     const KILLS: usize = CGROUPS * KILLS_EACH;
     let collector = Collector::start(&[]);
     let cgroups: Vec<ScratchCgroup> = (0..CGROUPS)
-        .map(|i| ScratchCgroup::new(&format!("storm-{i}"), 8 * MIB))
+        .map(|i| scratch_cgroup(&format!("storm-{i}"), 8 * MIB))
         .collect();
 
     // Every cgroup kills one hog after another, all cgroups at once.

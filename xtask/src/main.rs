@@ -7,6 +7,8 @@
 //! - `cargo xtask bench`: what the collector costs and how fast it
 //!   delivers, side by side in one run: hook overhead, kill latency,
 //!   allocation-failure throughput, footprint, and bpftrace beside it.
+//! - `cargo xtask bless`: rewrite the JSON golden files after an intended
+//!   format change, for review with `git diff`.
 //! - `cargo xtask fuzz [--seconds N]`: fuzz the parsers of untrusted input,
 //!   each target for N seconds (`test` does 20).
 //! - `cargo xtask vm-test [--kernel 5.10|5.10-release|6.1|6.12|all]`: the QEMU guest
@@ -17,6 +19,7 @@
 //! Set-up is idempotent and takes well under a second when done already.
 
 mod bench;
+mod bless;
 mod deploy;
 mod fuzz;
 mod image;
@@ -71,6 +74,10 @@ enum Task {
     },
     /// Build the collector's container image (static binary, buildah).
     Image,
+    /// Rewrite the JSON golden files (oom-collector/tests/golden) from the
+    /// documents the tests build, after an intended format change; then
+    /// review them with `git diff`.
+    Bless,
     /// Fuzz the parsers that read untrusted input (ring-buffer records,
     /// tracefs formats, cgroup paths and mountinfo, runtime metadata, the
     /// kernel log) with cargo-fuzz, 60 seconds a target unless told.
@@ -135,6 +142,7 @@ fn main() -> Result<()> {
             vm_test(&root, &kernel)
         }
         Task::Fuzz { seconds } => fuzz::run(&root, seconds),
+        Task::Bless => bless::bless(&root),
         Task::Bench { rounds } => {
             packages::ensure_for_bench()?;
             let binary = build(&root, true)?;

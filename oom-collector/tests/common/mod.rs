@@ -1,8 +1,10 @@
-//! Helpers shared by the wire-format tests.
+//! Helpers shared by the wire-format tests and the fuzz targets (which
+//! include this file by path): a document's leaves, and its checks
+//! against the Elastic Common Schema.
 
-use std::{collections::BTreeMap, path::Path};
+use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Every leaf of a document, by dotted name. Arrays are leaves.
 pub fn leaves(value: &Value) -> BTreeMap<String, Value> {
@@ -28,15 +30,64 @@ pub fn leaves(value: &Value) -> BTreeMap<String, Value> {
     out
 }
 
+/// The ECS field reference vendored in `tests/fixtures/ecs/` (see its
+/// README): every ECS field's type and allowed values. Built in, so that
+/// the fuzz targets, which include this file, have it too.
 pub fn ecs_reference() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ecs/ecs_fields.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "the ECS reference {} is unreadable ({e}); it lives in shared/ beside the checkout",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text).expect("ecs_fields.json is JSON")
+    serde_json::from_str(include_str!("../fixtures/ecs/ecs_fields.json"))
+        .expect("tests/fixtures/ecs/ecs_fields.json is JSON")
+}
+
+/// Namespaces that are not ECS: this project's `oom.*`, and the
+/// `kubernetes.*` names Filebeat gives application logs.
+pub const OWN_NAMESPACES: [&str; 2] = ["oom.", "kubernetes."];
+
+/// Everything in `document` that breaks ECS, as sentences: a field that is
+/// neither ECS's nor in [`OWN_NAMESPACES`], a value of the wrong type, an
+/// array where ECS has none or none where it has one, a value outside
+/// ECS's allowed values. `fields` is [`ecs_reference`]'s `fields`.
+pub fn ecs_violations(document: &Value, fields: &Map<String, Value>) -> Vec<String> {
+    let mut violations = Vec::new();
+    for (name, leaf) in leaves(document) {
+        let Some(spec) = fields.get(&name) else {
+            if !OWN_NAMESPACES.iter().any(|ns| name.starts_with(ns)) {
+                violations.push(format!(
+                    "{name} is neither an ECS field nor in our own namespaces"
+                ));
+            }
+            continue;
+        };
+        let es_type = spec["type"].as_str().unwrap_or_default();
+        let is_array = spec
+            .get("normalize")
+            .and_then(Value::as_array)
+            .is_some_and(|n| n.iter().any(|v| v == "array"));
+        let values: Vec<&Value> = match (&leaf, is_array) {
+            (Value::Array(items), true) => items.iter().collect(),
+            (Value::Array(_), false) => {
+                violations.push(format!("{name} is an array but ECS says it is not"));
+                continue;
+            }
+            (_, true) => {
+                violations.push(format!("{name}: ECS normalizes it to an array"));
+                continue;
+            }
+            (single, false) => vec![single],
+        };
+        for value in values {
+            if !fits(es_type, value) {
+                violations.push(format!("{name}: {value} is not an ECS {es_type}"));
+            }
+            if let Some(allowed) = spec.get("allowed_values").and_then(Value::as_array) {
+                if !allowed.contains(value) {
+                    violations.push(format!(
+                        "{name}: {value} is not among ECS's allowed values {allowed:?}"
+                    ));
+                }
+            }
+        }
+    }
+    violations
 }
 
 /// Whether a JSON value fits an Elasticsearch field type as ECS declares it.

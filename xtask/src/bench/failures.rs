@@ -11,9 +11,9 @@ use std::{
 use anyhow::{bail, Result};
 
 use super::{
-    median, mib, now_ns,
-    procs::{Collector, EventLine, Lines, Mark, Sampler, Usage},
-    range, si,
+    collector::{Collector, EventLine, Lines},
+    footprint::{Mark, Sampler, Usage},
+    median, mib, now_ns, range, si,
     table::Table,
     Tools, DELIVERY_TIMEOUT, RESIDENT_TARGET_KIB,
 };

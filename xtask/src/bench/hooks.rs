@@ -20,8 +20,9 @@ use std::{collections::BTreeMap, fs, process::Command};
 use anyhow::{Context, Result};
 
 use super::{
+    collector::{Collector, Lines},
     median,
-    procs::{bpftool, programs_of, Collector, Lines},
+    procs::{bpftool, programs_of},
     range,
     table::Table,
     Tools,

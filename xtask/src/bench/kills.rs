@@ -10,32 +10,29 @@
 //! the first in a cgroup new to the collector too; the victims exec'd a
 //! worker's command line, which the collector captures and masks.
 
-use std::{
-    collections::BTreeMap,
-    process::Command,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, process::Command, thread, time::Duration};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::{
+    cgroups::{scratch, ManyCgroups},
+    collector::{Bpftrace, Collector, Lines},
+    footprint::{Mark, Sampler, Usage},
     hooks::{counters, Counters, StatsEnabled},
-    median, mib, ms_of_ns, now_ns, percentile, percentiles,
-    procs::{
-        programs_of, Bpftrace, Collector, EventLine, Lines, ManyCgroups, Mark, Sampler,
-        ScratchCgroup, Usage,
-    },
+    kill_times::{KillTimes, Kills, Watching},
+    median, mib, percentile, percentiles,
+    procs::programs_of,
     range,
+    startup::startup,
     table::Table,
     wakeups::{WakeupTrace, Wakeups},
-    Tools, BPFTRACE_PROGRAM, DELIVERY_TIMEOUT, KILL_LIMIT_BYTES, RESIDENT_TARGET_KIB,
+    Tools, BPFTRACE_PROGRAM, KILL_LIMIT_BYTES, RESIDENT_TARGET_KIB,
 };
 use crate::system::output_of;
 
 const IDLE: Duration = Duration::from_secs(10);
 /// Kills one at a time, this far apart, so that each is timed on its own.
-const LATENCY_KILLS: u64 = 120;
+pub const LATENCY_KILLS: u64 = 120;
 const LATENCY_GAP_MS: u64 = 20;
 /// Kills back to back, as fast as this machine's OOM killer goes.
 const STORM_KILLS: u64 = 120;
@@ -53,7 +50,7 @@ const IDLE_CPU_TARGET: f64 = 0.01;
 /// The steps of a kill's latency, as the breakdown rows name them. The
 /// last ends at the reader: the collector's write wakes it, so it may read
 /// the line before the write returns to the collector.
-const STEPS: [&str; 4] = [
+pub const STEPS: [&str; 4] = [
     "kernel -> woken (ring-buffer wake-up)",
     "woken -> decoded",
     "decoded -> enriched (cgroups, kernel log, command line)",
@@ -84,7 +81,7 @@ pub fn kills(
     let idle_to = Mark::now(&pids)?;
 
     // Made now, so that its first kill is in a cgroup new to the collector.
-    let quiet_cgroup = ScratchCgroup::create("one-at-a-time", KILL_LIMIT_BYTES)?;
+    let quiet_cgroup = scratch("one-at-a-time", KILL_LIMIT_BYTES)?;
     eprintln!("bench: kills, {LATENCY_KILLS} one at a time");
     // The kernel's accounting of the kill hooks, which no workload of the
     // hooks part fires; it adds two clock reads to each program run.
@@ -99,7 +96,7 @@ pub fn kills(
         bpftrace: bpftrace.as_ref(),
     };
     one_at_a_time.wait_until_seen(&watching, &quiet_cgroup.path);
-    let storm_cgroup = ScratchCgroup::create("storm", KILL_LIMIT_BYTES)?;
+    let storm_cgroup = scratch("storm", KILL_LIMIT_BYTES)?;
     eprintln!("bench: kills, a storm of {STORM_KILLS}");
     let storm_from = Mark::now(&pids)?;
     let storm = Kills::cause(tools, &storm_cgroup, STORM_KILLS, 0)?;
@@ -384,41 +381,6 @@ fn latency_rows(table: &mut Table, broken: &mut Vec<String>, phase: &str, times:
     );
 }
 
-/// Start-up of each tool: [collector, bpftrace].
-struct Startup {
-    attached_ms: [Vec<f64>; 2],
-    cpu_ms: [Vec<f64>; 2],
-    programs: [usize; 2],
-}
-
-/// Starts each tool `rounds` times, timed from spawn to its programs
-/// attached as bpftool shows them: the same event for both, whatever each
-/// prints when.
-fn startup(tools: &Tools, rounds: usize) -> Result<Startup> {
-    eprintln!("bench: kills, start-up x{rounds}");
-    let mut startup = Startup {
-        attached_ms: Default::default(),
-        cpu_ms: Default::default(),
-        programs: [0; 2],
-    };
-    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
-    for _ in 0..rounds {
-        let collector = Collector::start_timed(tools, &[], Lines::Discard, true)?;
-        startup.attached_ms[0].push(ms(collector.watched.attached));
-        startup.cpu_ms[0].push(collector.watched.startup_ticks as f64 * tools.ms_per_tick);
-        startup.programs[0] = collector.watched.attached_programs;
-        collector.stop()?;
-        if let Some(program) = &tools.bpftrace {
-            let bpftrace = Bpftrace::start(program, true)?;
-            startup.attached_ms[1].push(ms(bpftrace.watched.attached));
-            startup.cpu_ms[1].push(bpftrace.watched.startup_ticks as f64 * tools.ms_per_tick);
-            startup.programs[1] = bpftrace.watched.attached_programs;
-            bpftrace.stop()?;
-        }
-    }
-    Ok(startup)
-}
-
 /// What a reader on one thread sees of kills one at a time.
 struct Plain {
     written_ms: Vec<f64>,
@@ -430,7 +392,7 @@ struct Plain {
 fn plain_reader(tools: &Tools) -> Result<Plain> {
     eprintln!("bench: kills, {LATENCY_KILLS} one at a time, one-thread reader");
     let collector = Collector::start(tools, &[], Lines::Read { any_cpu: false })?;
-    let cgroup = ScratchCgroup::create("one-thread-reader", KILL_LIMIT_BYTES)?;
+    let cgroup = scratch("one-thread-reader", KILL_LIMIT_BYTES)?;
     // The collector reads the ring buffer on its main thread.
     let trace = WakeupTrace::start(collector.watched.pid())
         .inspect_err(|error| eprintln!("bench: no kernel-side trace of wake-ups: {error:#}"))
@@ -478,7 +440,7 @@ fn many_cgroups(tools: &Tools) -> Result<Many> {
             "bench: kills, first kill in new cgroup {}/{FIRST_KILLS}",
             n + 1
         );
-        let cgroup = ScratchCgroup::create(&format!("new-{n}"), KILL_LIMIT_BYTES)?;
+        let cgroup = scratch(&format!("new-{n}"), KILL_LIMIT_BYTES)?;
         let kill = Kills::cause(tools, &cgroup, 1, 0)?;
         let watching = Watching {
             collector: &collector,
@@ -491,160 +453,4 @@ fn many_cgroups(tools: &Tools) -> Result<Many> {
     collector.stop()?;
     drop(cgroups);
     Ok(many)
-}
-
-/// Who watches the kills.
-struct Watching<'a> {
-    collector: &'a Collector,
-    bpftrace: Option<&'a Bpftrace>,
-}
-
-/// OOM kills the workload caused, and when.
-struct Kills {
-    victims: Vec<u32>,
-    nanos: u64,
-    /// CLOCK_REALTIME before the first: earlier lines are not theirs.
-    started_ns: i64,
-    /// CLOCK_BOOTTIME before the first, for bpftrace's lines.
-    started_boot_ns: u64,
-}
-
-/// How long each kill took, in milliseconds.
-#[derive(Default)]
-struct KillTimes {
-    /// Per step of [`STEPS`].
-    steps_ms: [Vec<f64>; 4],
-    /// From enriched to the collector's write returned.
-    writing_ms: Vec<f64>,
-    written_ms: Vec<f64>,
-    total_ms: Vec<f64>,
-    /// The first victim's total: the first kill in its cgroup.
-    first_total_ms: Option<f64>,
-    bpftrace_total_ms: Vec<f64>,
-    /// The collector's arrival after bpftrace's, kill by kill.
-    behind_bpftrace_ms: Vec<f64>,
-    collector_seen: usize,
-    bpftrace_seen: usize,
-}
-
-impl KillTimes {
-    /// Adds another phase's kills to these.
-    fn add(&mut self, other: Self) {
-        for (steps, more) in self.steps_ms.iter_mut().zip(other.steps_ms) {
-            steps.extend(more);
-        }
-        self.writing_ms.extend(other.writing_ms);
-        self.written_ms.extend(other.written_ms);
-        self.total_ms.extend(other.total_ms);
-        self.collector_seen += other.collector_seen;
-    }
-}
-
-impl Kills {
-    fn cause(tools: &Tools, cgroup: &ScratchCgroup, count: u64, gap_ms: u64) -> Result<Self> {
-        let started_ns = now_ns();
-        let started_boot_ns = super::boot_ns();
-        let text = output_of(Command::new(&tools.workload).args([
-            "oom-kills",
-            &cgroup.dir.to_string_lossy(),
-            &count.to_string(),
-            "1",
-            &gap_ms.to_string(),
-        ]))?;
-        let mut kills = Self {
-            victims: Vec::new(),
-            nanos: 0,
-            started_ns,
-            started_boot_ns,
-        };
-        for line in text.lines() {
-            match line.split_whitespace().collect::<Vec<_>>()[..] {
-                ["victim", pid] => kills.victims.push(pid.parse()?),
-                ["done", _, nanos] => kills.nanos = nanos.parse()?,
-                _ => bail!("workload oom-kills printed {line:?}"),
-            }
-        }
-        Ok(kills)
-    }
-
-    fn per_second(&self) -> f64 {
-        self.victims.len() as f64 / (self.nanos as f64 / 1e9)
-    }
-
-    /// Waits until the collector (with its timing) and bpftrace have both
-    /// seen every kill, or [`DELIVERY_TIMEOUT`] passed (what is missing is
-    /// counted later).
-    fn wait_until_seen(&self, watching: &Watching, memcg: &str) {
-        let deadline = Instant::now() + DELIVERY_TIMEOUT;
-        while Instant::now() < deadline {
-            let lines = watching.collector.lines();
-            let seen = watching.bpftrace.map(Bpftrace::seen);
-            let times = self.times(watching.collector, &lines, seen.as_deref(), memcg);
-            let bpftrace_done = seen.is_none() || times.bpftrace_seen == self.victims.len();
-            if times.collector_seen == self.victims.len()
-                && times.total_ms.len() == self.victims.len()
-                && bpftrace_done
-            {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn times(
-        &self,
-        collector: &Collector,
-        lines: &[EventLine],
-        bpftrace: Option<&[(u32, u64)]>,
-        memcg: &str,
-    ) -> KillTimes {
-        let mut times = KillTimes::default();
-        for (index, &victim) in self.victims.iter().enumerate() {
-            let line = lines.iter().find(|line| {
-                line.action == "oom_kill"
-                    && line.pid == Some(victim)
-                    && line.detail == memcg
-                    && line.arrived_ns >= self.started_ns
-            });
-            let printed = bpftrace.and_then(|seen| {
-                seen.iter()
-                    .find(|&&(pid, arrived)| pid == victim && arrived >= self.started_boot_ns)
-            });
-            times.bpftrace_seen += usize::from(printed.is_some());
-            let Some(line) = line else { continue };
-            times.collector_seen += 1;
-            let (Some(timing), Some(arrived)) = (collector.timing(victim), line.arrived_boot_ns)
-            else {
-                continue;
-            };
-            let marks = [
-                timing.kernel_ns,
-                timing.woken_ns,
-                timing.decoded_ns,
-                timing.enriched_ns,
-                arrived,
-            ];
-            times
-                .writing_ms
-                .push(ms_of_ns(timing.enriched_ns, timing.written_ns));
-            for (step, pair) in times.steps_ms.iter_mut().zip(marks.windows(2)) {
-                step.push(ms_of_ns(pair[0], pair[1]));
-            }
-            let total = ms_of_ns(timing.kernel_ns, arrived);
-            times
-                .written_ms
-                .push(ms_of_ns(timing.kernel_ns, timing.written_ns));
-            times.total_ms.push(total);
-            if index == 0 {
-                times.first_total_ms = Some(total);
-            }
-            if let Some(&(_, printed)) = printed {
-                times
-                    .bpftrace_total_ms
-                    .push(ms_of_ns(timing.kernel_ns, printed));
-                times.behind_bpftrace_ms.push(ms_of_ns(printed, arrived));
-            }
-        }
-        times
-    }
 }

@@ -28,10 +28,15 @@
 //! The collector's lines go through `tests/src/bin/bench_lines.rs`, which
 //! stamps their arrival; bpftrace's are stamped here.
 
+mod cgroups;
+mod collector;
 mod failures;
+mod footprint;
 mod hooks;
+mod kill_times;
 mod kills;
 mod procs;
+mod startup;
 mod table;
 mod wakeups;
 
