@@ -117,6 +117,11 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    // Before anything slow: a SIGTERM during start-up (a rollout that
+    // changes its mind) waits here, and the collector then stops as it
+    // would once running, instead of dying by the signal's default action.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     let mut sink = Sink::open(
         &args.output,
         args.format,
@@ -137,8 +142,6 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     if let Some(addr) = args.metrics_addr {
         metrics::serve(addr, Arc::clone(&metrics)).await?;
     }
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     // `oom-collector | head -1`: with stdout the only output, a reader
     // that has gone is a reason to stop now, not at the next event.
     let stdout_only = args.output.iter().all(|o| o.as_os_str() == sink::STDOUT);
