@@ -7,30 +7,22 @@
 //! - `oom_events_lost_total{reason}`
 //! - `oom_hook_active{hook}`: 1 when attached, 0 when not
 //!
-//! `GET /metrics` serves them in the Prometheus text format; `GET /ready`
-//! answers 200 once the required hook (`tracepoint/oom/mark_victim`) is
-//! attached and 503 otherwise, for a readiness probe.
+//! [`server`] serves them: `GET /metrics` in the Prometheus text format;
+//! `GET /ready` answers 200 once the required hook
+//! (`tracepoint/oom/mark_victim`) is attached and 503 otherwise, for a
+//! readiness probe.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+mod server;
 
-use http_body_util::Full;
-use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::net::TcpListener;
-use tracing::{info, warn};
 
+pub use self::server::{serve, BindError};
 use crate::{
     document::{Action, Document, Oom},
     loader::{self, HookStatus},
@@ -192,69 +184,4 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on --metrics-addr {addr}")]
-pub struct BindError {
-    addr: SocketAddr,
-    #[source]
-    source: std::io::Error,
-}
-
-/// Binds `addr` now (so a bad address fails at start-up) and serves
-/// `/metrics` and `/ready` on the runtime from then on.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), BindError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source })?;
-    info!(%addr, "serving /metrics and /ready");
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "metrics: cannot accept a connection");
-                    continue;
-                }
-            };
-            let metrics = Arc::clone(&metrics);
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let metrics = Arc::clone(&metrics);
-                    async move { Ok::<_, Infallible>(respond(&request, &metrics)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(())
-}
-
-fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        "/ready" if metrics.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-        "/ready" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "the OOM tracepoint is not attached\n".to_owned(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics or /ready\n".to_owned(),
-        ),
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("a valid response")
 }
