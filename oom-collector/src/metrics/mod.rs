@@ -7,12 +7,16 @@
 //! - `oom_events_lost_total{reason}`
 //! - `oom_hook_active{hook}`: 1 when attached, 0 when not
 //!
+//! - `oom_metric_series_dropped_total{metric,reason}`: label sets of the
+//!   first two forgotten, see [`series`]
+//!
 //! [`server`] serves them: `GET /metrics` in the Prometheus text format;
 //! `GET /ready` answers 200 once the required hook
 //! (`tracepoint/oom/mark_victim`) is attached and 503 otherwise, for a
 //! readiness probe.
 
-mod server;
+pub mod series;
+pub mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,6 +26,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use self::series::{BoundedCounters, SeriesLimits};
 pub use self::server::{serve, BindError};
 use crate::{
     document::{Action, Document, Oom},
@@ -56,8 +61,8 @@ struct HookLabels {
 /// The counters, shared by the pipeline (which counts) and the server.
 pub struct Metrics {
     registry: Registry,
-    kills: Family<KillLabels, Counter>,
-    alloc_failures: Family<AllocLabels, Counter>,
+    kills: BoundedCounters<KillLabels>,
+    alloc_failures: BoundedCounters<AllocLabels>,
     lost: Family<LostLabels, Counter>,
     hooks: Family<HookLabels, Gauge>,
     ready: AtomicBool,
@@ -71,11 +76,13 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let limits = SeriesLimits::default();
         let mut registry = Registry::with_prefix("oom");
         let kills = Family::<KillLabels, Counter>::default();
         let alloc_failures = Family::<AllocLabels, Counter>::default();
         let lost = Family::<LostLabels, Counter>::default();
         let hooks = Family::<HookLabels, Gauge>::default();
+        let dropped = Family::default();
         registry.register(
             "kills",
             "OOM kills, by the victim's namespace, pod, container and the OOM's constraint",
@@ -96,10 +103,20 @@ impl Metrics {
             "1 when the kernel hook is attached",
             hooks.clone(),
         );
+        registry.register(
+            "metric_series_dropped",
+            "Label sets removed from a per-pod counter, idle too long or past the limit",
+            dropped.clone(),
+        );
         Self {
             registry,
-            kills,
-            alloc_failures,
+            kills: BoundedCounters::new(kills, "oom_kills_total", dropped.clone(), limits),
+            alloc_failures: BoundedCounters::new(
+                alloc_failures,
+                "oom_allocation_failures_total",
+                dropped,
+                limits,
+            ),
             lost,
             hooks,
             ready: AtomicBool::new(false),
@@ -145,7 +162,7 @@ impl Metrics {
                         .unwrap_or_default()
                         .to_owned(),
                 };
-                self.kills.get_or_create(&labels).inc();
+                self.kills.inc_by(&labels, 1);
             }
             Action::MemoryAllocationFailed => {
                 let alloc = oom.and_then(|o| o.alloc.as_ref());
@@ -158,7 +175,7 @@ impl Metrics {
                         .to_owned(),
                 };
                 let count = alloc.and_then(|a| a.count).unwrap_or(0);
-                self.alloc_failures.get_or_create(&labels).inc_by(count);
+                self.alloc_failures.inc_by(&labels, count);
             }
             Action::EventsLost => {
                 if let Some(lost) = oom.and_then(|o| o.lost.as_ref()) {
@@ -176,6 +193,8 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
+        self.kills.expire_idle();
+        self.alloc_failures.expire_idle();
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

@@ -2,14 +2,12 @@
 //! that can reach the port floods it (the DaemonSet listens on every
 //! address of the node).
 //!
-//! - At most [`ServerLimits::connections`] connections are open at once.
-//!   At the limit the server stops accepting: further connections wait in
-//!   the kernel's listen queue, costing the collector neither a file
-//!   descriptor nor CPU.
-//! - A request's headers must arrive within
-//!   [`ServerLimits::header_timeout`], which also bounds how long an idle
-//!   keep-alive connection is kept; a connection is closed after
-//!   [`ServerLimits::deadline`] whatever it is doing, so a client that
+//! - At most 64 connections are open at once. At the limit the server
+//!   stops accepting: further connections wait in the kernel's listen
+//!   queue, costing the collector neither a file descriptor nor CPU.
+//! - A request's headers must arrive within 5 seconds, which also bounds
+//!   how long an idle keep-alive connection is kept; a connection is
+//!   closed after 30 seconds whatever it is doing, so a client that
 //!   trickles bytes or never reads the response holds its slot no longer.
 //! - An `accept` that fails for want of resources (file descriptors,
 //!   memory) is retried after a growing pause, logged once per run of
