@@ -215,3 +215,45 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> 
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_for_want_of_descriptors_pause_longer_each_time_up_to_a_second() {
+        let mut failures = AcceptFailures::default();
+        let out_of_files = io::Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<Duration> = (0..9)
+            .map(|_| failures.pause_after(&out_of_files).expect("a pause"))
+            .collect();
+        assert_eq!(pauses[0], ACCEPT_PAUSE_MIN, "{pauses:?}");
+        assert!(
+            pauses.windows(2).all(|pair| pair[1] >= pair[0]),
+            "{pauses:?}"
+        );
+        assert_eq!(pauses[8], ACCEPT_PAUSE_MAX, "{pauses:?}");
+
+        failures.recovered();
+        assert_eq!(
+            failures.pause_after(&out_of_files),
+            Some(ACCEPT_PAUSE_MIN),
+            "an accept that worked starts the pauses again"
+        );
+    }
+
+    #[test]
+    fn a_connection_reset_before_it_was_accepted_is_skipped_without_a_pause() {
+        let mut failures = AcceptFailures::default();
+        let reset = io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(failures.pause_after(&reset), None);
+    }
+
+    #[test]
+    fn the_connection_limit_stays_a_quarter_of_the_open_files_or_64() {
+        assert_eq!(ServerLimits::for_open_files(1_024).connections, 64);
+        assert_eq!(ServerLimits::for_open_files(100).connections, 25);
+        assert_eq!(ServerLimits::for_open_files(2).connections, 1);
+        assert_eq!(ServerLimits::for_open_files(u64::MAX).connections, 64);
+    }
+}
