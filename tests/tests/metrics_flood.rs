@@ -6,12 +6,16 @@
 //!
 //! The collector runs with 1,024 open files, soft and hard (systemd's
 //! default soft limit; the hard one too, so raising the soft limit cannot
-//! hide a server that would exhaust it).
+//! hide a server that would exhaust it). It also writes to a file rotated
+//! after every line, so that writing the kill during the flood means
+//! opening a file.
 
 use std::{
+    fs,
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     os::{fd::AsRawFd, unix::process::CommandExt},
+    path::Path,
     process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -22,7 +26,8 @@ use std::{
 };
 
 use oom_e2e::{
-    collector_bin, require_root, resident_kib, scratch_cgroup, timestamp, Collector, Hog,
+    collector_bin, is_kill_of, require_root, resident_kib, scratch_cgroup, timestamp, Collector,
+    Hog,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -46,8 +51,21 @@ fn a_flooded_metrics_port_delays_no_kill_and_costs_little_cpu() {
     }
     raise_own_open_file_limit(HALF_OPEN as u64 + SLOW as u64 + 256);
     let addr = free_local_addr();
+    let dir = std::env::temp_dir().join(format!("oom-e2e-metrics-flood-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("scratch dir");
+    let file = dir.join("events.ndjson");
     let mut command = Command::new(collector_bin());
-    command.args(["--metrics-addr", &addr.to_string()]);
+    command
+        .args([
+            "--metrics-addr",
+            &addr.to_string(),
+            "--output",
+            "-",
+            "--output",
+        ])
+        .arg(&file)
+        .args(["--output-max-bytes", "1", "--output-keep", "100"]);
     // SAFETY: setrlimit is async-signal-safe and touches no memory of the
     // parent.
     unsafe {
@@ -64,6 +82,12 @@ fn a_flooded_metrics_port_delays_no_kill_and_costs_little_cpu() {
     }
     let collector = Collector::spawn(command);
     let pid = collector.pid();
+    // A first line, so that the file is rotated and the next line must
+    // open a new one.
+    let cgroup = scratch_cgroup("metrics-flood", 32 * MIB);
+    let mut hog = Hog::start(&cgroup);
+    hog.wait(Duration::from_secs(30));
+    collector.kill_of(hog.pid(), Duration::from_secs(10));
 
     let flood = Flood::start(addr);
     // Let the flood reach its size before measuring.
@@ -71,7 +95,6 @@ fn a_flooded_metrics_port_delays_no_kill_and_costs_little_cpu() {
     let cpu_before = cpu_seconds(pid);
     let measured_from = Instant::now();
 
-    let cgroup = scratch_cgroup("metrics-flood", 32 * MIB);
     let mut hog = Hog::start(&cgroup);
     hog.wait(Duration::from_secs(30));
     let line = collector.kill_of(hog.pid(), Duration::from_secs(10));
@@ -79,6 +102,7 @@ fn a_flooded_metrics_port_delays_no_kill_and_costs_little_cpu() {
         .read_at
         .duration_since(timestamp(&line.json))
         .unwrap_or_default();
+    let in_file_after = wait_for_kill_in_files(&file, hog.pid(), Duration::from_secs(2));
 
     thread::sleep(MEASURED.saturating_sub(measured_from.elapsed()));
     let cpu_percent =
@@ -92,8 +116,8 @@ fn a_flooded_metrics_port_delays_no_kill_and_costs_little_cpu() {
     eprintln!(
         "figures: flood of {HALF_OPEN} half-open and {SLOW} slow connections ({} opened in \
          all, {} closed by the collector); collector CPU {cpu_percent:.1}% over {:?}; kill \
-         latency {kill_latency:?}; /metrics after the flood in {metrics_time:?}; resident \
-         memory {resident} KiB",
+         latency {kill_latency:?} (in the rotated file {in_file_after:?} after stdout); /metrics \
+         after the flood in {metrics_time:?}; resident memory {resident} KiB",
         flood.opened,
         flood.closed_by_server,
         measured_from.elapsed(),
@@ -106,6 +130,12 @@ fn a_flooded_metrics_port_delays_no_kill_and_costs_little_cpu() {
     assert!(
         kill_latency < KILL_LATENCY_BUDGET,
         "the kill during the flood was written {kill_latency:?} after it happened"
+    );
+    assert!(
+        in_file_after.is_some_and(|after| kill_latency + after < KILL_LATENCY_BUDGET),
+        "the kill during the flood reached the file output {in_file_after:?} after stdout: \
+         could the collector open the file? Its log ends:\n{}",
+        log_tail(&collector.stderr())
     );
     assert!(
         cpu_percent < CPU_BUDGET_PERCENT,
@@ -123,6 +153,31 @@ fn a_flooded_metrics_port_delays_no_kill_and_costs_little_cpu() {
     );
     let (status, _) = collector.stop();
     assert!(status.success(), "{status}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// How long after now the kill of `pid` shows in `file` or its rotated
+/// copies; `None` when not within `timeout`.
+fn wait_for_kill_in_files(file: &Path, pid: u32, timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let dir = file.parent().expect("the file is in a directory");
+    while started.elapsed() < timeout {
+        let found = fs::read_dir(dir)
+            .expect("read the scratch dir")
+            .any(|entry| {
+                let path = entry.expect("a directory entry").path();
+                fs::read_to_string(&path).is_ok_and(|text| {
+                    text.lines()
+                        .filter_map(|line| serde_json::from_str(line).ok())
+                        .any(|json| is_kill_of(&json, pid))
+                })
+            });
+        if found {
+            return Some(started.elapsed());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
 
 /// The flood, on a thread of its own: it keeps its connections open and
