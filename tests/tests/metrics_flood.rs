@@ -36,7 +36,8 @@ const HALF_OPEN: usize = 3_000;
 const SLOW: usize = 20;
 /// What the flood sends on a half-open connection, and never finishes.
 const HALF_REQUEST: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\n";
-/// What a slow connection sends, a byte a second, over and over.
+/// What a slow connection sends after `HALF_REQUEST`, both a byte a
+/// second, over and over.
 const SLOW_HEADER: &[u8] = b"X-Slow: 1\r\n";
 /// How long the collector's CPU is measured under the flood.
 const MEASURED: Duration = Duration::from_secs(6);

@@ -2,9 +2,10 @@
 //! that can reach the port floods it (the DaemonSet listens on every
 //! address of the node).
 //!
-//! - At most 64 connections are open at once. At the limit the server
-//!   stops accepting: further connections wait in the kernel's listen
-//!   queue, costing the collector neither a file descriptor nor CPU.
+//! - At most 64 connections are open at once (a quarter of the open-file
+//!   limit, if that is less). At the limit the server stops accepting:
+//!   further connections wait in the kernel's listen queue, costing the
+//!   collector neither a file descriptor nor CPU.
 //! - A request's headers must arrive within 5 seconds, which also bounds
 //!   how long an idle keep-alive connection is kept; a connection is
 //!   closed after 30 seconds whatever it is doing, so a client that
@@ -13,9 +14,9 @@
 //!   memory) is retried after a growing pause, logged once per run of
 //!   failures, rather than at once in a loop that would take a whole CPU.
 //!
-//! The connection limit is kept at a quarter of the open-file limit or
-//! less, and the soft open-file limit is raised to the hard one at start,
-//! so the collector's own files (outputs, cgroupfs, runtime metadata) open
+//! Keeping the connections well under the open-file limit, and raising the
+//! soft open-file limit to the hard one when the server starts, leaves the
+//! collector's own files (outputs, cgroupfs, runtime metadata) room to open
 //! while the port is full.
 
 use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
