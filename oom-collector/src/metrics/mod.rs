@@ -7,30 +7,27 @@
 //! - `oom_events_lost_total{reason}`
 //! - `oom_hook_active{hook}`: 1 when attached, 0 when not
 //!
-//! `GET /metrics` serves them in the Prometheus text format; `GET /ready`
-//! answers 200 once the required hook (`tracepoint/oom/mark_victim`) is
-//! attached and 503 otherwise, for a readiness probe.
+//! - `oom_metric_series_dropped_total{metric,reason}`: label sets of the
+//!   first two forgotten, see [`series`]
+//!
+//! [`server`] serves them: `GET /metrics` in the Prometheus text format;
+//! `GET /ready` answers 200 once the required hook
+//! (`tracepoint/oom/mark_victim`) is attached and 503 otherwise, for a
+//! readiness probe.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+pub mod series;
+pub mod server;
 
-use http_body_util::Full;
-use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::net::TcpListener;
-use tracing::{info, warn};
 
+use self::series::{BoundedCounters, SeriesLimits};
+pub use self::server::{serve, BindError};
 use crate::{
     document::{Action, Document, Oom},
     loader::{self, HookStatus},
@@ -64,8 +61,8 @@ struct HookLabels {
 /// The counters, shared by the pipeline (which counts) and the server.
 pub struct Metrics {
     registry: Registry,
-    kills: Family<KillLabels, Counter>,
-    alloc_failures: Family<AllocLabels, Counter>,
+    kills: BoundedCounters<KillLabels>,
+    alloc_failures: BoundedCounters<AllocLabels>,
     lost: Family<LostLabels, Counter>,
     hooks: Family<HookLabels, Gauge>,
     ready: AtomicBool,
@@ -79,11 +76,13 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let limits = SeriesLimits::default();
         let mut registry = Registry::with_prefix("oom");
         let kills = Family::<KillLabels, Counter>::default();
         let alloc_failures = Family::<AllocLabels, Counter>::default();
         let lost = Family::<LostLabels, Counter>::default();
         let hooks = Family::<HookLabels, Gauge>::default();
+        let dropped = Family::default();
         registry.register(
             "kills",
             "OOM kills, by the victim's namespace, pod, container and the OOM's constraint",
@@ -104,10 +103,20 @@ impl Metrics {
             "1 when the kernel hook is attached",
             hooks.clone(),
         );
+        registry.register(
+            "metric_series_dropped",
+            "Label sets removed from a per-pod counter, idle too long or past the limit",
+            dropped.clone(),
+        );
         Self {
             registry,
-            kills,
-            alloc_failures,
+            kills: BoundedCounters::new(kills, "oom_kills_total", dropped.clone(), limits),
+            alloc_failures: BoundedCounters::new(
+                alloc_failures,
+                "oom_allocation_failures_total",
+                dropped,
+                limits,
+            ),
             lost,
             hooks,
             ready: AtomicBool::new(false),
@@ -153,7 +162,7 @@ impl Metrics {
                         .unwrap_or_default()
                         .to_owned(),
                 };
-                self.kills.get_or_create(&labels).inc();
+                self.kills.inc_by(&labels, 1);
             }
             Action::MemoryAllocationFailed => {
                 let alloc = oom.and_then(|o| o.alloc.as_ref());
@@ -166,7 +175,7 @@ impl Metrics {
                         .to_owned(),
                 };
                 let count = alloc.and_then(|a| a.count).unwrap_or(0);
-                self.alloc_failures.get_or_create(&labels).inc_by(count);
+                self.alloc_failures.inc_by(&labels, count);
             }
             Action::EventsLost => {
                 if let Some(lost) = oom.and_then(|o| o.lost.as_ref()) {
@@ -184,6 +193,8 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
+        self.kills.expire_idle();
+        self.alloc_failures.expire_idle();
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
@@ -192,69 +203,4 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on --metrics-addr {addr}")]
-pub struct BindError {
-    addr: SocketAddr,
-    #[source]
-    source: std::io::Error,
-}
-
-/// Binds `addr` now (so a bad address fails at start-up) and serves
-/// `/metrics` and `/ready` on the runtime from then on.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), BindError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source })?;
-    info!(%addr, "serving /metrics and /ready");
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "metrics: cannot accept a connection");
-                    continue;
-                }
-            };
-            let metrics = Arc::clone(&metrics);
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let metrics = Arc::clone(&metrics);
-                    async move { Ok::<_, Infallible>(respond(&request, &metrics)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(())
-}
-
-fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        "/ready" if metrics.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-        "/ready" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "the OOM tracepoint is not attached\n".to_owned(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics or /ready\n".to_owned(),
-        ),
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("a valid response")
 }
