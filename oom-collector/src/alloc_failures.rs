@@ -6,13 +6,17 @@
 //! one, then reads and deletes the old parity's keys, which nothing writes
 //! any more. Counts are therefore exact: every failure lands in exactly one
 //! tally, or in the `AllocFailureTableFull` counter when the table is full.
+//!
+//! A window is the time between two drains: `--enomem-window` when the
+//! timer ends it, shorter when a kill or shutdown does. Each drain says
+//! when its window really began and ended.
 
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, MapError, PerCpuHashMap};
 use oom_common::{AllocFailureCounts, AllocFailureKey, AllocSyscall, COMM_LEN, CONFIG_ALLOC_EPOCH};
 
-use crate::decode::comm_string;
+use crate::{decode::comm_string, host::boot_ns_now};
 
 /// How long a kernel program can still be counting under the old epoch
 /// after the flip: they run for microseconds without sleeping.
@@ -74,6 +78,23 @@ pub struct AllocFailureTable {
     table: PerCpuHashMap<MapData, AllocFailureKey, AllocFailureCounts>,
     config: Array<MapData, u32>,
     epoch: u32,
+    /// When the window being counted began (CLOCK_BOOTTIME).
+    window_start_ns: u64,
+}
+
+/// One window's tallies, and when the window began and ended.
+#[derive(Debug, Default)]
+pub struct Window {
+    pub start_boot_ns: u64,
+    pub end_boot_ns: u64,
+    pub tallies: Vec<AllocFailures>,
+}
+
+impl Window {
+    /// How long the window lasted, in whole milliseconds (at least 1).
+    pub fn duration_ms(&self) -> u64 {
+        (self.end_boot_ns.saturating_sub(self.start_boot_ns) / 1_000_000).max(1)
+    }
 }
 
 impl AllocFailureTable {
@@ -89,23 +110,41 @@ impl AllocFailureTable {
             table,
             config,
             epoch,
+            window_start_ns: boot_ns_now(),
         }
     }
 
     /// Ends the current window: returns its tallies (and any left over from
-    /// earlier ones), and starts counting the next.
-    pub async fn drain(&mut self) -> Result<Vec<AllocFailures>, MapError> {
+    /// earlier ones) with its real span, and starts counting the next.
+    pub async fn drain(&mut self) -> Result<Window, MapError> {
+        let start_boot_ns = self.window_start_ns;
         // Nothing counted, nothing to end: the grace period below would only
         // delay the kill waiting behind this call (a failure counted from
         // now on belongs to the next window anyway).
         if self.table.keys().next().is_none() {
-            return Ok(Vec::new());
+            self.window_start_ns = boot_ns_now();
+            return Ok(Window::default());
         }
         let old = (self.epoch & 1) as u8;
         self.epoch = self.epoch.wrapping_add(1);
         self.config.set(CONFIG_ALLOC_EPOCH, self.epoch, 0)?;
+        // Failures from here on are counted under the new epoch: the next
+        // window's.
+        let end_boot_ns = boot_ns_now();
+        self.window_start_ns = end_boot_ns;
         tokio::time::sleep(EPOCH_GRACE).await;
-        self.take(|key| key.epoch == old)
+        let tallies = self.take(|key| key.epoch == old)?;
+        Ok(Window {
+            // Kept maps (`--pin-dir`) may hold failures from before this
+            // process started counting.
+            start_boot_ns: tallies
+                .iter()
+                .map(|t| t.first_boot_ns)
+                .filter(|&t| t != 0)
+                .fold(start_boot_ns, u64::min),
+            end_boot_ns,
+            tallies,
+        })
     }
 
     fn take(
@@ -199,6 +238,18 @@ mod tests {
             ..AllocFailureCounts::default()
         };
         assert_eq!(merge(&unknown, &[one]), None);
+    }
+
+    #[test]
+    fn a_window_lasts_from_its_start_to_its_end_and_at_least_a_millisecond() {
+        let window = |start_boot_ns, end_boot_ns| Window {
+            start_boot_ns,
+            end_boot_ns,
+            tallies: Vec::new(),
+        };
+        assert_eq!(window(1_000_000_000, 1_250_000_000).duration_ms(), 250);
+        assert_eq!(window(1_000_000_000, 1_000_100_000).duration_ms(), 1);
+        assert_eq!(window(2, 1).duration_ms(), 1);
     }
 
     #[test]

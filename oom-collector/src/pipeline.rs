@@ -267,16 +267,15 @@ impl Pipeline {
     where
         D: FnMut(Document) -> Result<Flow, SinkError>,
     {
-        let tallies = match self.alloc_failures.drain().await {
-            Ok(tallies) => tallies,
+        let window = match self.alloc_failures.drain().await {
+            Ok(window) => window,
             Err(error) => {
                 warn!(%error, "cannot read the kernel's allocation-failure table");
                 return Ok(Flow::Continue);
             }
         };
-        let window_ms = self.alloc_window.as_millis() as u64;
-        for tally in &tallies {
-            let delivered = deliver(self.enricher.alloc_failures(tally, window_ms));
+        for tally in &window.tallies {
+            let delivered = deliver(self.enricher.alloc_failures(tally, window.duration_ms()));
             if self.output_losses.settle(delivered)? == Flow::Stop {
                 return Ok(Flow::Stop);
             }

@@ -246,6 +246,7 @@ fn failures_document(
         AllocFailureContext {
             window_ms: 1000,
             timestamp,
+            last: timestamp + Duration::from_nanos(failures.last_boot_ns - failures.first_boot_ns),
             created,
             memcg_path: Some(path.into()),
             cgroup_path: Some(path.into()),

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oom_e2e::{require_root, resident_kib, scratch_cgroup, Collector, Hog, Line};
+use oom_e2e::{require_root, resident_kib, scratch_cgroup, timestamp, Collector, Hog, Line};
 
 const FAILURES: u64 = 100_000;
 
@@ -79,7 +79,12 @@ fn a_storm_of_mmap_failures_is_a_few_lines_that_add_up_exactly() {
     assert_eq!(first["event"]["type"][0], "info");
     assert_eq!(first["process"]["name"], "enomem");
     assert_eq!(first["oom"]["alloc"]["request_bytes"], 1u64 << 30);
-    assert_eq!(first["oom"]["alloc"]["window_ms"], 25);
+    // The configured window, or less where the last one was cut by the
+    // collector's stop; never more than a window and its scheduling slack.
+    let window_ms = first["oom"]["alloc"]["window_ms"]
+        .as_u64()
+        .expect("window_ms");
+    assert!((1..=250).contains(&window_ms), "window_ms {window_ms}");
     assert!(
         after_kib < idle_kib + 8 * 1024,
         "resident memory grew from {idle_kib} KiB to {after_kib} KiB"
@@ -137,6 +142,7 @@ fn failures_come_before_the_kill_they_led_to() {
         return;
     }
     // A window far longer than the test: only the kill can end it.
+    let collector_started = std::time::SystemTime::now();
     let collector = Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "60s"]);
     let cgroup = scratch_cgroup("story", 32 * 1024 * 1024);
     let argv = [
@@ -152,7 +158,39 @@ fn failures_come_before_the_kill_they_led_to() {
     });
     let failures = failure_lines(&story, pid, "mmap");
     assert_eq!(failures.len(), 1, "the failures, folded, before the kill");
-    assert_eq!(failures[0].json["oom"]["alloc"]["count"], 1000);
+    let failed = &failures[0].json;
+    assert_eq!(failed["oom"]["alloc"]["count"], 1000);
+    // The kill cut the 60 s window short: it says how long it really was,
+    // and when the first and last failure were.
+    let window_ms = failed["oom"]["alloc"]["window_ms"]
+        .as_u64()
+        .expect("window_ms");
+    let kill = story.last().expect("the kill's line");
+    let lived = timestamp(&kill.json)
+        .duration_since(collector_started)
+        .expect("the kill came after the start");
+    assert!(
+        window_ms <= lived.as_millis() as u64 + 50,
+        "a window of {window_ms} ms, in a collector that had run {lived:?} at the kill"
+    );
+    let start = rfc3339_time(&failed["event"]["start"]);
+    let end = rfc3339_time(&failed["event"]["end"]);
+    assert_eq!(
+        start,
+        timestamp(failed),
+        "event.start is the first failure, @timestamp"
+    );
+    assert!(
+        start <= end && end <= timestamp(&kill.json),
+        "first failure {start:?}, last {end:?}, then the kill {:?}",
+        timestamp(&kill.json)
+    );
+    eprintln!("figures: the window cut by the kill: window_ms {window_ms} (configured 60000)");
     let (status, _) = collector.stop();
     assert!(status.success(), "{status}");
+}
+
+/// A date field of a document, as a time.
+fn rfc3339_time(value: &serde_json::Value) -> std::time::SystemTime {
+    timestamp(&serde_json::json!({ "@timestamp": value }))
 }

@@ -20,10 +20,14 @@ use crate::{
 /// beyond the kernel's tally.
 #[derive(Clone, Debug)]
 pub struct AllocFailureContext {
-    /// How long the window the failures were folded over lasted.
+    /// How long the window the failures were folded over lasted: the
+    /// configured window, or less when a kill or shutdown ended it.
     pub window_ms: u64,
-    /// Wall-clock time of the window's first failure.
+    /// Wall-clock time of the window's first failure (`@timestamp`,
+    /// `event.start`).
     pub timestamp: SystemTime,
+    /// Wall-clock time of its last failure (`event.end`).
+    pub last: SystemTime,
     /// When the document is made.
     pub created: SystemTime,
     /// The failing process's memory cgroup.
@@ -93,6 +97,8 @@ pub fn alloc_failure_document(
         context.created,
     );
     event.outcome = Some("failure");
+    event.start = Some(rfc3339(context.timestamp));
+    event.end = Some(rfc3339(context.last));
     Document {
         timestamp: rfc3339(context.timestamp),
         message: one_line(&message),

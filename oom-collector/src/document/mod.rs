@@ -122,6 +122,12 @@ pub struct Event {
     pub dataset: &'static str,
     /// When the collector wrote the document.
     pub created: String,
+    /// The first of the failures a document counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// The last of the failures a document counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<&'static str>,
 }
@@ -145,6 +151,8 @@ impl Event {
             module: EVENT_MODULE,
             dataset: EVENT_DATASET,
             created: rfc3339(created),
+            start: None,
+            end: None,
             outcome: None,
         }
     }

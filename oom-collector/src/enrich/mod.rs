@@ -248,6 +248,7 @@ impl Enricher {
         let context = AllocFailureContext {
             window_ms,
             timestamp: wall_clock_of_boot_ns(failures.first_boot_ns),
+            last: wall_clock_of_boot_ns(failures.last_boot_ns.max(failures.first_boot_ns)),
             created: SystemTime::now(),
             memcg_path,
             cgroup_path,

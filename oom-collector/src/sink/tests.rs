@@ -23,6 +23,8 @@ fn document(message: &str) -> Document {
             module: "oom",
             dataset: "oom.events",
             created: "2026-11-29T00:00:00.000000Z".into(),
+            start: None,
+            end: None,
             outcome: None,
         },
         host: Host {
