@@ -219,8 +219,8 @@ fn a_stdout_nobody_reads_holds_up_neither_the_file_nor_readiness_nor_sigterm() {
     });
     let to_exit = sent.elapsed();
     let stderr = collector.stderr();
-    // The lines stdout never took are lost, said so, and make the exit
-    // status 1, as any output's lines left at exit do.
+    // The lines stdout never took are lost, said so in the log, and make
+    // the exit status 1, as any output's lines left at exit do.
     let unwritten = stderr
         .lines()
         .find(|line| line.contains("kept in memory for stdout could not be written before exit"))
@@ -235,10 +235,28 @@ fn a_stdout_nobody_reads_holds_up_neither_the_file_nor_readiness_nor_sigterm() {
         "it stopped for the SIGTERM:\n{stderr}"
     );
 
+    // And on record where the events are: an events_lost document in the
+    // file, counting the same lines.
+    let lost: Vec<u64> = documents(&file)
+        .iter()
+        .filter(|json| {
+            json["event"]["action"] == "events_lost"
+                && json["oom"]["lost"]["reason"] == "output_failed"
+        })
+        .filter_map(|json| json["oom"]["lost"]["count"].as_u64())
+        .collect();
+    let [lost] = lost[..] else {
+        panic!("one output_failed events_lost document in the file, not {lost:?}:\n{stderr}");
+    };
+    assert!(
+        unwritten.contains(&format!(" {lost} event(s) kept in memory for stdout")),
+        "the document counts the lines the log names ({lost}): {unwritten}"
+    );
+
     let times: Vec<String> = per_kill.iter().map(|t| format!("{t:.2?}")).collect();
     eprintln!(
-        "kills delivered to the file: {}/{KILLS}; death-to-file per kill: [{}]; \
-         SIGTERM to exit: {to_exit:.2?}; {unwritten}",
+        "kills delivered to the file: {}/{KILLS}; hog seen dead to kill in the file: [{}]; \
+         SIGTERM to exit: {to_exit:.2?}; lost to stdout: {lost}",
         per_kill.len(),
         times.join(", ")
     );

@@ -33,10 +33,10 @@
 //!   open file (device and inode); when they differ the path is opened
 //!   anew, so the line lands in a new file there.
 //! - At exit ([`Sink::finish`]) each output gets until [`FINISH_TIMEOUT`]
-//!   to write what waits for it, and a failing one one more try; the lines
-//!   still waiting then are given up and reported as
-//!   [`SinkError::Unwritten`], so a stalled output cannot hold up a
-//!   SIGTERM.
+//!   to write what waits for it; the lines still waiting then are given
+//!   up and reported as [`SinkError::Unwritten`], so a stalled output
+//!   cannot hold up a SIGTERM, and [`Sink::finish_reporting`] writes a
+//!   report of them to the outputs that kept up.
 //!
 //! [`Sink`] fans each line out to its outputs (`outputs`), each with the
 //! bounded `backlog` its `writer` thread writes; `file` writes, follows and
@@ -210,14 +210,7 @@ impl Sink {
     /// to) or [`SinkError::Dropped`] (count it: the line is lost for some
     /// output).
     pub fn write(&mut self, document: &Document) -> Result<(), SinkError> {
-        self.line.clear();
-        match self.format {
-            Format::Json => serde_json::to_writer(&mut self.line, document)
-                .expect("documents serialize to JSON"),
-            Format::Pretty => self.line.extend_from_slice(document.pretty().as_bytes()),
-        }
-        self.line.push(b'\n');
-        let line: Arc<[u8]> = Arc::from(&self.line[..]);
+        let line = self.line_of(document);
         lock(&self.outputs).write(&line)
     }
 
@@ -225,15 +218,46 @@ impl Sink {
     /// makes it durable (fsync for regular files). Lines that cannot be
     /// written by then are given up, and reported. Blocks meanwhile.
     pub fn finish(&mut self) -> Result<(), SinkError> {
+        self.finish_reporting(|_, _| None)
+    }
+
+    /// [`Sink::finish`], and when some outputs could not write everything
+    /// in time, `report(lines, outputs)` (the lines they still held, and
+    /// which) gives a document to write to the other outputs, so the loss
+    /// is on record where the events are.
+    pub fn finish_reporting(
+        &mut self,
+        report: impl FnOnce(u64, &[String]) -> Option<Document>,
+    ) -> Result<(), SinkError> {
         self.finished = true;
-        let mut errors = lock(&self.outputs)
-            .finish(Instant::now() + FINISH_TIMEOUT)
+        let outputs = Arc::clone(&self.outputs);
+        let mut outputs = lock(&outputs);
+        let behind = outputs.catch_up(Instant::now() + FINISH_TIMEOUT);
+        let given_up: Vec<String> = behind.iter().map(|(name, _)| name.clone()).collect();
+        let lines = behind.iter().map(|(_, lines)| *lines as u64).sum();
+        if let Some(document) = report(lines, &given_up).filter(|_| lines > 0) {
+            let line = self.line_of(&document);
+            outputs.write_except(&line, &given_up);
+        }
+        let mut errors = outputs
+            .finish(Instant::now() + FINISH_TIMEOUT, &given_up)
             .into_iter();
         let first_error = errors.next();
         for error in errors {
             warn!("{error}");
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    fn line_of(&mut self, document: &Document) -> Arc<[u8]> {
+        self.line.clear();
+        match self.format {
+            Format::Json => serde_json::to_writer(&mut self.line, document)
+                .expect("documents serialize to JSON"),
+            Format::Pretty => self.line.extend_from_slice(document.pretty().as_bytes()),
+        }
+        self.line.push(b'\n');
+        Arc::from(&self.line[..])
     }
 }
 

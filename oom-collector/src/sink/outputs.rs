@@ -67,16 +67,44 @@ impl Outputs {
         Ok(())
     }
 
+    /// Waits, until `deadline` at most, for every output to write what
+    /// waits for it; the outputs that could not, and how many lines each
+    /// still holds.
+    pub(super) fn catch_up(&self, deadline: Instant) -> Vec<(String, usize)> {
+        self.list
+            .iter()
+            .filter_map(|output| {
+                let waiting = output.caught_up(deadline);
+                (waiting > 0).then(|| (output.shared.name.clone(), waiting))
+            })
+            .collect()
+    }
+
+    /// Hands `line` to the outputs not named in `except`.
+    pub(super) fn write_except(&self, line: &Arc<[u8]>, except: &[String]) {
+        for output in &self.list {
+            if !except.contains(&output.shared.name) {
+                output.keep(line);
+            }
+        }
+    }
+
     /// Lets each writer write what is left and sync, waiting until
-    /// `deadline` at most; errs for each output that could not.
-    pub(super) fn finish(&mut self, deadline: Instant) -> Vec<SinkError> {
+    /// `deadline` at most; gives up at once on the outputs in `given_up`.
+    /// Errs for each output that could not.
+    pub(super) fn finish(&mut self, deadline: Instant, given_up: &[String]) -> Vec<SinkError> {
         for output in &self.list {
             output.shared.lock().finishing = true;
             output.shared.work.notify_one();
         }
         self.list
             .iter()
-            .filter_map(|output| output.finished(deadline).err())
+            .filter_map(|output| {
+                let now = given_up.contains(&output.shared.name);
+                output
+                    .finished(if now { Instant::now() } else { deadline })
+                    .err()
+            })
             .collect()
     }
 }
@@ -137,6 +165,28 @@ impl Output {
         drop(state);
         self.shared.work.notify_one();
         true
+    }
+
+    /// The lines still waiting once the writer has written them all, or
+    /// at `deadline`.
+    fn caught_up(&self, deadline: Instant) -> usize {
+        let mut state = self.shared.lock();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if state.backlog.is_empty()
+                || state.closed
+                || state.finished.is_some()
+                || left.is_zero()
+            {
+                return state.backlog.len();
+            }
+            state = self
+                .shared
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// What the writer made of the last lines, once it has ended; lines

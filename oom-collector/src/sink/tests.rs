@@ -240,19 +240,29 @@ fn a_pipe_nobody_reads_holds_up_neither_the_writes_nor_the_file() {
     wait_for_messages(&path, &expected);
 
     let started = Instant::now();
-    match sink.finish() {
-        Err(SinkError::Unwritten { output, lines }) => {
-            assert_eq!(output, "stdout");
-            assert!(lines > 0 && lines < 100, "{lines} lines left for the pipe");
-        }
-        other => panic!("lines the pipe never took are reported: {other:?}"),
-    }
+    let mut reported = None;
+    let finished = sink.finish_reporting(|lines, outputs| {
+        reported = Some((lines, outputs.to_vec()));
+        Some(document(&format!("{lines} lost")))
+    });
     assert!(
-        started.elapsed() < FINISH_TIMEOUT + Duration::from_secs(1),
+        started.elapsed() < 2 * FINISH_TIMEOUT + Duration::from_secs(1),
         "finishing took {:?}",
         started.elapsed()
     );
-    assert_eq!(messages(&path).len(), 100, "the file has every line, once");
+    let Err(SinkError::Unwritten { output, lines }) = finished else {
+        panic!("lines the pipe never took are reported: {finished:?}");
+    };
+    assert_eq!(output, "stdout");
+    assert!(lines > 0 && lines < 100, "{lines} lines left for the pipe");
+    assert_eq!(
+        reported,
+        Some((lines as u64, vec!["stdout".to_owned()])),
+        "the report counts the same lines"
+    );
+    let written = messages(&path);
+    assert_eq!(written.len(), 101, "every line once, then the report");
+    assert_eq!(written[100], format!("{lines} lost"));
     fs::remove_dir_all(&dir).expect("clean up");
 }
 

@@ -75,7 +75,7 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Wakes the writer: a new line, or the sink is finishing.
     pub(super) work: Condvar,
-    /// The writer is done: `State::finished` is set.
+    /// The backlog is empty, or the writer is done (`State::finished`).
     pub(super) done: Condvar,
 }
 
@@ -155,6 +155,7 @@ impl Shared {
                     state.backlog.written(line.len());
                     if state.backlog.is_empty() {
                         self.recovered(&mut state);
+                        self.done.notify_all();
                     }
                 }
                 Err(failure) => {
