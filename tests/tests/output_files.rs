@@ -15,31 +15,13 @@ use std::{
 
 use oom_e2e::{
     collect_text, collector_bin, is_kill_of, poll_until, require_root, scratch_cgroup,
-    wait_for_exit, Collector, Hog,
+    wait_for_exit, Collector, Hog, ScratchDir,
 };
 
 const MIB: u64 = 1024 * 1024;
 /// How long a refused output may take to end the collector: it is checked
 /// before the kernel programs load.
 const REFUSED_WITHIN: Duration = Duration::from_secs(10);
-
-/// A directory of our own under the temporary directory, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(label: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("oom-e2e-{label}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        Self(dir)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The collector started with `--output path`, killed on drop.
 struct Run {

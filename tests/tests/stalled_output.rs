@@ -11,7 +11,7 @@ use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     os::fd::AsRawFd,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -19,7 +19,7 @@ use std::{
 
 use oom_e2e::{
     collect_text, collector_bin, is_kill_of, poll_until, require_root, scratch_cgroup,
-    wait_for_exit, Hog,
+    wait_for_exit, Hog, ScratchDir,
 };
 use serde_json::Value;
 
@@ -137,25 +137,12 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
     Ok(response.lines().next().unwrap_or_default().to_owned())
 }
 
-/// Scratch directory for the output file, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn a_stdout_nobody_reads_holds_up_neither_the_file_nor_readiness_nor_sigterm() {
     if !require_root!() {
         return;
     }
-    let dir = ScratchDir(
-        std::env::temp_dir().join(format!("oom-e2e-stalled-stdout-{}", std::process::id())),
-    );
-    let _ = fs::remove_dir_all(&dir.0);
-    fs::create_dir_all(&dir.0).expect("scratch dir");
+    let dir = ScratchDir::new("stalled-stdout");
     let file = dir.0.join("events.ndjson");
     let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");

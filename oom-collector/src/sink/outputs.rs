@@ -170,54 +170,34 @@ impl Output {
     /// The lines still waiting once the writer has written them all, or
     /// at `deadline`.
     fn caught_up(&self, deadline: Instant) -> usize {
-        let mut state = self.shared.lock();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if state.backlog.is_empty()
-                || state.closed
-                || state.finished.is_some()
-                || left.is_zero()
-            {
-                return state.backlog.len();
-            }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
+        let state = self.shared.wait_until(deadline, |state| {
+            state.backlog.is_empty() || state.closed || state.finished.is_some()
+        });
+        state.backlog.len()
     }
 
     /// What the writer made of the last lines, once it has ended; lines
     /// still waiting at `deadline` are given up.
     fn finished(&self, deadline: Instant) -> Result<(), SinkError> {
-        let mut state = self.shared.lock();
-        while state.finished.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                // Whatever the writer still gets through is not waited for.
-                let lines = state.backlog.len();
-                state.backlog.clear();
-                if lines == 0 {
-                    warn!(
-                        output = %self.shared.name,
-                        "still syncing at exit; the last events may not be on disk"
-                    );
-                    return Ok(());
-                }
-                return Err(SinkError::Unwritten {
-                    output: self.shared.name.clone(),
-                    lines,
-                });
-            }
-            state = self
-                .shared
-                .done
-                .wait_timeout(state, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+        let mut state = self
+            .shared
+            .wait_until(deadline, |state| state.finished.is_some());
+        if let Some(finished) = state.finished.take() {
+            return finished;
         }
-        state.finished.take().unwrap_or(Ok(()))
+        // Whatever the writer still gets through is not waited for.
+        let lines = state.backlog.len();
+        state.backlog.clear();
+        if lines == 0 {
+            warn!(
+                output = %self.shared.name,
+                "still syncing at exit; the last events may not be on disk"
+            );
+            return Ok(());
+        }
+        Err(SinkError::Unwritten {
+            output: self.shared.name.clone(),
+            lines,
+        })
     }
 }

@@ -122,6 +122,20 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The state once `ready` holds for it (the writer says so on `done`),
+    /// or at `deadline`.
+    pub(super) fn wait_until(
+        &self,
+        deadline: Instant,
+        ready: impl Fn(&State) -> bool,
+    ) -> MutexGuard<'_, State> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.done
+            .wait_timeout_while(self.lock(), left, |state| !ready(state))
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
     /// The writer's loop: the backlog's lines, oldest first, each whole,
     /// until the sink finishes or the reader goes away.
     pub(super) fn write_all(&self, mut destination: Destination, rotation: Rotation) {
