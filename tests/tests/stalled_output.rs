@@ -197,6 +197,13 @@ fn a_stdout_nobody_reads_holds_up_neither_the_file_nor_readiness_nor_sigterm() {
         },
     );
 
+    let resident = fs::read_to_string(format!("/proc/{}/status", collector.child.id()))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            Some(line.trim_start_matches("VmRSS:").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
     let pid = rustix::process::Pid::from_raw(collector.child.id() as i32).expect("a pid");
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     let sent = Instant::now();
@@ -243,7 +250,8 @@ fn a_stdout_nobody_reads_holds_up_neither_the_file_nor_readiness_nor_sigterm() {
     let times: Vec<String> = per_kill.iter().map(|t| format!("{t:.2?}")).collect();
     eprintln!(
         "kills delivered to the file: {}/{KILLS}; hog seen dead to kill in the file: [{}]; \
-         SIGTERM to exit: {to_exit:.2?}; lost to stdout: {lost}",
+         SIGTERM to exit: {to_exit:.2?}; lost to stdout: {lost}; resident before \
+         SIGTERM: {resident}",
         per_kill.len(),
         times.join(", ")
     );
