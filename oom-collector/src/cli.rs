@@ -62,9 +62,11 @@ pub enum Command {
 #[derive(Clone, Debug, Args)]
 pub struct RunArgs {
     /// Append events to this file instead of writing them to stdout. The file
-    /// is created if needed, written one line per event and fsynced on exit.
-    /// Give it more than once to write to several; `-` is stdout (a
-    /// DaemonSet: `--output - --output /var/log/oom-collector/events.ndjson`).
+    /// is created if needed (mode 0640), written one line per event and
+    /// fsynced on exit; a symbolic link, FIFO or device at PATH is refused.
+    /// Give it more than once to write to several, each at its own pace; `-`
+    /// is stdout (a DaemonSet: `--output - --output
+    /// /var/log/oom-collector/events.ndjson`).
     #[arg(long, value_name = "PATH")]
     pub output: Vec<PathBuf>,
 

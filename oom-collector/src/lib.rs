@@ -161,7 +161,12 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
             sink.write(&document).map(|()| Flow::Continue)
         })
         .await?;
-    sink.finish()?;
+    // What an output still holds at exit is lost: say so on the others.
+    sink.finish_reporting(|lost, outputs| {
+        let report = pipeline.output_failed_report(lost, &outputs.join(", "));
+        metrics.observe(&report);
+        Some(report)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

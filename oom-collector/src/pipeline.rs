@@ -7,7 +7,8 @@
 //!
 //! What the sink could neither write nor keep is counted and reported like
 //! the kernel's own losses: an `events_lost` document with the reason
-//! `output_failed`, at most once per [`STATS_INTERVAL`]. When the last
+//! `output_failed`, at most once per [`STATS_INTERVAL`], and once more
+//! for the lines an output still held at exit. When the last
 //! output is closed by its reader the collector stops: nothing is left to
 //! write to.
 
@@ -311,6 +312,18 @@ impl Pipeline {
             %outputs,
             "some events could neither be written to an output nor kept for it"
         );
+        match deliver(self.output_failed_report(count, &outputs)) {
+            // Where this report is dropped too, its count is in the log and
+            // the metrics already; counting it again would report forever.
+            Err(SinkError::Dropped { .. }) => Ok(Flow::Continue),
+            delivered => self.output_losses.settle(delivered),
+        }
+    }
+
+    /// The `events_lost` document for `count` events `outputs` could
+    /// neither take nor keep: while running, and those still waiting at
+    /// exit.
+    pub fn output_failed_report(&self, count: u64, outputs: &str) -> Document {
         let mut document = self
             .enricher
             .events_lost(count, OUTPUT_FAILED, boot_ns_now());
@@ -318,12 +331,7 @@ impl Pipeline {
             "{count} OOM event(s) could not be written to {outputs} and were dropped \
              ({OUTPUT_FAILED}); the collector's log says why"
         );
-        match deliver(document) {
-            // Where this report is dropped too, its count is in the log and
-            // the metrics already; counting it again would report forever.
-            Err(SinkError::Dropped { .. }) => Ok(Flow::Continue),
-            delivered => self.output_losses.settle(delivered),
-        }
+        document
     }
 
     fn warn_read_failures(&self, reported: u64) -> u64 {

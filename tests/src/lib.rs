@@ -129,6 +129,24 @@ pub fn collector_bin() -> PathBuf {
         )
 }
 
+/// A directory of our own under the temporary directory, removed on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("oom-e2e-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `oom-e2e-<label>-<our pid>`, limited to `limit_bytes`, at the memory
 /// hierarchy's usual mount point; the test fails if it cannot be made.
 pub fn scratch_cgroup(label: &str, limit_bytes: u64) -> ScratchCgroup {

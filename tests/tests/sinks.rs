@@ -9,7 +9,7 @@
 use std::{
     fs,
     io::{BufRead, BufReader, Write},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, ChildStdout, Command, ExitStatus, Stdio},
     sync::{mpsc, Arc, Mutex},
     thread,
@@ -18,7 +18,7 @@ use std::{
 
 use oom_e2e::{
     collect_text, collector_bin, is_kill_of, poll_until, require_root, scratch_cgroup,
-    wait_for_exit, Collector, Hog,
+    wait_for_exit, Collector, Hog, ScratchDir,
 };
 use serde_json::Value;
 
@@ -98,24 +98,6 @@ fn assert_idle(pid: u32, when: &str) {
         used < IDLE_CPU,
         "{when}, the collector used {used:?} of CPU in {IDLE_WINDOW:?}: it spins"
     );
-}
-
-/// A directory of our own under the temporary directory, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(label: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("oom-e2e-{label}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        Self(dir)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A tiny tmpfs, unmounted on drop.

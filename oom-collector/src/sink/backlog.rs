@@ -1,16 +1,17 @@
-//! The lines an output could not take yet, oldest first, bounded in
-//! bytes, and the line a pipe or a full disk took only part of.
+//! The lines an output has not written yet, oldest first, bounded in
+//! bytes, and how much of the oldest one is out already (a pipe or a full
+//! disk may take part of a line).
 
-use std::{collections::VecDeque, io};
+use std::{collections::VecDeque, sync::Arc};
 
-use super::line::Failure;
-
-/// Lines an output could not take yet, oldest first, bounded in bytes.
+/// Lines an output has not written yet, oldest first, bounded in bytes.
+/// Every line waits here until its writer has written it whole, so what a
+/// stalled or failing output has not taken is always counted here.
 pub(super) struct Backlog {
-    lines: VecDeque<Vec<u8>>,
+    lines: VecDeque<Arc<[u8]>>,
     bytes: usize,
     pub(super) limit_bytes: usize,
-    /// How much of the oldest line is out already (a pipe took part of it).
+    /// How much of the oldest line is out already.
     front_written: usize,
 }
 
@@ -33,25 +34,34 @@ impl Backlog {
     }
 
     /// Keeps `line` unless that would pass the limit.
-    pub(super) fn push(&mut self, line: &[u8]) -> bool {
+    pub(super) fn push(&mut self, line: &Arc<[u8]>) -> bool {
         if self.bytes + line.len() > self.limit_bytes {
             return false;
         }
         self.bytes += line.len();
-        self.lines.push_back(line.to_vec());
+        self.lines.push_back(Arc::clone(line));
         true
     }
 
-    /// Keeps the line whose first `written` bytes are out, whatever the
-    /// limit: the rest of it must follow them.
-    pub(super) fn push_partly_written(&mut self, line: &[u8], written: usize) {
-        debug_assert!(
-            self.is_empty(),
-            "only the oldest line can be partly written"
-        );
-        self.bytes += line.len();
-        self.lines.push_back(line.to_vec());
-        self.front_written = written;
+    /// The oldest line and how much of it is out already.
+    pub(super) fn front(&self) -> Option<(Arc<[u8]>, usize)> {
+        let line = self.lines.front()?;
+        Some((Arc::clone(line), self.front_written))
+    }
+
+    /// The oldest line went out up to `written` bytes: the whole of it
+    /// leaves the backlog, a part is remembered for the next try.
+    pub(super) fn written(&mut self, written: usize) {
+        let Some(line) = self.lines.front() else {
+            return;
+        };
+        if written < line.len() {
+            self.front_written = written;
+            return;
+        }
+        self.bytes -= line.len();
+        self.lines.pop_front();
+        self.front_written = 0;
     }
 
     pub(super) fn clear(&mut self) {
@@ -59,75 +69,37 @@ impl Backlog {
         self.bytes = 0;
         self.front_written = 0;
     }
-
-    /// Hands the lines, oldest first, to `write_line` (a line and how much
-    /// of it is out already) until one fails or none are left.
-    pub(super) fn write(
-        &mut self,
-        mut write_line: impl FnMut(&[u8], usize) -> Result<(), Failure>,
-    ) -> Result<(), io::Error> {
-        while let Some(line) = self.lines.front() {
-            if let Err(failure) = write_line(line, self.front_written) {
-                self.front_written = failure.written;
-                return Err(failure.error);
-            }
-            self.bytes -= line.len();
-            self.lines.pop_front();
-            self.front_written = 0;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io;
+    use std::sync::Arc;
 
     use super::Backlog;
-    use crate::sink::line::{write_from, Failure};
 
-    /// Takes what fits in `room`, as a pipe or a nearly full disk does.
-    struct Pipe {
-        room: usize,
-        taken: Vec<u8>,
-    }
-
-    impl Pipe {
-        fn take(&mut self, line: &[u8], from: usize) -> Result<(), Failure> {
-            write_from(line, from, |bytes| {
-                if self.room == 0 {
-                    return Err(io::ErrorKind::StorageFull.into());
-                }
-                let n = bytes.len().min(self.room);
-                self.room -= n;
-                self.taken.extend_from_slice(&bytes[..n]);
-                Ok(n)
-            })
-        }
+    #[test]
+    fn a_line_taken_in_part_stays_first_until_the_rest_is_out() {
+        let mut backlog = Backlog::new(1 << 20);
+        assert!(backlog.push(&Arc::from(&b"first line\n"[..])));
+        assert!(backlog.push(&Arc::from(&b"second\n"[..])));
+        backlog.written(6);
+        let (line, from) = backlog.front().expect("a line");
+        assert_eq!((&line[from..], backlog.len()), (&b"line\n"[..], 2));
+        backlog.written(line.len());
+        let (line, from) = backlog.front().expect("a line");
+        assert_eq!((&line[..], from), (&b"second\n"[..], 0));
+        backlog.written(line.len());
+        assert!(backlog.is_empty());
+        assert_eq!(backlog.bytes, 0);
     }
 
     #[test]
-    fn a_backlog_resumes_a_line_a_pipe_took_part_of() {
-        let mut backlog = Backlog::new(1 << 20);
-        backlog.push_partly_written(b"first line\n", 6);
-        assert!(backlog.push(b"second\n"));
-        let mut pipe = Pipe {
-            room: 3,
-            taken: Vec::new(),
-        };
-        let error = backlog
-            .write(|line, from| pipe.take(line, from))
-            .expect_err("runs out of room");
-        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
-        pipe.room = 100;
-        backlog
-            .write(|line, from| pipe.take(line, from))
-            .expect("room again");
-        assert_eq!(
-            pipe.taken, b"line\nsecond\n",
-            "the rest of the first line, then the second"
-        );
-        assert!(backlog.is_empty());
-        assert_eq!(backlog.bytes, 0);
+    fn lines_past_the_limit_are_refused() {
+        let line: Arc<[u8]> = Arc::from(&b"0123456789\n"[..]);
+        let mut backlog = Backlog::new(2 * line.len());
+        assert!(backlog.push(&line) && backlog.push(&line));
+        assert!(!backlog.push(&line), "a third line does not fit");
+        backlog.written(line.len());
+        assert!(backlog.push(&line), "room again once one is out");
     }
 }

@@ -1,14 +1,22 @@
 //! A file output: appended to line by line, opened anew when its path is
 //! moved or deleted away, cut back when a full disk took half a line, and
 //! rotated by size (`PATH` -> `PATH.1` -> ... `PATH.keep`).
+//!
+//! Every file it opens, at start, after a move and after rotating, is a
+//! regular file reached without following a symbolic link at the path, and
+//! a file it creates is readable by its owner and group only (0640, less
+//! what the umask takes): the lines carry command lines and pod names, and
+//! whoever can write to the directory must not be able to point the
+//! collector's writes at another file, nor hang it on a FIFO.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File, Metadata, OpenOptions},
     io::{self, Write},
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
+use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 use tracing::{info, warn};
 
 use super::{
@@ -31,10 +39,33 @@ struct OpenFile {
     size: u64,
 }
 
+/// Mode of the files the collector creates, before the umask.
+pub(super) const FILE_MODE: u32 = 0o640;
+
 impl OpenFile {
     fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        // Refused before opening where it can be seen, so that a device's
+        // open has no side effect; checked again on what was opened, since
+        // the path can change in between.
+        if let Ok(found) = fs::symlink_metadata(path) {
+            refuse_unless_regular(path, &found)?;
+        }
+        // O_NONBLOCK: a FIFO put there in between fails the open (ENXIO) or
+        // is refused below, rather than hanging it until a reader comes.
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|error| match fs::symlink_metadata(path) {
+                Ok(found) => refuse_unless_regular(path, &found).err().unwrap_or(error),
+                Err(_) => error,
+            })?;
         let metadata = file.metadata()?;
+        refuse_unless_regular(path, &metadata)?;
+        // Writes to a regular file wait for the disk, as they should.
+        fcntl_setfl(&file, fcntl_getfl(&file)? - OFlags::NONBLOCK)?;
         Ok(Self {
             dev: metadata.dev(),
             ino: metadata.ino(),
@@ -61,7 +92,9 @@ impl FileOutput {
     /// file open (moved or deleted away), and whether it was.
     fn current(&mut self) -> io::Result<(&mut OpenFile, bool)> {
         if let Some(open) = &mut self.open {
-            match fs::metadata(&self.path) {
+            // The link itself, not where it points: a symbolic link put at
+            // the path is not the file open, and is refused on reopening.
+            match fs::symlink_metadata(&self.path) {
                 Ok(now) if (now.dev(), now.ino()) == (open.dev, open.ino) => open.size = now.len(),
                 // Cannot tell (a directory's permissions): keep writing.
                 Err(error) if error.kind() != io::ErrorKind::NotFound => {}
@@ -146,6 +179,33 @@ impl FileOutput {
             source,
         })
     }
+}
+
+/// Errs, saying why, unless `found` (at `path`) is a regular file.
+fn refuse_unless_regular(path: &Path, found: &Metadata) -> io::Result<()> {
+    let file_type = found.file_type();
+    if file_type.is_file() {
+        return Ok(());
+    }
+    let kind = if file_type.is_symlink() {
+        "symbolic link, which the collector does not follow (give the path of the file itself)"
+    } else if file_type.is_fifo() {
+        "FIFO (named pipe); to feed a program, pipe the collector's stdout (`--output -`) to it"
+    } else if file_type.is_dir() {
+        "directory; give the path of a file in it"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "device; for stdout give `-`"
+    } else {
+        "socket"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a {kind}: outputs are appended to regular files only, so that nobody who can \
+             write to the directory can send the collector's lines elsewhere or hang it",
+            path.display()
+        ),
+    ))
 }
 
 /// `PATH.keep-1` -> `PATH.keep`, ..., `PATH` -> `PATH.1`; the caller starts

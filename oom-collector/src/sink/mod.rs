@@ -4,29 +4,43 @@
 //! A file output can rotate itself by size (`--output-max-bytes`): the
 //! file is renamed to `PATH.1` (older ones shift to `.2`, ... up to
 //! `--output-keep`) and a new one started, so a DaemonSet's hostPath never
-//! fills the node's disk.
+//! fills the node's disk. Output files are regular files only, never
+//! reached through a symbolic link at their path, and created 0640 (see
+//! `file`).
 //!
-//! An output that fails costs neither the collector nor the other outputs:
+//! Each output goes at its own pace: [`Sink::write`] only hands the line
+//! to each output's backlog, and a thread per output writes it from there.
+//! A record leaves the kernel's ring buffer once its line is handed over.
+//! An output that stalls or fails costs neither the collector (its ring
+//! buffer, metrics and signals) nor the other outputs:
 //!
+//! - Stalled (a pipe whose reader stopped reading, a disk that hangs):
+//!   lines wait for it in memory, in order, up to [`BACKLOG_LIMIT_BYTES`];
+//!   lines past that are dropped and [`Sink::write`] answers
+//!   [`SinkError::Dropped`] so they can be counted. A write that has waited
+//!   [`STALLED_AFTER`] is logged once, and once more when the output has
+//!   caught up.
 //! - Closed by its reader (`EPIPE`, as in `oom-collector | head -1`): the
 //!   output is dropped with one log line. When it was the last one,
 //!   [`Sink::write`] answers [`SinkError::Closed`] and the collector stops.
-//! - A write that fails (a full disk, ...): that line and every later one
-//!   wait for the output in memory, in order, up to [`BACKLOG_LIMIT_BYTES`];
-//!   lines past that are dropped and [`Sink::write`] answers
-//!   [`SinkError::Dropped`] so they can be counted. The output is retried
-//!   before each new line and every [`RETRY_INTERVAL`]; the failure is
-//!   logged once when it starts and once when the output recovers. A line
-//!   a full disk cut short is cut off the file again, so files only ever
-//!   hold whole lines.
+//! - A write that fails (a full disk, ...): the line and every later one
+//!   wait as for a stalled output. The output is retried when a new line
+//!   comes and every [`RETRY_INTERVAL`]; the failure is logged once when it
+//!   starts and once when the output recovers. A line a full disk cut
+//!   short is cut off the file again, so files only ever hold whole lines.
 //! - A file moved or deleted underneath (logrotate without
 //!   `copytruncate`, `rm`): before each line the path is compared with the
 //!   open file (device and inode); when they differ the path is opened
 //!   anew, so the line lands in a new file there.
+//! - At exit ([`Sink::finish`]) each output gets until [`FINISH_TIMEOUT`]
+//!   to write what waits for it; the lines still waiting then are given
+//!   up and reported as [`SinkError::Unwritten`], so a stalled output
+//!   cannot hold up a SIGTERM, and [`Sink::finish_reporting`] writes a
+//!   report of them to the outputs that kept up.
 //!
 //! [`Sink`] fans each line out to its outputs (`outputs`), each with the
-//! bounded `backlog` of lines it could not take yet; `file` writes, follows
-//! and rotates a file output.
+//! bounded `backlog` its `writer` thread writes; `file` writes, follows and
+//! rotates a file output.
 
 mod backlog;
 mod file;
@@ -34,19 +48,21 @@ mod line;
 mod outputs;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::{
     io,
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tracing::warn;
 
 use self::{
     file::FileOutput,
-    outputs::{Destination, Output, Outputs},
+    outputs::{Output, Outputs},
+    writer::Destination,
 };
 use crate::document::Document;
 
@@ -55,6 +71,12 @@ pub const BACKLOG_LIMIT_BYTES: usize = 8 << 20;
 
 /// How often an output that failed is tried again when no event comes.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long one write may wait before the output is logged as stalled.
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
+
+/// How long, at exit, the outputs get to write what waits for them.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -66,7 +88,7 @@ pub enum Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("cannot open --output {path} for appending (is the directory there and writable?)")]
+    #[error("cannot open --output {path} for appending{}", open_hint(.source))]
     Open {
         path: PathBuf,
         #[source]
@@ -81,12 +103,27 @@ pub enum SinkError {
     Dropped { outputs: Vec<String> },
     #[error("{lines} event(s) kept in memory for {output} could not be written before exit")]
     Unwritten { output: String, lines: usize },
+    #[error("cannot start the thread that writes to {output}")]
+    Writer {
+        output: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot fsync {path}")]
     Sync {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+fn open_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
+            " (is the directory there and writable?)"
+        }
+        _ => "",
+    }
 }
 
 /// Size-based rotation of file outputs.
@@ -102,20 +139,21 @@ pub struct Rotation {
 pub const STDOUT: &str = "-";
 
 pub struct Sink {
-    /// Shared with the task that retries failed outputs on a timer.
+    /// Shared with the task that watches for stalled and closed outputs.
     outputs: Arc<Mutex<Outputs>>,
     format: Format,
     line: Vec<u8>,
-    retrier: Option<tokio::task::JoinHandle<()>>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    finished: bool,
 }
 
 impl Sink {
-    pub fn stdout(format: Format) -> Self {
+    pub fn stdout(format: Format) -> Result<Self, SinkError> {
         let never = Rotation {
             max_bytes: None,
             keep: 0,
         };
-        Self::new(vec![Output::new(Destination::Stdout)], format, never)
+        Self::open(&[PathBuf::from(STDOUT)], format, never)
     }
 
     /// Writes to each of `outputs`: a file path (appended to, created if
@@ -126,42 +164,92 @@ impl Sink {
         rotation: Rotation,
     ) -> Result<Self, SinkError> {
         if outputs.is_empty() {
-            return Ok(Self::stdout(format));
+            return Self::stdout(format);
         }
         let list = outputs
             .iter()
             .map(|output| {
                 let destination = if output.as_os_str() == STDOUT {
-                    Destination::Stdout
+                    // A descriptor of its own, so its writer needs no lock
+                    // on std's stdout.
+                    let fd = rustix::io::fcntl_dupfd_cloexec(io::stdout(), 0).map_err(|error| {
+                        SinkError::Writer {
+                            output: "stdout".into(),
+                            source: error.into(),
+                        }
+                    })?;
+                    Destination::Stdout(fd)
                 } else {
                     Destination::File(FileOutput::open(output)?)
                 };
-                Ok(Output::new(destination))
+                Output::start(destination, rotation)
             })
             .collect::<Result<_, SinkError>>()?;
-        Ok(Self::new(list, format, rotation))
+        Ok(Self::new(list, format))
     }
 
-    fn new(list: Vec<Output>, format: Format, rotation: Rotation) -> Self {
-        let outputs = Arc::new(Mutex::new(Outputs { list, rotation }));
-        // Outside a runtime (unit tests) outputs are retried on writes only.
-        let retrier = tokio::runtime::Handle::try_current()
+    fn new(list: Vec<Output>, format: Format) -> Self {
+        let outputs = Arc::new(Mutex::new(Outputs { list }));
+        // Outside a runtime (unit tests) nothing watches; writes still go.
+        let watcher = tokio::runtime::Handle::try_current()
             .ok()
-            .map(|runtime| runtime.spawn(retry_every(RETRY_INTERVAL, Arc::downgrade(&outputs))));
+            .map(|runtime| runtime.spawn(watch_every(RETRY_INTERVAL, Arc::downgrade(&outputs))));
         Self {
             outputs,
             format,
             line: Vec::with_capacity(4096),
-            retrier,
+            watcher,
+            finished: false,
         }
     }
 
-    /// Writes one document as one line, in one `write` per output.
+    /// Hands one document, as one line, to every output; never waits for
+    /// an output to write it.
     ///
     /// Errs only with [`SinkError::Closed`] (stop: nothing is left to write
     /// to) or [`SinkError::Dropped`] (count it: the line is lost for some
-    /// output); a failed output otherwise keeps the line for later.
+    /// output).
     pub fn write(&mut self, document: &Document) -> Result<(), SinkError> {
+        let line = self.line_of(document);
+        lock(&self.outputs).write(&line)
+    }
+
+    /// Writes what waits for each output, within [`FINISH_TIMEOUT`], and
+    /// makes it durable (fsync for regular files). Lines that cannot be
+    /// written by then are given up, and reported. Blocks meanwhile.
+    pub fn finish(&mut self) -> Result<(), SinkError> {
+        self.finish_reporting(|_, _| None)
+    }
+
+    /// [`Sink::finish`], and when some outputs could not write everything
+    /// in time, `report(lines, outputs)` (the lines they still held, and
+    /// which) gives a document to write to the other outputs, so the loss
+    /// is on record where the events are.
+    pub fn finish_reporting(
+        &mut self,
+        report: impl FnOnce(u64, &[String]) -> Option<Document>,
+    ) -> Result<(), SinkError> {
+        self.finished = true;
+        let outputs = Arc::clone(&self.outputs);
+        let mut outputs = lock(&outputs);
+        let behind = outputs.catch_up(Instant::now() + FINISH_TIMEOUT);
+        let given_up: Vec<String> = behind.iter().map(|(name, _)| name.clone()).collect();
+        let lines = behind.iter().map(|(_, lines)| *lines as u64).sum();
+        if let Some(document) = report(lines, &given_up).filter(|_| lines > 0) {
+            let line = self.line_of(&document);
+            outputs.write_except(&line, &given_up);
+        }
+        let mut errors = outputs
+            .finish(Instant::now() + FINISH_TIMEOUT, &given_up)
+            .into_iter();
+        let first_error = errors.next();
+        for error in errors {
+            warn!("{error}");
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn line_of(&mut self, document: &Document) -> Arc<[u8]> {
         self.line.clear();
         match self.format {
             Format::Json => serde_json::to_writer(&mut self.line, document)
@@ -169,47 +257,19 @@ impl Sink {
             Format::Pretty => self.line.extend_from_slice(document.pretty().as_bytes()),
         }
         self.line.push(b'\n');
-        lock(&self.outputs).write(&self.line)
-    }
-
-    /// Tries the outputs that failed again, without a new line.
-    pub fn retry(&self) {
-        lock(&self.outputs).retry();
-    }
-
-    /// Writes what waits in memory if it can, and makes everything written
-    /// durable (fsync for regular files). Lines that still cannot be
-    /// written are given up, and reported.
-    pub fn finish(&mut self) -> Result<(), SinkError> {
-        let mut outputs = lock(&self.outputs);
-        outputs.retry();
-        let mut first_error = None;
-        for output in &mut outputs.list {
-            if let Err(error) = output.finish() {
-                if first_error.is_some() {
-                    warn!("{error}");
-                } else {
-                    first_error = Some(error);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        Arc::from(&self.line[..])
     }
 }
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        if let Some(retrier) = self.retrier.take() {
-            retrier.abort();
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
         }
-        let mut outputs = lock(&self.outputs);
-        outputs.retry();
-        for output in outputs.list.iter().filter(|o| !o.backlog.is_empty()) {
-            warn!(
-                output = %output.destination,
-                lines = output.backlog.len(),
-                "events kept in memory for this output could not be written and are lost"
-            );
+        if !self.finished {
+            if let Err(error) = self.finish() {
+                warn!("{error}");
+            }
         }
     }
 }
@@ -220,7 +280,7 @@ fn lock(outputs: &Mutex<Outputs>) -> MutexGuard<'_, Outputs> {
     outputs.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn retry_every(period: Duration, outputs: Weak<Mutex<Outputs>>) {
+async fn watch_every(period: Duration, outputs: Weak<Mutex<Outputs>>) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -228,6 +288,6 @@ async fn retry_every(period: Duration, outputs: Weak<Mutex<Outputs>>) {
         let Some(outputs) = outputs.upgrade() else {
             return;
         };
-        lock(&outputs).retry();
+        lock(&outputs).watch(STALLED_AFTER);
     }
 }

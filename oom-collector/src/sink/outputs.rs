@@ -1,31 +1,34 @@
-//! The outputs a line fans out to: each writes it, or keeps it in its
-//! backlog while it cannot, and says what became of it.
+//! The outputs a line fans out to: each keeps the line in its backlog, for
+//! its own writer thread, or says it could not.
 
-use std::{fmt, io};
+use std::{
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{
-    backlog::Backlog,
-    file::FileOutput,
-    line::{write_from, Failure},
-    Rotation, SinkError, BACKLOG_LIMIT_BYTES, RETRY_INTERVAL,
+    writer::{Destination, Shared, Trouble},
+    Rotation, SinkError, BACKLOG_LIMIT_BYTES,
 };
 
 pub(super) struct Outputs {
     pub(super) list: Vec<Output>,
-    pub(super) rotation: Rotation,
 }
 
 impl Outputs {
-    pub(super) fn write(&mut self, line: &[u8]) -> Result<(), SinkError> {
-        let mut dropped_by = Vec::new();
-        for output in &mut self.list {
-            if output.write(line, self.rotation) == Outcome::Dropped {
-                dropped_by.push(output.destination.to_string());
-            }
-        }
+    /// Hands `line` to every output; errs with the outputs that could not
+    /// keep it, or when the last one is closed.
+    pub(super) fn write(&mut self, line: &Arc<[u8]>) -> Result<(), SinkError> {
         self.forget_closed()?;
+        let dropped_by: Vec<String> = self
+            .list
+            .iter()
+            .filter(|output| !output.keep(line))
+            .map(|output| output.shared.name.clone())
+            .collect();
         if dropped_by.is_empty() {
             Ok(())
         } else {
@@ -35,9 +38,10 @@ impl Outputs {
         }
     }
 
-    pub(super) fn retry(&mut self) {
-        for output in &mut self.list {
-            output.retry(self.rotation);
+    /// Says which outputs stall and drops the closed ones.
+    pub(super) fn watch(&mut self, stalled_after: Duration) {
+        for output in &self.list {
+            output.shared.warn_if_stalled(stalled_after);
         }
         // The last output closing is answered on the next write, which is
         // where the collector can stop.
@@ -47,174 +51,153 @@ impl Outputs {
     /// Drops outputs closed by their readers, but never the last one: that
     /// one stays, closed, and every write says so.
     fn forget_closed(&mut self) -> Result<(), SinkError> {
-        while let Some(at) = self.list.iter().position(|o| o.closed) {
+        while let Some(at) = self.list.iter().position(|o| o.shared.lock().closed) {
+            let name = &self.list[at].shared.name;
             if self.list.len() == 1 {
                 return Err(SinkError::Closed {
-                    output: self.list[at].destination.to_string(),
+                    output: name.clone(),
                 });
             }
-            let closed = self.list.remove(at);
             warn!(
-                output = %closed.destination,
-                "{} was closed by its reader; writing to the other outputs only",
-                closed.destination
+                output = %name,
+                "{name} was closed by its reader; writing to the other outputs only"
             );
+            self.list.remove(at);
         }
         Ok(())
     }
+
+    /// Waits, until `deadline` at most, for every output to write what
+    /// waits for it; the outputs that could not, and how many lines each
+    /// still holds.
+    pub(super) fn catch_up(&self, deadline: Instant) -> Vec<(String, usize)> {
+        self.list
+            .iter()
+            .filter_map(|output| {
+                let waiting = output.caught_up(deadline);
+                (waiting > 0).then(|| (output.shared.name.clone(), waiting))
+            })
+            .collect()
+    }
+
+    /// Hands `line` to the outputs not named in `except`.
+    pub(super) fn write_except(&self, line: &Arc<[u8]>, except: &[String]) {
+        for output in &self.list {
+            if !except.contains(&output.shared.name) {
+                output.keep(line);
+            }
+        }
+    }
+
+    /// Lets each writer write what is left and sync, waiting until
+    /// `deadline` at most; gives up at once on the outputs in `given_up`.
+    /// Errs for each output that could not.
+    pub(super) fn finish(&mut self, deadline: Instant, given_up: &[String]) -> Vec<SinkError> {
+        for output in &self.list {
+            output.shared.lock().finishing = true;
+            output.shared.work.notify_one();
+        }
+        self.list
+            .iter()
+            .filter_map(|output| {
+                let now = given_up.contains(&output.shared.name);
+                output
+                    .finished(if now { Instant::now() } else { deadline })
+                    .err()
+            })
+            .collect()
+    }
 }
 
-/// What became of one line at one output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Written,
-    Kept,
-    Dropped,
-    Closed,
-}
-
+/// One output: the backlog it shares with its writer thread.
 pub(super) struct Output {
-    pub(super) destination: Destination,
-    pub(super) backlog: Backlog,
-    /// Since the first failed write, until the backlog is written.
-    trouble: Option<Trouble>,
-    /// The reader went away (`EPIPE`): nothing will be written here again.
-    closed: bool,
-}
-
-#[derive(Default)]
-struct Trouble {
-    kept: u64,
-    dropped: u64,
+    shared: Arc<Shared>,
 }
 
 impl Output {
-    pub(super) fn new(destination: Destination) -> Self {
-        Self::with_backlog(destination, BACKLOG_LIMIT_BYTES)
+    pub(super) fn start(destination: Destination, rotation: Rotation) -> Result<Self, SinkError> {
+        Self::start_with_backlog(destination, rotation, BACKLOG_LIMIT_BYTES)
     }
 
-    pub(super) fn with_backlog(destination: Destination, limit_bytes: usize) -> Self {
-        Self {
-            destination,
-            backlog: Backlog::new(limit_bytes),
-            trouble: None,
-            closed: false,
-        }
+    pub(super) fn start_with_backlog(
+        destination: Destination,
+        rotation: Rotation,
+        limit_bytes: usize,
+    ) -> Result<Self, SinkError> {
+        let name = destination.to_string();
+        let shared = Arc::new(Shared::new(name.clone(), limit_bytes));
+        let writer = Arc::clone(&shared);
+        // Never joined: a writer blocked for good at exit must not hold the
+        // collector up, and ends with the process.
+        thread::Builder::new()
+            .name("oom-output".into())
+            .spawn(move || writer.write_all(destination, rotation))
+            .map_err(|source| SinkError::Writer {
+                output: name,
+                source,
+            })?;
+        Ok(Self { shared })
     }
 
-    fn write(&mut self, line: &[u8], rotation: Rotation) -> Outcome {
-        // The lines before this one go first.
-        self.retry(rotation);
-        if self.closed {
-            return Outcome::Closed;
+    /// Keeps `line` for the writer; false when the backlog is full.
+    fn keep(&self, line: &Arc<[u8]>) -> bool {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return true;
         }
-        if self.backlog.is_empty() {
-            let Err(failure) = self.destination.write_line(line, 0, rotation) else {
-                return Outcome::Written;
-            };
-            self.failed(&failure.error);
-            if self.closed {
-                return Outcome::Closed;
-            }
-            self.backlog.push_partly_written(line, failure.written);
-        } else if !self.backlog.push(line) {
-            let trouble = self.trouble.get_or_insert_with(Trouble::default);
+        if !state.backlog.push(line) {
+            let limit_bytes = state.backlog.limit_bytes;
+            let trouble = state.trouble.get_or_insert_with(Trouble::default);
             if trouble.dropped == 0 {
                 warn!(
-                    output = %self.destination,
-                    limit_bytes = self.backlog.limit_bytes,
+                    output = %self.shared.name,
+                    limit_bytes,
                     "the events waiting for this output fill their memory; \
                      dropping new ones until it can be written again"
                 );
             }
             trouble.dropped += 1;
-            return Outcome::Dropped;
+            return false;
         }
-        self.trouble.get_or_insert_with(Trouble::default).kept += 1;
-        Outcome::Kept
+        if let Some(trouble) = &mut state.trouble {
+            trouble.kept += 1;
+        }
+        drop(state);
+        self.shared.work.notify_one();
+        true
     }
 
-    fn retry(&mut self, rotation: Rotation) {
-        if self.closed || self.backlog.is_empty() {
-            return;
-        }
-        let destination = &mut self.destination;
-        match self
-            .backlog
-            .write(|line, from| destination.write_line(line, from, rotation))
-        {
-            Ok(()) => {
-                let trouble = self.trouble.take().unwrap_or_default();
-                info!(
-                    output = %self.destination,
-                    written = trouble.kept,
-                    lost = trouble.dropped,
-                    "the output can be written again; the events kept for it are written, in order"
-                );
-            }
-            Err(error) => self.failed(&error),
-        }
+    /// The lines still waiting once the writer has written them all, or
+    /// at `deadline`.
+    fn caught_up(&self, deadline: Instant) -> usize {
+        let state = self.shared.wait_until(deadline, |state| {
+            state.backlog.is_empty() || state.closed || state.finished.is_some()
+        });
+        state.backlog.len()
     }
 
-    fn failed(&mut self, error: &io::Error) {
-        if error.kind() == io::ErrorKind::BrokenPipe {
-            self.closed = true;
-            self.backlog.clear();
-            self.trouble = None;
-        } else if self.trouble.is_none() {
-            self.trouble = Some(Trouble::default());
+    /// What the writer made of the last lines, once it has ended; lines
+    /// still waiting at `deadline` are given up.
+    fn finished(&self, deadline: Instant) -> Result<(), SinkError> {
+        let mut state = self
+            .shared
+            .wait_until(deadline, |state| state.finished.is_some());
+        if let Some(finished) = state.finished.take() {
+            return finished;
+        }
+        // Whatever the writer still gets through is not waited for.
+        let lines = state.backlog.len();
+        state.backlog.clear();
+        if lines == 0 {
             warn!(
-                output = %self.destination,
-                %error,
-                limit_bytes = self.backlog.limit_bytes,
-                "cannot write to this output; keeping its events in memory and retrying \
-                 every {} s",
-                RETRY_INTERVAL.as_secs()
+                output = %self.shared.name,
+                "still syncing at exit; the last events may not be on disk"
             );
+            return Ok(());
         }
-    }
-
-    pub(super) fn finish(&mut self) -> Result<(), SinkError> {
-        if !self.backlog.is_empty() {
-            let lines = self.backlog.len();
-            self.backlog.clear();
-            return Err(SinkError::Unwritten {
-                output: self.destination.to_string(),
-                lines,
-            });
-        }
-        match &self.destination {
-            Destination::File(file) => file.sync(),
-            // Lines go to stdout unbuffered: nothing to flush.
-            Destination::Stdout => Ok(()),
-        }
-    }
-}
-
-pub(super) enum Destination {
-    Stdout,
-    File(FileOutput),
-}
-
-impl fmt::Display for Destination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Stdout => f.write_str("stdout"),
-            Self::File(file) => write!(f, "{}", file.path.display()),
-        }
-    }
-}
-
-impl Destination {
-    /// Writes `line` from byte `from` on.
-    fn write_line(&mut self, line: &[u8], from: usize, rotation: Rotation) -> Result<(), Failure> {
-        match self {
-            // Straight to the descriptor: std's buffer would keep part of a
-            // line it could not write and send it again later.
-            Self::Stdout => write_from(line, from, |bytes| {
-                rustix::io::write(io::stdout(), bytes).map_err(io::Error::from)
-            }),
-            Self::File(file) => file.write_line(line, from, rotation),
-        }
+        Err(SinkError::Unwritten {
+            output: self.shared.name.clone(),
+            lines,
+        })
     }
 }
