@@ -63,7 +63,9 @@ pub enum Command {
 pub struct RunArgs {
     /// Append events to this file instead of writing them to stdout. The file
     /// is created if needed (mode 0640), written one line per event and
-    /// fsynced on exit; a symbolic link, FIFO or device at PATH is refused.
+    /// fsynced on exit; a symbolic link, FIFO, block device or socket at
+    /// PATH is refused (a character device such as /dev/null is written
+    /// to, never rotated).
     /// Give it more than once to write to several, each at its own pace; `-`
     /// is stdout (a DaemonSet: `--output - --output
     /// /var/log/oom-collector/events.ndjson`).

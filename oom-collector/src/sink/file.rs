@@ -7,7 +7,9 @@
 //! a file it creates is readable by its owner and group only (0640, less
 //! what the umask takes): the lines carry command lines and pod names, and
 //! whoever can write to the directory must not be able to point the
-//! collector's writes at another file, nor hang it on a FIFO.
+//! collector's writes at another file, nor hang it on a FIFO. A character
+//! device given as the path itself (`/dev/null`) is written to as asked,
+//! and never rotated.
 
 use std::{
     fs::{self, File, Metadata, OpenOptions},
@@ -34,6 +36,9 @@ pub(super) struct FileOutput {
 
 struct OpenFile {
     file: File,
+    /// A regular file, which rotates; else a character device, which
+    /// does not.
+    regular: bool,
     dev: u64,
     ino: u64,
     size: u64,
@@ -48,7 +53,7 @@ impl OpenFile {
         // open has no side effect; checked again on what was opened, since
         // the path can change in between.
         if let Ok(found) = fs::symlink_metadata(path) {
-            refuse_unless_regular(path, &found)?;
+            refuse_unless_usable(path, &found)?;
         }
         // O_NONBLOCK: a FIFO put there in between fails the open (ENXIO) or
         // is refused below, rather than hanging it until a reader comes.
@@ -59,14 +64,16 @@ impl OpenFile {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
             .map_err(|error| match fs::symlink_metadata(path) {
-                Ok(found) => refuse_unless_regular(path, &found).err().unwrap_or(error),
+                Ok(found) => refuse_unless_usable(path, &found).err().unwrap_or(error),
                 Err(_) => error,
             })?;
         let metadata = file.metadata()?;
-        refuse_unless_regular(path, &metadata)?;
-        // Writes to a regular file wait for the disk, as they should.
+        refuse_unless_usable(path, &metadata)?;
+        // Writes to a regular file wait for the disk, as they should (on
+        // this output's own thread).
         fcntl_setfl(&file, fcntl_getfl(&file)? - OFlags::NONBLOCK)?;
         Ok(Self {
+            regular: metadata.is_file(),
             dev: metadata.dev(),
             ino: metadata.ino(),
             size: metadata.len(),
@@ -139,7 +146,7 @@ impl FileOutput {
             return Err(failure);
         }
         open.size += (line.len() - from) as u64;
-        if rotation.max_bytes.is_some_and(|max| open.size >= max) {
+        if open.regular && rotation.max_bytes.is_some_and(|max| open.size >= max) {
             self.rotate(rotation.keep);
         }
         Ok(())
@@ -181,10 +188,12 @@ impl FileOutput {
     }
 }
 
-/// Errs, saying why, unless `found` (at `path`) is a regular file.
-fn refuse_unless_regular(path: &Path, found: &Metadata) -> io::Result<()> {
+/// Errs, saying why, unless `found` (at `path`) is a regular file or a
+/// character device (`/dev/null`: named as the path itself, it is what
+/// the user asked for, and opening it has no side effect).
+fn refuse_unless_usable(path: &Path, found: &Metadata) -> io::Result<()> {
     let file_type = found.file_type();
-    if file_type.is_file() {
+    if file_type.is_file() || file_type.is_char_device() {
         return Ok(());
     }
     let kind = if file_type.is_symlink() {
@@ -193,16 +202,17 @@ fn refuse_unless_regular(path: &Path, found: &Metadata) -> io::Result<()> {
         "FIFO (named pipe); to feed a program, pipe the collector's stdout (`--output -`) to it"
     } else if file_type.is_dir() {
         "directory; give the path of a file in it"
-    } else if file_type.is_char_device() || file_type.is_block_device() {
-        "device; for stdout give `-`"
+    } else if file_type.is_block_device() {
+        "block device"
     } else {
         "socket"
     };
     Err(io::Error::new(
         io::ErrorKind::InvalidInput,
         format!(
-            "{} is a {kind}: outputs are appended to regular files only, so that nobody who can \
-             write to the directory can send the collector's lines elsewhere or hang it",
+            "{} is a {kind}: outputs are appended to regular files (or a character device such \
+             as /dev/null) only, so that nobody who can write to the directory can send the \
+             collector's lines elsewhere or hang it",
             path.display()
         ),
     ))

@@ -90,8 +90,9 @@ impl Collector {
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
         match output {
-            // Outputs are regular files only: stdout goes to /dev/null.
-            Lines::Discard => command.stdout(Stdio::null()),
+            Lines::Discard => command
+                .args(["--output", "/dev/null"])
+                .stdout(Stdio::null()),
             Lines::Read { .. } => command
                 .args(["--log-level", "info,oom_collector::latency=debug"])
                 .stdout(Stdio::piped()),
