@@ -312,7 +312,7 @@ fn refusal(path: &Path) -> String {
 }
 
 #[test]
-fn a_symlink_a_fifo_or_a_device_at_the_path_is_refused_and_said_why() {
+fn a_symlink_a_fifo_or_a_directory_at_the_path_is_refused_and_said_why() {
     let dir = scratch_dir("refusals");
     let elsewhere = dir.join("elsewhere");
     fs::write(&elsewhere, "kept\n").expect("create the file elsewhere");
@@ -338,8 +338,13 @@ fn a_symlink_a_fifo_or_a_device_at_the_path_is_refused_and_said_why() {
         .expect("open the fifo's read end");
     assert!(refusal(&fifo).contains("FIFO"));
 
-    let why = refusal(Path::new("/dev/null"));
-    assert!(why.contains("device"), "{why}");
+    let why = refusal(&dir);
+    assert!(why.contains("directory"), "{why}");
+    // A character device named as the path is what the user asked for.
+    let mut null = Sink::open(&[PathBuf::from("/dev/null")], Format::Json, NEVER)
+        .expect("/dev/null is an output");
+    null.write(&document("0")).expect("write");
+    null.finish().expect("finish");
     fs::remove_dir_all(&dir).expect("clean up");
 }
 
