@@ -289,6 +289,55 @@ impl Line {
     }
 }
 
+/// The real collector binary, started for a test that expects it to end by
+/// itself (refused, or stopped by a signal), its stderr collected; killed
+/// on drop if it is still running.
+pub struct Ending {
+    pub child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Ending {
+    /// Starts `oom-collector ARGS` with stdout discarded.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(collector_bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start oom-collector");
+        let stderr = collect_text(child.stderr.take().expect("stderr"));
+        Self { child, stderr }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Waits for its exit; past `timeout` the test fails, saying what it
+    /// should have done. Its stderr, read to the end, comes with the status.
+    pub fn wait(&mut self, timeout: Duration, should: &str) -> (ExitStatus, String) {
+        let stderr = Arc::clone(&self.stderr);
+        let status = wait_for_exit(&mut self.child, timeout, || {
+            format!("({should}) {}", stderr.lock().expect("stderr lock"))
+        });
+        // The reader thread may lag the exit a little.
+        thread::sleep(Duration::from_millis(100));
+        (status, self.stderr())
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The real collector binary, running, its stdout parsed line by line.
 pub struct Collector {
     child: Child,

@@ -8,14 +8,12 @@ use std::{
     fs,
     os::unix::fs::{symlink, PermissionsExt},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    process::Command,
     time::Duration,
 };
 
 use oom_e2e::{
-    collect_text, collector_bin, is_kill_of, poll_until, require_root, scratch_cgroup,
-    wait_for_exit, Collector, Hog, ScratchDir,
+    is_kill_of, poll_until, require_root, scratch_cgroup, Collector, Ending, Hog, ScratchDir,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -23,44 +21,14 @@ const MIB: u64 = 1024 * 1024;
 /// before the kernel programs load.
 const REFUSED_WITHIN: Duration = Duration::from_secs(10);
 
-/// The collector started with `--output path`, killed on drop.
-struct Run {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs the collector with `--output path` and returns its log once it
 /// has exited, which it must do, unsuccessfully, within [`REFUSED_WITHIN`].
 fn refused(path: &Path) -> String {
-    let mut child = Command::new(collector_bin())
-        .arg("--output")
-        .arg(path)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start oom-collector");
-    let stderr = collect_text(child.stderr.take().expect("stderr"));
-    let mut run = Run { child, stderr };
-    let log = Arc::clone(&run.stderr);
-    let status = wait_for_exit(&mut run.child, REFUSED_WITHIN, || {
-        format!(
-            "(it should refuse --output {}) {}",
-            path.display(),
-            log.lock().expect("stderr lock")
-        )
-    });
-    // The reader thread may lag the exit a little.
-    std::thread::sleep(Duration::from_millis(100));
-    let stderr = run.stderr.lock().expect("stderr lock").clone();
+    let path_arg = path.to_str().expect("a UTF-8 path");
+    let (status, stderr) = Ending::start(&["--output", path_arg]).wait(
+        REFUSED_WITHIN,
+        &format!("it should refuse --output {}", path.display()),
+    );
     assert!(
         !status.success(),
         "refusing is a failure: {status}\n{stderr}"

@@ -13,7 +13,7 @@ use std::{
 };
 
 use oom_e2e::{
-    collect_text, collector_bin, require_root, scratch_cgroup, Collector, Hog, Line, ScratchCgroup,
+    collector_bin, require_root, scratch_cgroup, Collector, Ending, Hog, Line, ScratchCgroup,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -325,36 +325,12 @@ fn allocation_failures_while_stopped_are_counted_once_on_restart() {
 }
 
 /// Runs `oom-collector ARGS`, which must end by itself (refused) within
-/// 20 s; its exit status and stderr. One still running is stopped, and the
-/// test fails.
+/// 20 s; its exit status and stderr.
 fn refused(args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(collector_bin())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run oom-collector");
-    let stderr = collect_text(child.stderr.take().expect("stderr"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "oom-collector {args:?} still ran 20 s later, so it was not refused:\n{}",
-                stderr.lock().expect("stderr lock")
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    // The pipe's reader finishes once the process is gone.
-    thread::sleep(Duration::from_millis(100));
-    let text = stderr.lock().expect("stderr lock").clone();
-    (status, text)
+    Ending::start(args).wait(
+        Duration::from_secs(20),
+        &format!("oom-collector {args:?} should have been refused"),
+    )
 }
 
 #[test]

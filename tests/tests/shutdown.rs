@@ -4,12 +4,11 @@
 
 use std::{
     os::unix::process::ExitStatusExt,
-    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use oom_e2e::{collect_text, collector_bin, poll_until, require_root, wait_for_exit};
+use oom_e2e::{poll_until, require_root, Ending};
 
 #[test]
 fn a_sigterm_during_start_up_ends_the_collector_cleanly() {
@@ -19,16 +18,8 @@ fn a_sigterm_during_start_up_ends_the_collector_cleanly() {
     // Start-up (loading the programs, reading /proc) takes 150-400 ms
     // here; counted from the exec, these land in it and near its end.
     for delay_ms in [30, 60, 100, 140, 200] {
-        let mut child = Command::new(collector_bin())
-            .args(["--output", "/dev/null"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start oom-collector");
-        let stderr = collect_text(child.stderr.take().expect("stderr"));
-        let comm = format!("/proc/{}/comm", child.id());
+        let mut collector = Ending::start(&["--output", "/dev/null"]);
+        let comm = format!("/proc/{}/comm", collector.child.id());
         poll_until(
             Duration::from_secs(5),
             || "the collector's exec".into(),
@@ -39,17 +30,11 @@ fn a_sigterm_during_start_up_ends_the_collector_cleanly() {
             },
         );
         thread::sleep(Duration::from_millis(delay_ms));
-        let running = stderr
-            .lock()
-            .expect("stderr lock")
-            .contains("collecting OOM events");
-        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
+        let running = collector.stderr().contains("collecting OOM events");
+        let pid = rustix::process::Pid::from_raw(collector.child.id() as i32).expect("a pid");
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("send SIGTERM");
         let sent = Instant::now();
-        let status = wait_for_exit(&mut child, Duration::from_secs(15), || {
-            stderr.lock().expect("stderr lock").clone()
-        });
-        let log = stderr.lock().expect("stderr lock").clone();
+        let (status, log) = collector.wait(Duration::from_secs(15), "it should stop on SIGTERM");
         assert_eq!(
             status.signal(),
             None,
