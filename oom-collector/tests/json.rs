@@ -569,4 +569,9 @@ fn pretty_lines_tell_what_happened_where() {
     assert!(lost.contains("LOST     17 OOM event(s) lost"), "{lost}");
     let page = page_alloc_failed().pretty();
     assert!(!page.contains('\n'), "one line: {page}");
+    let others = alloc_failed_in_other_processes().pretty();
+    assert!(
+        others.contains("ENOMEM   1014+ other processes of its cgroup mmap refused 99800x"),
+        "{others}"
+    );
 }
