@@ -128,7 +128,11 @@ impl Pipeline {
         let kernel_log = KernelLog::new(kernel_log).map_err(PipelineError::Poll)?;
         Ok(Self {
             source,
-            alloc_failures: AllocFailureTable::new(loaded.alloc_failures, loaded.config),
+            alloc_failures: AllocFailureTable::new(
+                loaded.alloc_failures,
+                loaded.alloc_failure_cgroups,
+                loaded.config,
+            ),
             alloc_window: options.alloc_window,
             kernel_log,
             enricher: Enricher::new(

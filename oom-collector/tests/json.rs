@@ -220,6 +220,7 @@ fn alloc_failed() -> Document {
         comm: Some("java".into()),
         cgroup_id: Some(77),
         memcg_id: Some(77),
+        other_processes: None,
     };
     let path = "/kubepods.slice/kubepods-besteffort.slice/\
                 kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/\
@@ -269,6 +270,7 @@ fn page_alloc_failed() -> Document {
         comm: Some("nginx".into()),
         cgroup_id: Some(88),
         memcg_id: Some(88),
+        other_processes: None,
     };
     failures_document(
         &failures,
@@ -278,12 +280,42 @@ fn page_alloc_failed() -> Document {
     )
 }
 
+/// The failures of a pod's 4,990 other processes in one window: the
+/// kernel's per-process table told 1,014 of them apart.
+fn alloc_failed_in_other_processes() -> Document {
+    let failures = AllocFailures {
+        pid: 0,
+        syscall: AllocSyscall::Mmap,
+        count: 99_800,
+        first_boot_ns: 675_000_000_000,
+        last_boot_ns: 675_900_000_000,
+        max_request_bytes: Some(1 << 47),
+        comm: None,
+        cgroup_id: None,
+        memcg_id: Some(77),
+        other_processes: Some(1_014),
+    };
+    let path = "/kubepods.slice/kubepods-besteffort.slice/\
+                kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/\
+                crio-9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b.scope";
+    failures_document(
+        &failures,
+        path,
+        at(1_795_980_955, 500_000),
+        at(1_795_980_956, 600_000),
+    )
+}
+
 /// Every golden file with the document it holds.
-fn golden_documents() -> [(&'static str, Document); 5] {
+fn golden_documents() -> [(&'static str, Document); 6] {
     [
         ("oom_kill_kubernetes.ndjson", kubernetes_kill()),
         ("oom_kill_pid_only.ndjson", bare_kill()),
         ("memory_allocation_failed.ndjson", alloc_failed()),
+        (
+            "memory_allocation_failed_other_processes.ndjson",
+            alloc_failed_in_other_processes(),
+        ),
         ("page_allocation_failed.ndjson", page_alloc_failed()),
         ("events_lost.ndjson", events_lost()),
     ]
@@ -365,6 +397,14 @@ fn golden_oom_kill_with_only_the_pid() {
 #[test]
 fn golden_memory_allocation_failed() {
     check_golden("memory_allocation_failed.ndjson", &alloc_failed());
+}
+
+#[test]
+fn golden_memory_allocation_failed_in_other_processes() {
+    check_golden(
+        "memory_allocation_failed_other_processes.ndjson",
+        &alloc_failed_in_other_processes(),
+    );
 }
 
 #[test]
@@ -529,4 +569,9 @@ fn pretty_lines_tell_what_happened_where() {
     assert!(lost.contains("LOST     17 OOM event(s) lost"), "{lost}");
     let page = page_alloc_failed().pretty();
     assert!(!page.contains('\n'), "one line: {page}");
+    let others = alloc_failed_in_other_processes().pretty();
+    assert!(
+        others.contains("ENOMEM   1014+ other processes of its cgroup mmap refused 99800x"),
+        "{others}"
+    );
 }

@@ -1,12 +1,15 @@
-//! The allocation-failure table: one key per process, request kind and
-//! epoch parity, counted per CPU.
+//! The allocation-failure tables: one key per process, request kind and
+//! epoch parity, counted per CPU; and beside it one key per memory cgroup,
+//! which counts every failure of the cgroup's processes, so a cgroup whose
+//! processes fill the per-process table cannot make another cgroup's
+//! failures go uncounted.
 
 use crate::COMM_LEN;
 
 /// The requests whose failures are counted: three system calls, and the
 /// kernel's own page allocator.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AllocSyscall {
     Mmap = 1,
     Mremap = 2,
@@ -75,3 +78,35 @@ pub struct AllocFailureCounts {
 }
 
 const _: () = assert!(core::mem::size_of::<AllocFailureCounts>() == 64);
+
+/// Key of the per-CPU `ALLOC_FAILURE_CGROUPS` table: one memory cgroup,
+/// one request kind, one epoch parity (as in [`AllocFailureKey`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AllocFailureCgroupKey {
+    /// The memory cgroup's id (its kernfs inode); 0 outside any, or for
+    /// failures that belong to no process.
+    pub memcg_id: u64,
+    /// An [`AllocSyscall`].
+    pub syscall: u8,
+    /// The epoch's parity (0 or 1).
+    pub epoch: u8,
+    pub _pad0: [u8; 6],
+}
+
+const _: () = assert!(core::mem::size_of::<AllocFailureCgroupKey>() == 16);
+
+/// One CPU's tally of every failure in a memory cgroup, whether or not the
+/// per-process table had room for its process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocFailureCgroupCounts {
+    pub count: u64,
+    /// `bpf_ktime_get_boot_ns()` of the first and last failure.
+    pub first_boot_ns: u64,
+    pub last_boot_ns: u64,
+    /// The largest request that failed (bytes); 0 if unknown.
+    pub max_request_bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<AllocFailureCgroupCounts>() == 32);

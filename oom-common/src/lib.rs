@@ -22,7 +22,10 @@ pub mod oom_control;
 pub mod record;
 pub mod stats;
 
-pub use alloc_failure::{AllocFailureCounts, AllocFailureKey, AllocSyscall};
+pub use alloc_failure::{
+    AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey,
+    AllocSyscall,
+};
 pub use cmdline::{Cmdline, CMDLINE_ARGS_BYTES, CMDLINE_PATH_BYTES};
 pub use config::{CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, CONFIG_LOSSES_REPORTED};
 pub use offsets::{
@@ -39,8 +42,9 @@ pub const COMM_LEN: usize = 16;
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        AllocFailureCounts, AllocFailureKey, ChosenTaskOffsets, Cmdline, KernelOffsets,
-        OomControlOffsets, OomKillRecord, PageAllocOffsets, SyscallOffsets,
+        AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey,
+        ChosenTaskOffsets, Cmdline, KernelOffsets, OomControlOffsets, OomKillRecord,
+        PageAllocOffsets, SyscallOffsets,
     };
 
     // SAFETY: all are `repr(C)`, consist only of integers and integer
@@ -50,6 +54,8 @@ mod user {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for AllocFailureKey {}
     unsafe impl aya::Pod for AllocFailureCounts {}
+    unsafe impl aya::Pod for AllocFailureCgroupKey {}
+    unsafe impl aya::Pod for AllocFailureCgroupCounts {}
     unsafe impl aya::Pod for SyscallOffsets {}
     unsafe impl aya::Pod for Cmdline {}
     unsafe impl aya::Pod for OomControlOffsets {}

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use oom_common::{
-    AllocFailureCounts, AllocFailureKey, Cmdline, OomControl, OomKillRecord, Stat,
-    CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, STAT_COUNT,
+    AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey, Cmdline,
+    OomControl, OomKillRecord, Stat, CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS,
+    STAT_COUNT,
 };
 
 use crate::error::{ProbeError, ProbeResult};
@@ -82,6 +83,14 @@ pub static OOM_CONTROL_SCRATCH: PerCpuArray<OomControl> = PerCpuArray::with_max_
 #[map]
 pub static ALLOC_FAILURES: PerCpuHashMap<AllocFailureKey, AllocFailureCounts> =
     PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Every allocation failure per memory cgroup, request kind and epoch
+/// parity, counted even when `ALLOC_FAILURES` has no room for its process:
+/// one cgroup's thousands of failing processes cannot make another
+/// cgroup's failures go uncounted. A node has hundreds of cgroups.
+#[map]
+pub static ALLOC_FAILURE_CGROUPS: PerCpuHashMap<AllocFailureCgroupKey, AllocFailureCgroupCounts> =
+    PerCpuHashMap::with_max_entries(4096, 0);
 
 /// The parity allocation failures are counted under now.
 #[inline(always)]

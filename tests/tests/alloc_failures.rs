@@ -194,3 +194,86 @@ fn failures_come_before_the_kill_they_led_to() {
 fn rfc3339_time(value: &serde_json::Value) -> std::time::SystemTime {
     timestamp(&serde_json::json!({ "@timestamp": value }))
 }
+
+#[test]
+fn a_pod_of_thousands_of_failing_processes_drowns_no_other_pods_failures() {
+    if !require_root!() {
+        return;
+    }
+    const HOSTILE_PROCESSES: u64 = 5_000;
+    const EACH: u64 = 20;
+    const QUIET_PROCESSES: u64 = 3;
+    const QUIET_EACH: u64 = 7;
+    // One window for the whole test: the hostile cgroup's processes fill
+    // the kernel's per-process table before the quiet one's fail. The
+    // hostile ones fail mmap, the quiet ones brk, which tells their lines
+    // apart (the sum of a cgroup's other processes names no process).
+    let collector = Collector::start(&["--alloc-failures", "tracepoint", "--enomem-window", "60s"]);
+    let hostile = scratch_cgroup("hostile", 256 * 1024 * 1024);
+    let quiet = scratch_cgroup("quiet", 256 * 1024 * 1024);
+    let helper = enomem_helper().display().to_string();
+    let run = |cgroup: &oom_e2e::ScratchCgroup, processes: u64, each: u64, kind: &str| {
+        let argv = [
+            helper.clone(),
+            "processes".to_owned(),
+            processes.to_string(),
+            each.to_string(),
+            kind.to_owned(),
+        ];
+        let mut forks = Hog::exec(cgroup, &argv);
+        let (status, _) = forks.wait(Duration::from_secs(120));
+        assert!(status.success(), "the helper's processes: {status}");
+    };
+    let started = std::time::Instant::now();
+    run(&hostile, HOSTILE_PROCESSES, EACH, "mmap");
+    run(&quiet, QUIET_PROCESSES, QUIET_EACH, "brk");
+    let ran_for = started.elapsed();
+    let resident = resident_kib(collector.pid());
+    let (status, lines) = collector.stop();
+    assert!(status.success(), "{status}");
+
+    let of = |syscall: &str| -> Vec<&Line> {
+        lines
+            .iter()
+            .filter(|l| l.json["event"]["action"] == "memory_allocation_failed")
+            .filter(|l| l.json["oom"]["alloc"]["syscall"] == syscall)
+            .collect()
+    };
+    let total = |found: &[&Line]| -> u64 {
+        found
+            .iter()
+            .map(|l| l.json["oom"]["alloc"]["count"].as_u64().expect("count"))
+            .sum()
+    };
+    let hostile_lines = of("mmap");
+    let quiet_lines = of("brk");
+    let lost: u64 = lines
+        .iter()
+        .filter(|l| l.json["event"]["action"] == "events_lost")
+        .map(|l| l.json["oom"]["lost"]["count"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "figures: {HOSTILE_PROCESSES} hostile processes x {EACH} mmap and {QUIET_PROCESSES} \
+         quiet x {QUIET_EACH} brk failures in {ran_for:?}, one window: hostile {} in {} lines, \
+         quiet {} in {} lines, {lost} counted lost; collector RSS {resident} KiB",
+        total(&hostile_lines),
+        hostile_lines.len(),
+        total(&quiet_lines),
+        quiet_lines.len()
+    );
+    assert_eq!(
+        total(&quiet_lines),
+        QUIET_PROCESSES * QUIET_EACH,
+        "the quiet cgroup's failures, exactly"
+    );
+    assert_eq!(
+        total(&hostile_lines) + lost,
+        HOSTILE_PROCESSES * EACH,
+        "the hostile cgroup's failures, counted or reported lost"
+    );
+    assert!(
+        hostile_lines.len() <= 11,
+        "at most ten processes named and their others summed, per window: {} lines",
+        hostile_lines.len()
+    );
+}

@@ -49,16 +49,18 @@ pub fn alloc_failure_document(
     let window_ms = context.window_ms;
     let syscall = failures.syscall.name();
     let page_alloc = failures.syscall == AllocSyscall::PageAlloc;
-    // Page allocations in interrupt context belong to no process.
+    // Page allocations in interrupt context belong to no process, nor
+    // does the sum of a cgroup's other processes.
     let in_process = failures.pid != 0;
-    let who = if in_process {
-        format!(
+    let who = match (in_process, failures.other_processes) {
+        (true, _) => format!(
             "{}[{}]",
             failures.comm.as_deref().unwrap_or("?"),
             failures.pid
-        )
-    } else {
-        "interrupt context".to_owned()
+        ),
+        (false, Some(0)) => "processes of its cgroup".to_owned(),
+        (false, Some(told)) => format!("other processes of its cgroup (at least {told})"),
+        (false, None) => "interrupt context".to_owned(),
     };
     let what = if page_alloc {
         "kernel page allocation"
@@ -86,10 +88,14 @@ pub fn alloc_failure_document(
         context.container_metadata.as_ref(),
         context.node_name.as_deref(),
     );
+    let who_id = match failures.other_processes {
+        Some(_) => format!("memcg{}", failures.memcg_id.unwrap_or(0)),
+        None => failures.pid.to_string(),
+    };
     let mut event = Event::new(
         format!(
-            "{}-{}-{}-{syscall}",
-            host.boot_id, failures.first_boot_ns, failures.pid
+            "{}-{}-{who_id}-{syscall}",
+            host.boot_id, failures.first_boot_ns
         ),
         Action::MemoryAllocationFailed,
         "process",
@@ -119,6 +125,7 @@ pub fn alloc_failure_document(
                 count: Some(failures.count),
                 window_ms: Some(window_ms),
                 request_bytes: failures.max_request_bytes,
+                other_processes: failures.other_processes,
                 ..OomAlloc::default()
             }),
             ..Oom::default()

@@ -342,6 +342,11 @@ pub struct OomAlloc {
     /// Its GFP flags, by the kernel's names (`GFP_KERNEL`, `__GFP_COMP`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gfp_flags: Option<Vec<String>>,
+    /// On the sum of a cgroup's other processes (no `process.*`): how many
+    /// of them were told apart; more failed where the kernel's
+    /// per-process table had no room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_processes: Option<u64>,
 }
 
 /// One OOM: every victim it made shares the id.

@@ -54,10 +54,11 @@ impl Document {
                 let largest = alloc
                     .request_bytes
                     .map_or(String::new(), |b| format!(", largest {}", mib(b)));
-                let process = if process.is_empty() {
-                    "interrupt context".to_owned()
-                } else {
-                    process
+                let process = match alloc.other_processes {
+                    _ if !process.is_empty() => process,
+                    Some(0) => "processes of its cgroup".to_owned(),
+                    Some(told) => format!("{told}+ other processes of its cgroup"),
+                    None => "interrupt context".to_owned(),
                 };
                 parts.push(format!(
                     "{process} {} refused {}x in {} ms{largest}",

@@ -24,8 +24,9 @@ use aya::{
 pub use hooks::{kill_hooks_active, required_active, HookStatus};
 use hooks::{MapKind, MapSpec, HOOKS};
 use oom_common::{
-    part, AllocFailureCounts, AllocFailureKey, ChosenTaskOffsets, Cmdline, KernelOffsets,
-    OomControlOffsets, PageAllocOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS, OFFSET_UNKNOWN,
+    part, AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey,
+    ChosenTaskOffsets, Cmdline, KernelOffsets, OomControlOffsets, PageAllocOffsets, SyscallOffsets,
+    CONFIG_EXPECTED_PARTS, OFFSET_UNKNOWN,
 };
 pub use support::KernelSupport;
 use tracing::{debug, warn};
@@ -189,6 +190,8 @@ pub struct Loaded {
     pub stats: PerCpuArray<MapData, u64>,
     pub config: Array<MapData, u32>,
     pub alloc_failures: PerCpuHashMap<MapData, AllocFailureKey, AllocFailureCounts>,
+    pub alloc_failure_cgroups:
+        PerCpuHashMap<MapData, AllocFailureCgroupKey, AllocFailureCgroupCounts>,
     pub mark_victim: TracepointFormat,
     pub hooks: Vec<HookStatus>,
 }
@@ -275,6 +278,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             .map(|pins| pinned_map(pins, &hooks::CONFIG))
             .transpose()?,
         alloc_failures: take_map(&mut ebpf, &hooks::ALLOC_FAILURES)?,
+        alloc_failure_cgroups: take_map(&mut ebpf, &hooks::ALLOC_FAILURE_CGROUPS)?,
         events: take_map(&mut ebpf, &hooks::EVENTS)?,
         stats: take_map(&mut ebpf, &hooks::STATS)?,
         config,
@@ -434,6 +438,7 @@ fn resume(
         stats: pinned_map(pins, &hooks::STATS)?,
         config: pinned_map(pins, &hooks::CONFIG)?,
         alloc_failures: pinned_map(pins, &hooks::ALLOC_FAILURES)?,
+        alloc_failure_cgroups: pinned_map(pins, &hooks::ALLOC_FAILURE_CGROUPS)?,
         mark_victim,
         hooks,
     })

@@ -12,8 +12,10 @@
 //! task's saved user registers (`pt_regs`, offsets from BTF), only on the
 //! failure path, so the common case costs one comparison.
 //!
-//! Failures are counted in `ALLOC_FAILURES`, never sent one by one: a storm
-//! of a million costs a bounded number of events.
+//! Failures are counted in `ALLOC_FAILURES` per process and in
+//! `ALLOC_FAILURE_CGROUPS` per memory cgroup, never sent one by one: a
+//! storm of a million costs a bounded number of events, and a cgroup that
+//! fills the per-process table still has every failure counted.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -29,14 +31,14 @@ use aya_ebpf::{
     Global,
 };
 use oom_common::{
-    AllocFailureCounts, AllocFailureKey, AllocSyscall, PageAllocOffsets, Stat, SyscallOffsets,
-    OFFSET_UNKNOWN,
+    AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey,
+    AllocSyscall, PageAllocOffsets, Stat, SyscallOffsets, OFFSET_UNKNOWN,
 };
 
 use crate::{
     cgroup,
     error::{ProbeError, ProbeResult},
-    maps::{alloc_epoch, count, ALLOC_FAILURES},
+    maps::{alloc_epoch, count, ALLOC_FAILURES, ALLOC_FAILURE_CGROUPS},
 };
 
 const ENOMEM: i64 = 12;
@@ -198,12 +200,73 @@ fn record_failure(syscall: AllocSyscall, request_bytes: Option<u64>) -> ProbeRes
 }
 
 /// Counts a failure for the current process, or for no process when
-/// `in_process` is false. Fails when the table had no room for it.
+/// `in_process` is false: in its memory cgroup's tally, and in its own.
+/// Fails only when neither table had room for it.
 #[inline(always)]
 fn record_failure_of(
     syscall: AllocSyscall,
     request_bytes: Option<u64>,
     in_process: bool,
+) -> ProbeResult {
+    let epoch = alloc_epoch();
+    // SAFETY: helpers without arguments.
+    let (now, current) = unsafe { (bpf_ktime_get_boot_ns(), bpf_get_current_task()) };
+    let request = request_bytes.unwrap_or(0);
+    let memcg_id = if in_process {
+        cgroup::memory_cgroup_id(current)
+    } else {
+        0
+    };
+    let in_cgroup = count_in_cgroup(
+        AllocFailureCgroupKey {
+            memcg_id,
+            syscall: syscall as u8,
+            epoch,
+            _pad0: [0; 6],
+        },
+        now,
+        request,
+    );
+    let in_process_table = count_for_process(syscall, epoch, in_process, memcg_id, now, request);
+    // The cgroup's tally alone lets the collector count it exactly.
+    in_cgroup.or(in_process_table)
+}
+
+/// Adds a failure to its memory cgroup's tally.
+#[inline(always)]
+fn count_in_cgroup(key: AllocFailureCgroupKey, now: u64, request: u64) -> ProbeResult {
+    if let Some(counts) = ALLOC_FAILURE_CGROUPS.get_ptr_mut(key) {
+        add_cgroup_failure(counts, now, request);
+        return Ok(());
+    }
+    let first = AllocFailureCgroupCounts {
+        count: 1,
+        first_boot_ns: now,
+        last_boot_ns: now,
+        max_request_bytes: request,
+    };
+    // NOEXIST: another CPU may have made the key meanwhile; add to it.
+    if ALLOC_FAILURE_CGROUPS
+        .insert(key, first, BPF_NOEXIST.into())
+        .is_err()
+    {
+        let counts = ALLOC_FAILURE_CGROUPS
+            .get_ptr_mut(key)
+            .ok_or(ProbeError::MapUpdateFailed)?;
+        add_cgroup_failure(counts, now, request);
+    }
+    Ok(())
+}
+
+/// Adds a failure to its process's tally.
+#[inline(always)]
+fn count_for_process(
+    syscall: AllocSyscall,
+    epoch: u8,
+    in_process: bool,
+    memcg_id: u64,
+    now: u64,
+    request: u64,
 ) -> ProbeResult {
     let key = AllocFailureKey {
         tgid: if in_process {
@@ -212,28 +275,22 @@ fn record_failure_of(
             0
         },
         syscall: syscall as u8,
-        epoch: alloc_epoch(),
+        epoch,
         _pad0: 0,
     };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let request = request_bytes.unwrap_or(0);
-
     if let Some(counts) = ALLOC_FAILURES.get_ptr_mut(key) {
         add_failure(counts, now, request);
         return Ok(());
     }
-
-    // SAFETY: helpers without pointer arguments.
-    let (cgroup_id, current) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_current_task()) };
     let first = if in_process {
         AllocFailureCounts {
             count: 1,
             first_boot_ns: now,
             last_boot_ns: now,
             max_request_bytes: request,
-            cgroup_id,
-            memcg_id: cgroup::memory_cgroup_id(current),
+            // SAFETY: a helper without arguments.
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            memcg_id,
             comm: bpf_get_current_comm().unwrap_or([0; oom_common::COMM_LEN]),
         }
     } else {
@@ -257,6 +314,22 @@ fn record_failure_of(
         add_failure(counts, now, request);
     }
     Ok(())
+}
+
+/// Adds one failure to this CPU's slot of a cgroup's tally.
+#[inline(always)]
+fn add_cgroup_failure(counts: *mut AllocFailureCgroupCounts, now: u64, request: u64) {
+    // SAFETY: this CPU's slot of a per-CPU value; programs on one CPU do
+    // not run concurrently.
+    let counts = unsafe { &mut *counts };
+    counts.count += 1;
+    counts.last_boot_ns = now;
+    if counts.first_boot_ns == 0 {
+        counts.first_boot_ns = now;
+    }
+    if request > counts.max_request_bytes {
+        counts.max_request_bytes = request;
+    }
 }
 
 /// Adds one failure to this CPU's slot of an existing key. A slot another

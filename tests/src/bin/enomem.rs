@@ -12,6 +12,10 @@
 //!
 //! `enomem hold MIB` allocates and touches MIB MiB, says `held` on stdout,
 //! and keeps them until it is killed.
+//!
+//! `enomem processes N EACH [mmap|brk]` forks N processes one after
+//! another, each of which fails EACH mmaps (or brks) and exits: a pod whose
+//! many children fail at no cost to themselves.
 
 use std::process::ExitCode;
 
@@ -22,7 +26,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(count)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
-        eprintln!("usage: enomem mmap|mremap|brk|mmap-then-hog COUNT | enomem hold MIB");
+        eprintln!(
+            "usage: enomem mmap|mremap|brk|mmap-then-hog COUNT | enomem hold MIB \
+             | enomem processes N EACH [mmap|brk]"
+        );
         return ExitCode::from(2);
     };
     if mode == "hold" {
@@ -36,6 +43,18 @@ fn main() -> ExitCode {
     if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
         eprintln!("setrlimit(RLIMIT_AS): {}", std::io::Error::last_os_error());
         return ExitCode::FAILURE;
+    }
+    if mode == "processes" {
+        let each = args.get(3).and_then(|n| n.parse::<u64>().ok()).unwrap_or(1);
+        let fail: fn() -> bool = match args.get(4).map(String::as_str) {
+            None | Some("mmap") => try_mmap,
+            Some("brk") => try_brk,
+            Some(other) => {
+                eprintln!("processes fail mmap or brk, not {other}");
+                return ExitCode::from(2);
+            }
+        };
+        return processes(count, each, fail);
     }
     let mut refused = 0u64;
     for _ in 0..count {
@@ -65,6 +84,37 @@ fn main() -> ExitCode {
             }
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// Forks `count` processes in turn, each failing `each` requests with
+/// `fail`; prints the failures in all.
+fn processes(count: u64, each: u64, fail: fn() -> bool) -> ExitCode {
+    for _ in 0..count {
+        // SAFETY: the child only calls mmap and _exit.
+        match unsafe { libc::fork() } {
+            -1 => {
+                eprintln!("fork: {}", std::io::Error::last_os_error());
+                return ExitCode::FAILURE;
+            }
+            0 => {
+                let granted = (0..each).any(|_| fail());
+                // SAFETY: ends the child without running the parent's
+                // destructors or flushing its buffers twice.
+                unsafe { libc::_exit(i32::from(granted)) }
+            }
+            child => {
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                unsafe { libc::waitpid(child, &mut status, 0) };
+                if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                    eprintln!("a child's request was granted under RLIMIT_AS");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    println!("{}", count * each);
     ExitCode::SUCCESS
 }
 

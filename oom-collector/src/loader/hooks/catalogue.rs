@@ -14,6 +14,7 @@ pub const PENDING_KILL: MapSpec = map("PENDING_KILL", MapKind::PerCpuArray);
 pub const OOM_CONTROLS: MapSpec = map("OOM_CONTROLS", MapKind::HashMap);
 pub const OOM_CONTROL_SCRATCH: MapSpec = map("OOM_CONTROL_SCRATCH", MapKind::PerCpuArray);
 pub const ALLOC_FAILURES: MapSpec = map("ALLOC_FAILURES", MapKind::PerCpuHashMap);
+pub const ALLOC_FAILURE_CGROUPS: MapSpec = map("ALLOC_FAILURE_CGROUPS", MapKind::PerCpuHashMap);
 pub const CMDLINES: MapSpec = map("CMDLINES", MapKind::LruHashMap);
 pub const CMDLINE_SCRATCH: MapSpec = map("CMDLINE_SCRATCH", MapKind::PerCpuArray);
 
@@ -32,7 +33,7 @@ const KILL_MAPS: &[&MapSpec] = &[
 ];
 const OOM_CONTROL_MAPS: &[&MapSpec] = &[&OOM_CONTROLS, &OOM_CONTROL_SCRATCH, &STATS];
 const CMDLINE_MAPS: &[&MapSpec] = &[&CMDLINES, &CMDLINE_SCRATCH, &STATS];
-const ALLOC_FAILURE_MAPS: &[&MapSpec] = &[&ALLOC_FAILURES, &CONFIG, &STATS];
+const ALLOC_FAILURE_MAPS: &[&MapSpec] = &[&ALLOC_FAILURES, &ALLOC_FAILURE_CGROUPS, &CONFIG, &STATS];
 
 /// A way of one program.
 const fn only(program: &'static [Program], since: &'static str) -> Way {
