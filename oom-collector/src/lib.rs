@@ -21,6 +21,7 @@ pub mod redact;
 pub mod selftest;
 pub mod sink;
 pub mod source;
+pub mod stderr_log;
 pub mod tracefs;
 
 use std::{process::ExitCode, sync::Arc};

@@ -43,19 +43,7 @@ struct StalledCollector {
 
 impl StalledCollector {
     fn start(args: &[&str]) -> Self {
-        let (unread, mut stdout) = std::io::pipe().expect("pipe");
-        // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a valid descriptor.
-        let size = unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
-        assert_eq!(
-            size,
-            PIPE_BYTES as i32,
-            "F_SETPIPE_SZ: {}",
-            std::io::Error::last_os_error()
-        );
-        // Full before the collector writes anything.
-        stdout
-            .write_all(&[b'\n'; PIPE_BYTES])
-            .expect("fill the pipe");
+        let (unread, stdout) = full_pipe();
         let mut child = Command::new(collector_bin())
             .args(args)
             .env("RUST_LOG", "info")
@@ -93,6 +81,24 @@ impl Drop for StalledCollector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A one-page pipe, full from the start: its read end, which nobody is
+/// to read, and its write end.
+fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    let (unread, mut write_end) = std::io::pipe().expect("pipe");
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a valid descriptor.
+    let size = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    assert_eq!(
+        size,
+        PIPE_BYTES as i32,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    write_end
+        .write_all(&[b'\n'; PIPE_BYTES])
+        .expect("fill the pipe");
+    (unread, write_end)
 }
 
 /// Every whole line of `path` that is JSON.
@@ -255,4 +261,81 @@ fn a_stdout_nobody_reads_holds_up_neither_the_file_nor_readiness_nor_sigterm() {
         per_kill.len(),
         times.join(", ")
     );
+}
+
+#[test]
+fn a_stderr_nobody_reads_holds_up_neither_the_kills_nor_readiness_nor_sigterm() {
+    if !require_root!() {
+        return;
+    }
+    // In a pod, stdout and stderr share the log pipe the runtime reads:
+    // when it stalls, the collector's own log lines block too.
+    let dir = ScratchDir::new("stalled-stderr");
+    let file = dir.0.join("events.ndjson");
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let (_unread, stderr) = full_pipe();
+    let mut child = Command::new(collector_bin())
+        .args([
+            "--output",
+            file.to_str().expect("a UTF-8 path"),
+            "--metrics-addr",
+            &metrics_addr,
+        ])
+        // Every kill and every hook is a log line.
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start oom-collector");
+    let guard = KillOnDrop(&mut child);
+    poll_until(
+        Duration::from_secs(20),
+        || "/ready with stderr stalled from the start".into(),
+        || {
+            http_get(port, "/ready")
+                .is_ok_and(|status| status.contains(" 200 "))
+                .then_some(())
+        },
+    );
+    let mut per_kill = Vec::new();
+    for n in 0..KILLS {
+        let cgroup = scratch_cgroup(&format!("stalled-stderr-{n}"), 32 * MIB);
+        let mut hog = Hog::start(&cgroup);
+        hog.wait(KILL_TIMEOUT);
+        let died = Instant::now();
+        let pid = hog.pid();
+        poll_until(
+            TO_THE_FILE,
+            || format!("kill {} of {KILLS} (pid {pid}) to reach the file", n + 1),
+            || has_kill_of(&file, pid).then_some(()),
+        );
+        per_kill.push(died.elapsed());
+    }
+    let pid = rustix::process::Pid::from_raw(guard.0.id() as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let sent = Instant::now();
+    let status = wait_for_exit(guard.0, TO_EXIT, || "(stderr is stalled)".into());
+    let to_exit = sent.elapsed();
+    assert!(status.success(), "SIGTERM ends it: {status}");
+    let times: Vec<String> = per_kill.iter().map(|t| format!("{t:.2?}")).collect();
+    eprintln!(
+        "figures: stderr stalled: kills delivered to the file {}/{KILLS}, hog seen dead to \
+         kill in the file [{}]; SIGTERM to exit {to_exit:.2?}",
+        per_kill.len(),
+        times.join(", ")
+    );
+}
+
+/// Kills the child when the test ends, however it ends.
+struct KillOnDrop<'a>(&'a mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
