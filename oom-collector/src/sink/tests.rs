@@ -53,10 +53,13 @@ fn scratch_dir(test: &str) -> PathBuf {
     dir
 }
 
+/// The messages of the whole lines of `path`: a line an output's thread
+/// is writing right now, without its newline yet, is not one.
 fn messages(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l)
                 .unwrap_or_else(|e| panic!("a whole JSON line ({e}): {l:?}"))["message"]
