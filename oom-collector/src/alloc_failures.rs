@@ -61,30 +61,25 @@ pub struct AllocFailures {
 /// Folds the per-CPU tallies of one key into one.
 pub fn merge(key: &AllocFailureKey, per_cpu: &[AllocFailureCounts]) -> Option<AllocFailures> {
     let syscall = AllocSyscall::from_u8(key.syscall)?;
-    let count: u64 = per_cpu.iter().map(|c| c.count).sum();
-    if count == 0 {
+    let span = CgroupTally::of(per_cpu.iter().map(|c| {
+        [
+            c.count,
+            c.first_boot_ns,
+            c.last_boot_ns,
+            c.max_request_bytes,
+        ]
+    }));
+    if span.count == 0 {
         return None;
     }
     let nonzero = |f: fn(&AllocFailureCounts) -> u64| per_cpu.iter().map(f).find(|&v| v != 0);
     Some(AllocFailures {
         pid: key.tgid,
         syscall,
-        count,
-        first_boot_ns: per_cpu
-            .iter()
-            .map(|c| c.first_boot_ns)
-            .filter(|&t| t != 0)
-            .min()
-            .unwrap_or(0),
-        last_boot_ns: per_cpu.iter().map(|c| c.last_boot_ns).max().unwrap_or(0),
-        max_request_bytes: Some(
-            per_cpu
-                .iter()
-                .map(|c| c.max_request_bytes)
-                .max()
-                .unwrap_or(0),
-        )
-        .filter(|&b| b != 0),
+        count: span.count,
+        first_boot_ns: span.first_boot_ns,
+        last_boot_ns: span.last_boot_ns,
+        max_request_bytes: Some(span.max_request_bytes).filter(|&b| b != 0),
         comm: per_cpu
             .iter()
             .map(|c| c.comm)
@@ -97,7 +92,7 @@ pub fn merge(key: &AllocFailureKey, per_cpu: &[AllocFailureCounts]) -> Option<Al
 }
 
 /// Every failure of one memory cgroup's processes of one kind, in one
-/// window.
+/// window; also what any per-CPU tally sums to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CgroupTally {
     pub count: u64,
@@ -106,23 +101,40 @@ pub struct CgroupTally {
     pub max_request_bytes: u64,
 }
 
+impl CgroupTally {
+    /// Sums per-CPU `[count, first, last, largest request]`: a CPU that
+    /// counted nothing has no first time.
+    fn of(per_cpu: impl Iterator<Item = [u64; 4]>) -> Self {
+        per_cpu.fold(
+            Self {
+                count: 0,
+                first_boot_ns: 0,
+                last_boot_ns: 0,
+                max_request_bytes: 0,
+            },
+            |sum, [count, first, last, request]| Self {
+                count: sum.count + count,
+                first_boot_ns: match (sum.first_boot_ns, first) {
+                    (0, first) | (first, 0) => first,
+                    (a, b) => a.min(b),
+                },
+                last_boot_ns: sum.last_boot_ns.max(last),
+                max_request_bytes: sum.max_request_bytes.max(request),
+            },
+        )
+    }
+}
+
 /// Folds the per-CPU tallies of one cgroup key into one.
 pub fn merge_cgroup(per_cpu: &[AllocFailureCgroupCounts]) -> CgroupTally {
-    CgroupTally {
-        count: per_cpu.iter().map(|c| c.count).sum(),
-        first_boot_ns: per_cpu
-            .iter()
-            .map(|c| c.first_boot_ns)
-            .filter(|&t| t != 0)
-            .min()
-            .unwrap_or(0),
-        last_boot_ns: per_cpu.iter().map(|c| c.last_boot_ns).max().unwrap_or(0),
-        max_request_bytes: per_cpu
-            .iter()
-            .map(|c| c.max_request_bytes)
-            .max()
-            .unwrap_or(0),
-    }
+    CgroupTally::of(per_cpu.iter().map(|c| {
+        [
+            c.count,
+            c.first_boot_ns,
+            c.last_boot_ns,
+            c.max_request_bytes,
+        ]
+    }))
 }
 
 /// Names at most `per_cgroup` processes per memory cgroup and kind, those

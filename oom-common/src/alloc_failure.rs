@@ -110,3 +110,30 @@ pub struct AllocFailureCgroupCounts {
 }
 
 const _: () = assert!(core::mem::size_of::<AllocFailureCgroupCounts>() == 32);
+
+/// One more failure in a per-CPU tally, of either table.
+pub trait AddFailure {
+    /// Counts a failure at `now_boot_ns` that asked for `request_bytes`
+    /// (0 if unknown). A slot another CPU's insert created starts zeroed.
+    fn add_failure(&mut self, now_boot_ns: u64, request_bytes: u64);
+}
+
+macro_rules! add_failure {
+    ($($tally:ty),*) => {$(
+        impl AddFailure for $tally {
+            #[inline(always)]
+            fn add_failure(&mut self, now_boot_ns: u64, request_bytes: u64) {
+                self.count += 1;
+                self.last_boot_ns = now_boot_ns;
+                if self.first_boot_ns == 0 {
+                    self.first_boot_ns = now_boot_ns;
+                }
+                if request_bytes > self.max_request_bytes {
+                    self.max_request_bytes = request_bytes;
+                }
+            }
+        }
+    )*};
+}
+
+add_failure!(AllocFailureCounts, AllocFailureCgroupCounts);

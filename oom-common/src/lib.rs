@@ -23,8 +23,8 @@ pub mod record;
 pub mod stats;
 
 pub use alloc_failure::{
-    AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey,
-    AllocSyscall,
+    AddFailure, AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts,
+    AllocFailureKey, AllocSyscall,
 };
 pub use cmdline::{Cmdline, CMDLINE_ARGS_BYTES, CMDLINE_PATH_BYTES};
 pub use config::{CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, CONFIG_LOSSES_REPORTED};

@@ -27,12 +27,13 @@ use aya_ebpf::{
         },
     },
     macros::{fexit, tracepoint},
+    maps::PerCpuHashMap,
     programs::{FExitContext, TracePointContext},
     Global,
 };
 use oom_common::{
-    AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey,
-    AllocSyscall, PageAllocOffsets, Stat, SyscallOffsets, OFFSET_UNKNOWN,
+    AddFailure, AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts,
+    AllocFailureKey, AllocSyscall, PageAllocOffsets, Stat, SyscallOffsets, OFFSET_UNKNOWN,
 };
 
 use crate::{
@@ -217,45 +218,28 @@ fn record_failure_of(
     } else {
         0
     };
-    let in_cgroup = count_in_cgroup(
-        AllocFailureCgroupKey {
-            memcg_id,
-            syscall: syscall as u8,
-            epoch,
-            _pad0: [0; 6],
-        },
+    let cgroup_key = AllocFailureCgroupKey {
+        memcg_id,
+        syscall: syscall as u8,
+        epoch,
+        _pad0: [0; 6],
+    };
+    let cgroup_first = || AllocFailureCgroupCounts {
+        count: 1,
+        first_boot_ns: now,
+        last_boot_ns: now,
+        max_request_bytes: request,
+    };
+    let in_cgroup = count_in(
+        &ALLOC_FAILURE_CGROUPS,
+        cgroup_key,
+        cgroup_first,
         now,
         request,
     );
     let in_process_table = count_for_process(syscall, epoch, in_process, memcg_id, now, request);
     // The cgroup's tally alone lets the collector count it exactly.
     in_cgroup.or(in_process_table)
-}
-
-/// Adds a failure to its memory cgroup's tally.
-#[inline(always)]
-fn count_in_cgroup(key: AllocFailureCgroupKey, now: u64, request: u64) -> ProbeResult {
-    if let Some(counts) = ALLOC_FAILURE_CGROUPS.get_ptr_mut(key) {
-        add_cgroup_failure(counts, now, request);
-        return Ok(());
-    }
-    let first = AllocFailureCgroupCounts {
-        count: 1,
-        first_boot_ns: now,
-        last_boot_ns: now,
-        max_request_bytes: request,
-    };
-    // NOEXIST: another CPU may have made the key meanwhile; add to it.
-    if ALLOC_FAILURE_CGROUPS
-        .insert(key, first, BPF_NOEXIST.into())
-        .is_err()
-    {
-        let counts = ALLOC_FAILURE_CGROUPS
-            .get_ptr_mut(key)
-            .ok_or(ProbeError::MapUpdateFailed)?;
-        add_cgroup_failure(counts, now, request);
-    }
-    Ok(())
 }
 
 /// Adds a failure to its process's tally.
@@ -278,74 +262,58 @@ fn count_for_process(
         epoch,
         _pad0: 0,
     };
-    if let Some(counts) = ALLOC_FAILURES.get_ptr_mut(key) {
-        add_failure(counts, now, request);
-        return Ok(());
-    }
-    let first = if in_process {
-        AllocFailureCounts {
-            count: 1,
-            first_boot_ns: now,
-            last_boot_ns: now,
-            max_request_bytes: request,
-            // SAFETY: a helper without arguments.
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-            memcg_id,
-            comm: bpf_get_current_comm().unwrap_or([0; oom_common::COMM_LEN]),
-        }
-    } else {
-        AllocFailureCounts {
-            count: 1,
-            first_boot_ns: now,
-            last_boot_ns: now,
-            max_request_bytes: request,
-            ..AllocFailureCounts::default()
+    let first = || {
+        if in_process {
+            AllocFailureCounts {
+                count: 1,
+                first_boot_ns: now,
+                last_boot_ns: now,
+                max_request_bytes: request,
+                // SAFETY: a helper without arguments.
+                cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+                memcg_id,
+                comm: bpf_get_current_comm().unwrap_or([0; oom_common::COMM_LEN]),
+            }
+        } else {
+            AllocFailureCounts {
+                count: 1,
+                first_boot_ns: now,
+                last_boot_ns: now,
+                max_request_bytes: request,
+                ..AllocFailureCounts::default()
+            }
         }
     };
+    count_in(&ALLOC_FAILURES, key, first, now, request)
+}
+
+/// Adds a failure to `key`'s tally in `table`, made with `first` if it
+/// is not there yet. Fails when the table has no room for a new key.
+#[inline(always)]
+fn count_in<K: Copy, V: AddFailure>(
+    table: &PerCpuHashMap<K, V>,
+    key: K,
+    first: impl FnOnce() -> V,
+    now: u64,
+    request: u64,
+) -> ProbeResult {
+    if let Some(counts) = table.get_ptr_mut(key) {
+        add(counts, now, request);
+        return Ok(());
+    }
     // NOEXIST: if another CPU created the key meanwhile, replacing its
     // element would lose its count; add to it instead.
-    if ALLOC_FAILURES
-        .insert(key, first, BPF_NOEXIST.into())
-        .is_err()
-    {
-        let counts = ALLOC_FAILURES
-            .get_ptr_mut(key)
-            .ok_or(ProbeError::MapUpdateFailed)?;
-        add_failure(counts, now, request);
+    if table.insert(key, first(), BPF_NOEXIST.into()).is_err() {
+        let counts = table.get_ptr_mut(key).ok_or(ProbeError::MapUpdateFailed)?;
+        add(counts, now, request);
     }
     Ok(())
 }
 
-/// Adds one failure to this CPU's slot of a cgroup's tally.
+/// Adds one failure to this CPU's slot of an existing key.
 #[inline(always)]
-fn add_cgroup_failure(counts: *mut AllocFailureCgroupCounts, now: u64, request: u64) {
+fn add<V: AddFailure>(counts: *mut V, now: u64, request: u64) {
     // SAFETY: this CPU's slot of a per-CPU value; programs on one CPU do
     // not run concurrently.
-    let counts = unsafe { &mut *counts };
-    counts.count += 1;
-    counts.last_boot_ns = now;
-    if counts.first_boot_ns == 0 {
-        counts.first_boot_ns = now;
-    }
-    if request > counts.max_request_bytes {
-        counts.max_request_bytes = request;
-    }
-}
-
-/// Adds one failure to this CPU's slot of an existing key. A slot another
-/// CPU's insert created starts zeroed, without first time or cgroups; the
-/// collector takes those from whichever CPU has them.
-#[inline(always)]
-fn add_failure(counts: *mut AllocFailureCounts, now: u64, request: u64) {
-    // SAFETY: this CPU's slot of a per-CPU value; programs on one CPU do
-    // not run concurrently.
-    let counts = unsafe { &mut *counts };
-    counts.count += 1;
-    counts.last_boot_ns = now;
-    if counts.first_boot_ns == 0 {
-        counts.first_boot_ns = now;
-    }
-    if request > counts.max_request_bytes {
-        counts.max_request_bytes = request;
-    }
+    unsafe { &mut *counts }.add_failure(now, request);
 }
