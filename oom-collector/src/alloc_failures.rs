@@ -2,10 +2,12 @@
 //! once per window into one tally per process and system call.
 //!
 //! The kernel counts under the parity of the current epoch; draining flips
-//! the epoch, waits out programs that may still be counting under the old
-//! one, then reads and deletes the old parity's keys, which nothing writes
-//! any more. Counts are therefore exact: every failure lands in exactly one
-//! tally, or in the `AllocFailureTableFull` counter when the table is full.
+//! the epoch, waits until every program that may have read the old one has
+//! returned ([`ProgramBarrier`]: an RCU grace period, not a guess at how
+//! long they take), then reads and deletes the old parity's keys, which
+//! nothing writes any more. Counts are therefore exact: every failure lands
+//! in exactly one tally, or in the `AllocFailureTableFull` counter when the
+//! table is full.
 //!
 //! Beside it the kernel counts every failure per memory cgroup
 //! (`ALLOC_FAILURE_CGROUPS`), room or not in the per-process table. A
@@ -20,7 +22,7 @@
 //! timer ends it, shorter when a kill or shutdown does. Each drain says
 //! when its window really began and ended.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use aya::maps::{Array, MapData, MapError, PerCpuHashMap};
 use oom_common::{
@@ -28,11 +30,7 @@ use oom_common::{
     AllocSyscall, COMM_LEN, CONFIG_ALLOC_EPOCH,
 };
 
-use crate::{decode::comm_string, host::boot_ns_now};
-
-/// How long a kernel program can still be counting under the old epoch
-/// after the flip: they run for microseconds without sleeping.
-const EPOCH_GRACE: Duration = Duration::from_millis(5);
+use crate::{decode::comm_string, host::boot_ns_now, loader::ProgramBarrier};
 
 /// Processes of one memory cgroup a window names one by one, per request
 /// kind; the others are summed.
@@ -214,6 +212,7 @@ pub struct AllocFailureTable {
     table: PerCpuHashMap<MapData, AllocFailureKey, AllocFailureCounts>,
     cgroups: PerCpuHashMap<MapData, AllocFailureCgroupKey, AllocFailureCgroupCounts>,
     config: Array<MapData, u32>,
+    barrier: ProgramBarrier,
     epoch: u32,
     /// When the window being counted began (CLOCK_BOOTTIME).
     window_start_ns: u64,
@@ -239,6 +238,7 @@ impl AllocFailureTable {
         table: PerCpuHashMap<MapData, AllocFailureKey, AllocFailureCounts>,
         cgroups: PerCpuHashMap<MapData, AllocFailureCgroupKey, AllocFailureCgroupCounts>,
         config: Array<MapData, u32>,
+        barrier: ProgramBarrier,
     ) -> Self {
         // The epoch the kernel counts under now: 0 for fresh maps, or where
         // an earlier start left it in maps kept with `--pin-dir`, so the
@@ -248,6 +248,7 @@ impl AllocFailureTable {
             table,
             cgroups,
             config,
+            barrier,
             epoch,
             window_start_ns: boot_ns_now(),
         }
@@ -257,8 +258,8 @@ impl AllocFailureTable {
     /// earlier ones) with its real span, and starts counting the next.
     pub async fn drain(&mut self) -> Result<Window, MapError> {
         let start_boot_ns = self.window_start_ns;
-        // Nothing counted, nothing to end: the grace period below would only
-        // delay the kill waiting behind this call (a failure counted from
+        // Nothing counted, nothing to end: the wait below would only delay
+        // the kill waiting behind this call (a failure counted from
         // now on belongs to the next window anyway).
         if self.table.keys().next().is_none() && self.cgroups.keys().next().is_none() {
             self.window_start_ns = boot_ns_now();
@@ -271,7 +272,8 @@ impl AllocFailureTable {
         // window's.
         let end_boot_ns = boot_ns_now();
         self.window_start_ns = end_boot_ns;
-        tokio::time::sleep(EPOCH_GRACE).await;
+        let waited = self.barrier.wait().await?;
+        tracing::trace!(?waited, "programs counting under the old epoch finished");
         let tallies = self.take(|key| key.epoch == old)?;
         let cgroups = self.take_cgroups(|key| key.epoch == old)?;
         let tallies = fold(tallies, &cgroups, PROCESSES_PER_CGROUP);

@@ -123,8 +123,13 @@ impl Pipeline {
             None => None,
         };
         release_startup_heap();
-        let source = KernelSource::new(loaded.events, loaded.stats, loaded.losses_reported)
-            .map_err(PipelineError::Poll)?;
+        let source = KernelSource::new(
+            loaded.events,
+            loaded.stats,
+            loaded.program_runs,
+            loaded.losses_reported,
+        )
+        .map_err(PipelineError::Poll)?;
         let kernel_log = KernelLog::new(kernel_log).map_err(PipelineError::Poll)?;
         Ok(Self {
             source,
@@ -132,6 +137,7 @@ impl Pipeline {
                 loaded.alloc_failures,
                 loaded.alloc_failure_cgroups,
                 loaded.config,
+                loaded.barrier.clone(),
             ),
             alloc_window: options.alloc_window,
             kernel_log,

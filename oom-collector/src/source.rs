@@ -25,25 +25,42 @@ use std::{
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya_log::EbpfLogger;
-use oom_common::{Stat, CONFIG_LOSSES_REPORTED};
+use oom_common::{Stat, CONFIG_LOSSES_REPORTED, LOSS_COUNTERS};
 use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::loader::ProgramRuns;
 
 pub struct KernelSource {
     events: AsyncFd<RingBuf<MapData>>,
     steering: Option<Steering>,
     stats: PerCpuArray<MapData, u64>,
+    programs: ProgramRuns,
     /// Per loss counter: how much of it has been reported.
     lost_reported: [u64; LOSSES.len()],
     /// Where `lost_reported` is kept across restarts (`--pin-dir`).
     kept: Option<Array<MapData, u32>>,
 }
 
-/// The kernel counters that mean events were lost, and the reason each
-/// gives in `events_lost`.
-const LOSSES: [(Stat, &str); 2] = [
-    (Stat::RingBufFull, "ring_buffer_full"),
-    (Stat::AllocFailureTableFull, "allocation_failure_table_full"),
+/// What the kernel counts that means events were lost.
+#[derive(Clone, Copy)]
+enum Loss {
+    /// A counter the programs keep in `STATS`.
+    Counted(Stat),
+    /// Runs of the programs the kernel skipped ([`ProgramRuns`]).
+    Skipped,
+}
+
+/// The kernel's loss counters, and the reason each gives in `events_lost`.
+const LOSSES: [(Loss, &str); 3] = [
+    (Loss::Counted(Stat::RingBufFull), "ring_buffer_full"),
+    (
+        Loss::Counted(Stat::AllocFailureTableFull),
+        "allocation_failure_table_full",
+    ),
+    (Loss::Skipped, "hook_run_skipped"),
 ];
+
+const _: () = assert!(LOSSES.len() == LOSS_COUNTERS as usize);
 
 /// The first `CONFIG` word of loss counter `index` (low, then high).
 fn loss_word(index: usize) -> u32 {
@@ -68,6 +85,7 @@ impl KernelSource {
     pub fn new(
         events: RingBuf<MapData>,
         stats: PerCpuArray<MapData, u64>,
+        programs: ProgramRuns,
         kept: Option<Array<MapData, u32>>,
     ) -> io::Result<Self> {
         let mut lost_reported = [0; LOSSES.len()];
@@ -87,6 +105,7 @@ impl KernelSource {
             events: register(events)?,
             steering,
             stats,
+            programs,
             lost_reported,
             kept,
         })
@@ -129,8 +148,11 @@ impl KernelSource {
     /// Events the kernel dropped since the last call, by reason.
     pub fn newly_lost(&mut self) -> Result<Vec<(u64, &'static str)>, aya::maps::MapError> {
         let mut lost = Vec::new();
-        for ((stat, reason), reported) in LOSSES.iter().zip(&mut self.lost_reported) {
-            let total = self.stats.get(&(*stat as u32), 0)?.iter().sum::<u64>();
+        for ((loss, reason), reported) in LOSSES.iter().zip(&mut self.lost_reported) {
+            let total = match loss {
+                Loss::Counted(stat) => self.stats.get(&(*stat as u32), 0)?.iter().sum::<u64>(),
+                Loss::Skipped => self.programs.skipped(),
+            };
             if total > *reported {
                 lost.push((total - *reported, *reason));
                 *reported = total;

@@ -12,5 +12,8 @@ pub const CONFIG_ALLOC_EPOCH: u32 = 1;
 /// low then high, each). They outlive a restart with `--pin-dir`, so a loss
 /// is reported once.
 pub const CONFIG_LOSSES_REPORTED: u32 = 2;
+/// Loss counters kept in `CONFIG`: a full ring buffer, a full
+/// allocation-failure table, program runs the kernel skipped.
+pub const LOSS_COUNTERS: u32 = 3;
 /// Number of `CONFIG` words.
-pub const CONFIG_COUNT: u32 = CONFIG_LOSSES_REPORTED + 2 * 2;
+pub const CONFIG_COUNT: u32 = CONFIG_LOSSES_REPORTED + 2 * LOSS_COUNTERS;

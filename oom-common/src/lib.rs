@@ -27,7 +27,9 @@ pub use alloc_failure::{
     AllocFailureKey, AllocSyscall,
 };
 pub use cmdline::{Cmdline, CMDLINE_ARGS_BYTES, CMDLINE_PATH_BYTES};
-pub use config::{CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, CONFIG_LOSSES_REPORTED};
+pub use config::{
+    CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, CONFIG_LOSSES_REPORTED, LOSS_COUNTERS,
+};
 pub use offsets::{
     ChosenTaskOffsets, KernelOffsets, OomControlOffsets, PageAllocOffsets, SyscallOffsets,
     OFFSET_UNKNOWN,

@@ -2,7 +2,8 @@
 //! and [`this_cpu`], the one way a program takes a per-CPU entry to fill.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use oom_common::{
@@ -91,6 +92,16 @@ pub static ALLOC_FAILURES: PerCpuHashMap<AllocFailureKey, AllocFailureCounts> =
 #[map]
 pub static ALLOC_FAILURE_CGROUPS: PerCpuHashMap<AllocFailureCgroupKey, AllocFailureCgroupCounts> =
     PerCpuHashMap::with_max_entries(4096, 0);
+
+/// No program reads it. The collector writes its one slot to wait until
+/// every program that was running has finished: the kernel completes an
+/// update of a map of maps only after an RCU grace period, and these
+/// programs run inside RCU read-side sections. That makes the hand-over of
+/// an allocation-failure epoch, and the last drain after the hooks are
+/// detached, exact.
+#[btf_map]
+pub static BARRIER: btf_maps::ArrayOfMaps<btf_maps::Array<u32, 1>, 1> =
+    btf_maps::ArrayOfMaps::new();
 
 /// The parity allocation failures are counted under now.
 #[inline(always)]

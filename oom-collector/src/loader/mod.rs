@@ -10,8 +10,10 @@
 //! the catalogue; this module puts them together in [`load`].
 
 mod attach;
+mod barrier;
 pub mod hooks;
 pub mod pin;
+mod skipped;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     Ebpf, EbpfLoader,
 };
+pub use barrier::ProgramBarrier;
 pub use hooks::{kill_hooks_active, required_active, HookStatus};
 use hooks::{MapKind, MapSpec, HOOKS};
 use oom_common::{
@@ -28,6 +31,7 @@ use oom_common::{
     ChosenTaskOffsets, Cmdline, KernelOffsets, OomControlOffsets, PageAllocOffsets, SyscallOffsets,
     CONFIG_EXPECTED_PARTS, OFFSET_UNKNOWN,
 };
+pub use skipped::ProgramRuns;
 pub use support::KernelSupport;
 use tracing::{debug, warn};
 
@@ -192,6 +196,10 @@ pub struct Loaded {
     pub alloc_failures: PerCpuHashMap<MapData, AllocFailureKey, AllocFailureCounts>,
     pub alloc_failure_cgroups:
         PerCpuHashMap<MapData, AllocFailureCgroupKey, AllocFailureCgroupCounts>,
+    /// Waits out the programs running at the time.
+    pub barrier: ProgramBarrier,
+    /// How many runs of the programs the kernel skipped.
+    pub program_runs: ProgramRuns,
     pub mark_victim: TracepointFormat,
     pub hooks: Vec<HookStatus>,
 }
@@ -279,6 +287,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             .transpose()?,
         alloc_failures: take_map(&mut ebpf, &hooks::ALLOC_FAILURES)?,
         alloc_failure_cgroups: take_map(&mut ebpf, &hooks::ALLOC_FAILURE_CGROUPS)?,
+        barrier: barrier(take_map(&mut ebpf, &hooks::BARRIER)?)?,
+        program_runs: ProgramRuns::of_object(&ebpf),
         events: take_map(&mut ebpf, &hooks::EVENTS)?,
         stats: take_map(&mut ebpf, &hooks::STATS)?,
         config,
@@ -439,8 +449,19 @@ fn resume(
         config: pinned_map(pins, &hooks::CONFIG)?,
         alloc_failures: pinned_map(pins, &hooks::ALLOC_FAILURES)?,
         alloc_failure_cgroups: pinned_map(pins, &hooks::ALLOC_FAILURE_CGROUPS)?,
+        barrier: barrier(pinned_map(pins, &hooks::BARRIER)?)?,
+        program_runs: ProgramRuns::of_links(kept.iter().map(|program| pins.link_path(program))),
         mark_victim,
         hooks,
+    })
+}
+
+fn barrier(
+    outer: aya::maps::ArrayOfMaps<MapData, Array<MapData, u32>>,
+) -> Result<ProgramBarrier, LoadError> {
+    ProgramBarrier::new(outer).map_err(|source| LoadError::Map {
+        map: hooks::BARRIER.name,
+        source,
     })
 }
 
@@ -462,6 +483,7 @@ where
         MapKind::HashMap => Map::HashMap(data),
         MapKind::PerCpuHashMap => Map::PerCpuHashMap(data),
         MapKind::LruHashMap => Map::LruHashMap(data),
+        MapKind::ArrayOfMaps => Map::ArrayOfMaps(data),
     };
     T::try_from(map).map_err(failed)
 }

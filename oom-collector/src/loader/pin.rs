@@ -155,6 +155,10 @@ impl PinSet {
         self.dir.join("maps").join(map)
     }
 
+    pub fn link_path(&self, program: &str) -> PathBuf {
+        self.dir.join("links").join(program)
+    }
+
     /// The programs whose links a previous start kept; empty if none.
     pub fn kept_links(&self) -> Vec<String> {
         let mut links: Vec<String> = fs::read_dir(self.dir.join("links"))
@@ -201,7 +205,7 @@ impl PinSet {
                  it without a BPF link; --pin-dir needs Linux 5.15 or later)"
             )
         })?;
-        let path = self.dir.join("links").join(program);
+        let path = self.link_path(program);
         link.pin(&path)
             .map(drop)
             .map_err(|e| format!("cannot pin {}: {e}", path.display()))

@@ -17,6 +17,7 @@ pub const ALLOC_FAILURES: MapSpec = map("ALLOC_FAILURES", MapKind::PerCpuHashMap
 pub const ALLOC_FAILURE_CGROUPS: MapSpec = map("ALLOC_FAILURE_CGROUPS", MapKind::PerCpuHashMap);
 pub const CMDLINES: MapSpec = map("CMDLINES", MapKind::LruHashMap);
 pub const CMDLINE_SCRATCH: MapSpec = map("CMDLINE_SCRATCH", MapKind::PerCpuArray);
+pub const BARRIER: MapSpec = map("BARRIER", MapKind::ArrayOfMaps);
 
 const fn map(name: &'static str, kind: MapKind) -> MapSpec {
     MapSpec { name, kind }
@@ -30,10 +31,17 @@ const KILL_MAPS: &[&MapSpec] = &[
     &PENDING_KILL,
     &OOM_CONTROLS,
     &CMDLINES,
+    &BARRIER,
 ];
 const OOM_CONTROL_MAPS: &[&MapSpec] = &[&OOM_CONTROLS, &OOM_CONTROL_SCRATCH, &STATS];
 const CMDLINE_MAPS: &[&MapSpec] = &[&CMDLINES, &CMDLINE_SCRATCH, &STATS];
-const ALLOC_FAILURE_MAPS: &[&MapSpec] = &[&ALLOC_FAILURES, &ALLOC_FAILURE_CGROUPS, &CONFIG, &STATS];
+const ALLOC_FAILURE_MAPS: &[&MapSpec] = &[
+    &ALLOC_FAILURES,
+    &ALLOC_FAILURE_CGROUPS,
+    &CONFIG,
+    &STATS,
+    &BARRIER,
+];
 
 /// A way of one program.
 const fn only(program: &'static [Program], since: &'static str) -> Way {

@@ -146,6 +146,7 @@ pub enum MapKind {
     HashMap,
     PerCpuHashMap,
     LruHashMap,
+    ArrayOfMaps,
 }
 
 /// One hook: see the module doc.
