@@ -22,7 +22,7 @@ use crate::{
     document::Document,
     enrich::{cgroup::CgroupMounts, EnrichOptions, Enricher},
     host::{boot_ns_now, HostInfo},
-    loader::{self, HookStatus, LoadError, LoadOptions},
+    loader::{self, HookStatus, LoadError, LoadOptions, ProgramBarrier},
     sink::SinkError,
     source::{KernelLog, KernelSource},
     tracefs::TracepointFormat,
@@ -71,7 +71,8 @@ pub struct Pipeline {
     hooks: Vec<HookStatus>,
     output_losses: OutputLosses,
     /// The links of the hooks not pinned: dropping them detaches them.
-    _links: loader::Links,
+    links: loader::Links,
+    barrier: ProgramBarrier,
     /// With `--pin-dir`, the lock that keeps a second collector off it.
     _pin_root: Option<loader::pin::PinRoot>,
     /// Owns the programs; `None` when the hooks were taken up from a
@@ -151,7 +152,8 @@ impl Pipeline {
             hooks: loaded.hooks,
             output_losses: OutputLosses::default(),
             _ebpf: loaded.ebpf,
-            _links: loaded.links,
+            links: loaded.links,
+            barrier: loaded.barrier,
             _pin_root: loaded.pin_root,
         })
     }
@@ -165,8 +167,8 @@ impl Pipeline {
     }
 
     /// Delivers documents until `stop` completes or `deliver` says
-    /// [`Flow::Stop`], then drains the ring buffer (delivering what is
-    /// there) and reports lost events one last time.
+    /// [`Flow::Stop`]; then stops the hooks, drains the ring buffer
+    /// (delivering what is there) and reports lost events one last time.
     pub async fn run<D>(
         &mut self,
         stop: impl Future<Output = ()>,
@@ -204,6 +206,7 @@ impl Pipeline {
                 }
             }
         }
+        self.stop_hooks().await;
         if self.deliver_records(&mut deliver, boot_ns_now()).await? == Flow::Stop {
             return Ok(());
         }
@@ -214,6 +217,26 @@ impl Pipeline {
         // Two windows' worth: the one being counted and the one before.
         self.report_alloc_failures(&mut deliver).await?;
         self.report_alloc_failures(&mut deliver).await.map(drop)
+    }
+
+    /// Detaches the hooks this process attached, then waits until every
+    /// run of their programs that had begun has returned: the drain that
+    /// follows takes every record they wrote, and no kill is recorded into
+    /// a buffer nobody will read again (while the outputs are flushed, say).
+    /// Kept hooks (`--pin-dir`) stay attached: what they record waits in
+    /// the kept buffer for the next start.
+    async fn stop_hooks(&mut self) {
+        if self.links.is_empty() {
+            return;
+        }
+        drop(std::mem::take(&mut self.links));
+        match self.barrier.wait().await {
+            Ok(waited) => debug!(?waited, "hooks detached; their last runs have returned"),
+            Err(error) => warn!(
+                %error,
+                "cannot wait for the hooks' last runs: a kill in the last moments may be missed"
+            ),
+        }
     }
 
     /// Decodes, enriches and delivers the ring buffer's records, each

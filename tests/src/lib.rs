@@ -300,11 +300,17 @@ pub struct Ending {
 impl Ending {
     /// Starts `oom-collector ARGS` with stdout discarded.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(collector_bin())
-            .args(args)
+        let mut command = Command::new(collector_bin());
+        command.args(args).stdout(Stdio::null());
+        Self::spawn(command)
+    }
+
+    /// Starts the collector through `command`, whose stdout the caller
+    /// chose.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start oom-collector");

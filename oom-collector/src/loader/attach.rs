@@ -43,6 +43,14 @@ where
 #[derive(Default)]
 pub struct Links(Vec<Box<dyn HeldLink>>);
 
+impl Links {
+    /// Whether this process holds any hook attached (none when they are
+    /// kept pinned).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Why `hook` cannot be tried on this kernel with these options, from the
 /// kernel's files alone; `None` when it can.
 pub(super) fn blocker(
