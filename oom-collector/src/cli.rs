@@ -107,7 +107,8 @@ pub struct RunArgs {
     /// Keep the kernel hooks and the ring buffer pinned in this directory on
     /// bpffs (e.g. /sys/fs/bpf/oom-collector) when the collector exits or
     /// is killed: kills while it is down wait in the buffer and are
-    /// delivered, once, when it starts again with the same directory. A
+    /// delivered, once, when it starts again with the same directory; a
+    /// kill leaves the buffer only once an output has written it. A
     /// start with another build or other options replaces what is kept.
     /// Without it, the hooks go with the process. Only the collector's own
     /// sets (`set-<hash>`) are ever removed there; one collector at a time

@@ -155,6 +155,9 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
             }
         }
     };
+    if args.pin_dir.is_some() {
+        pipeline.hold_records_until_written(sink.receipts());
+    }
     info!(host = %pipeline.host().name, "collecting OOM events");
     pipeline
         .run(stop, |document| {

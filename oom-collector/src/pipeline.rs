@@ -12,7 +12,7 @@
 //! output is closed by its reader the collector stops: nothing is left to
 //! write to.
 
-use std::{future::Future, io, time::Duration};
+use std::{future::Future, io, pin::Pin, time::Duration};
 
 use tracing::{debug, info, warn};
 
@@ -23,7 +23,7 @@ use crate::{
     enrich::{cgroup::CgroupMounts, EnrichOptions, Enricher},
     host::{boot_ns_now, HostInfo},
     loader::{self, HookStatus, LoadError, LoadOptions, ProgramBarrier},
-    sink::SinkError,
+    sink::{Receipt, Receipts, SinkError},
     source::{KernelLog, KernelSource},
     tracefs::TracepointFormat,
 };
@@ -70,6 +70,14 @@ pub struct Pipeline {
     mark_victim: TracepointFormat,
     hooks: Vec<HookStatus>,
     output_losses: OutputLosses,
+    /// With `--pin-dir`: the sink's receipts, so that a record leaves
+    /// the kept buffer only once its line is written.
+    receipts: Option<Receipts>,
+    /// The receipt of the first record in the buffer, whose line is out
+    /// but was not written when the wait for it ended.
+    unwritten: Option<Receipt>,
+    /// The stop signal has come (while waiting for a receipt).
+    stopping: bool,
     /// The links of the hooks not pinned: dropping them detaches them.
     links: loader::Links,
     barrier: ProgramBarrier,
@@ -99,6 +107,11 @@ impl Default for PipelineOptions {
         }
     }
 }
+
+/// How long, at stop, the final drain waits for the outputs to write the
+/// lines of kept records (`--pin-dir`); records not written by then stay
+/// kept for the next start.
+const WRITTEN_AT_STOP: Duration = Duration::from_secs(1);
 
 /// See `--enomem-window`.
 pub const DEFAULT_ALLOC_WINDOW: Duration = Duration::from_secs(1);
@@ -152,10 +165,25 @@ impl Pipeline {
             hooks: loaded.hooks,
             output_losses: OutputLosses::default(),
             _ebpf: loaded.ebpf,
+            receipts: None,
+            unwritten: None,
+            stopping: false,
             links: loaded.links,
             barrier: loaded.barrier,
             _pin_root: loaded.pin_root,
         })
+    }
+
+    /// With a kept ring buffer (`--pin-dir`): each record leaves it only
+    /// once some output has written its line, so a collector killed while
+    /// every output is stalled or failing loses no kill; the next start
+    /// delivers it (a line an output wrote in the very last moment may
+    /// then come twice). Without, a record leaves once its line is handed
+    /// to the outputs, whose backlogs are bounded and counted.
+    pub fn hold_records_until_written(&mut self, receipts: Receipts) {
+        if self._pin_root.is_some() {
+            self.receipts = Some(receipts);
+        }
     }
 
     pub fn hooks(&self) -> &[HookStatus] {
@@ -182,13 +210,15 @@ impl Pipeline {
         alloc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut read_failures_reported = 0;
         tokio::pin!(stop);
-        loop {
+        while !self.stopping {
             tokio::select! {
                 () = &mut stop => break,
                 polled = self.source.readable() => {
                     polled.map_err(PipelineError::Poll)?;
                     let woken_ns = boot_ns_now();
-                    if self.deliver_records(&mut deliver, woken_ns).await? == Flow::Stop {
+                    if self.deliver_records(&mut deliver, woken_ns, stop.as_mut()).await?
+                        == Flow::Stop
+                    {
                         return Ok(());
                     }
                 }
@@ -207,7 +237,13 @@ impl Pipeline {
             }
         }
         self.stop_hooks().await;
-        if self.deliver_records(&mut deliver, boot_ns_now()).await? == Flow::Stop {
+        let written_by = tokio::time::sleep(WRITTEN_AT_STOP);
+        tokio::pin!(written_by);
+        if self
+            .deliver_records(&mut deliver, boot_ns_now(), written_by)
+            .await?
+            == Flow::Stop
+        {
             return Ok(());
         }
         debug!("drained the ring buffer");
@@ -244,10 +280,16 @@ impl Pipeline {
     /// the allocation failures counted so far are delivered first, so they
     /// come before the kill they led to, as they happened. `woken_ns`: when
     /// the ring buffer woke the collector, for [`LATENCY_LOG`].
+    ///
+    /// With receipts (`--pin-dir`) a record leaves the buffer only once an
+    /// output has written its line; waiting for that ends when `until`
+    /// does, and the record stays in the buffer, for the final drain or the
+    /// next start, its line handed over once only.
     async fn deliver_records<D>(
         &mut self,
         deliver: &mut D,
         woken_ns: u64,
+        mut until: Pin<&mut (dyn Future<Output = ()> + '_)>,
     ) -> Result<Flow, PipelineError>
     where
         D: FnMut(Document) -> Result<Flow, SinkError>,
@@ -255,44 +297,65 @@ impl Pipeline {
         if self.report_alloc_failures(deliver).await? == Flow::Stop {
             return Ok(Flow::Stop);
         }
-        let (enricher, mark_victim, output_losses) = (
-            &mut self.enricher,
-            &self.mark_victim,
-            &mut self.output_losses,
-        );
-        let mut outcome = Ok(Flow::Continue);
-        self.source.consume(|bytes| {
-            let kill = match decode(bytes, mark_victim) {
-                Ok(KernelEvent::OomKill(kill)) => kill,
-                Err(error) => {
-                    warn!(%error, "skipping a ring-buffer record the collector cannot read");
-                    return true;
+        let outcome = loop {
+            let Some(record) = self.source.next_record() else {
+                break Ok(Flow::Continue);
+            };
+            // The line of the record first in the buffer may be out already,
+            // waiting to be written.
+            let receipt = match self.unwritten.take() {
+                Some(receipt) => Some(receipt),
+                None => {
+                    let kill = match decode(&record, &self.mark_victim) {
+                        Ok(KernelEvent::OomKill(kill)) => kill,
+                        Err(error) => {
+                            warn!(%error, "skipping a ring-buffer record the collector cannot read");
+                            continue;
+                        }
+                    };
+                    let decoded_ns = boot_ns_now();
+                    let document = self.enricher.oom_kill(&kill);
+                    let enriched_ns = boot_ns_now();
+                    let delivered = deliver(document);
+                    let written_ns = boot_ns_now();
+                    info!(pid = kill.victim.tid, "OOM kill");
+                    debug!(
+                        target: LATENCY_LOG,
+                        pid = kill.victim.tid,
+                        kernel_ns = kill.boot_ns,
+                        woken_ns,
+                        decoded_ns,
+                        enriched_ns,
+                        written_ns,
+                        "kill timed"
+                    );
+                    match self.output_losses.settle(delivered) {
+                        Ok(Flow::Continue) => {}
+                        other => break other,
+                    }
+                    self.receipts.as_ref().and_then(Receipts::take)
                 }
             };
-            let decoded_ns = boot_ns_now();
-            let document = enricher.oom_kill(&kill);
-            let enriched_ns = boot_ns_now();
-            let delivered = deliver(document);
-            let written_ns = boot_ns_now();
-            info!(pid = kill.victim.tid, "OOM kill");
-            debug!(
-                target: LATENCY_LOG,
-                pid = kill.victim.tid,
-                kernel_ns = kill.boot_ns,
-                woken_ns,
-                decoded_ns,
-                enriched_ns,
-                written_ns,
-                "kill timed"
-            );
-            match output_losses.settle(delivered) {
-                Ok(Flow::Continue) => true,
-                other => {
-                    outcome = other;
-                    false
-                }
+            let Some(receipt) = receipt else {
+                continue;
+            };
+            if receipt.is_settled() {
+                continue;
             }
-        });
+            let mut receipt = receipt;
+            let settled = tokio::select! {
+                () = receipt.settled() => true,
+                () = until.as_mut() => false,
+            };
+            if !settled {
+                // Unwritten yet: the record stays first in the buffer.
+                std::mem::forget(record);
+                self.unwritten = Some(receipt);
+                self.stopping = true;
+                break Ok(Flow::Continue);
+            }
+        };
+        self.source.records_taken();
         outcome
     }
 

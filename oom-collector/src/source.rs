@@ -23,7 +23,7 @@ use std::{
     },
 };
 
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{ring_buf::RingBufItem, Array, MapData, PerCpuArray, RingBuf};
 use aya_log::EbpfLogger;
 use oom_common::{Stat, CONFIG_LOSSES_REPORTED, LOSS_COUNTERS};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -124,17 +124,17 @@ impl KernelSource {
         Ok(())
     }
 
-    /// Hands each record in the ring buffer now to `each`, in order, until
-    /// it returns `false`. A record leaves the buffer only once `each` has
-    /// returned: should the collector be killed while handling it, a kept
-    /// buffer (`--pin-dir`) still has it for the next start.
-    pub fn consume(&mut self, mut each: impl FnMut(&[u8]) -> bool) {
-        let ring = self.events.get_mut();
-        while let Some(item) = ring.next() {
-            if !each(&item) {
-                break;
-            }
-        }
+    /// The oldest record in the ring buffer. It leaves the buffer when the
+    /// item is dropped, not before: should the collector be killed while
+    /// handling it, a kept buffer (`--pin-dir`) still has it for the next
+    /// start; and an item forgotten (`std::mem::forget`) stays there.
+    pub fn next_record(&mut self) -> Option<RingBufItem<'_>> {
+        self.events.get_mut().next()
+    }
+
+    /// Says the records are taken, for now: the collector's thread gets its
+    /// CPUs back.
+    pub fn records_taken(&self) {
         if let Some(steering) = &self.steering {
             steering.release();
         }

@@ -479,3 +479,83 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// A one-page pipe, full from the start: its read end, which nobody is to
+/// read, and its write end.
+fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::{io::Write, os::fd::AsRawFd};
+    let (unread, mut write_end) = std::io::pipe().expect("pipe");
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a valid descriptor.
+    let size = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert_eq!(
+        size,
+        4096,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    write_end.write_all(&[b'\n'; 4096]).expect("fill the pipe");
+    (unread, write_end)
+}
+
+/// A kill whose line no output has written yet (the only output, stdout,
+/// is a pipe nobody reads) stays in the kept ring buffer: the collector
+/// killed (SIGKILL) or stopped (SIGTERM) then, the next start delivers it.
+#[test]
+fn a_kill_no_output_could_write_is_delivered_after_a_restart() {
+    if !require_root!() {
+        return;
+    }
+    let cgroup = scratch_cgroup("unwritten-kill", 16 * MIB);
+    for signal in [rustix::process::Signal::KILL, rustix::process::Signal::TERM] {
+        let pins = PinDir::new("unwritten-kill");
+        let (unread, stdout) = full_pipe();
+        let mut stalled = Ending::spawn({
+            let mut command = Command::new(collector_bin());
+            command.args(["--pin-dir", pins.arg()]).stdout(stdout);
+            command
+        });
+        oom_e2e::poll_until(
+            Duration::from_secs(20),
+            || format!("the collector to attach; its log:\n{}", stalled.stderr()),
+            || {
+                stalled
+                    .stderr()
+                    .contains("collecting OOM events")
+                    .then_some(())
+            },
+        );
+        let pid = kill_one(&cgroup);
+        oom_e2e::poll_until(
+            EVENT_TIMEOUT,
+            || {
+                format!(
+                    "the kill of {pid} handed to stdout; log:\n{}",
+                    stalled.stderr()
+                )
+            },
+            || {
+                stalled
+                    .stderr()
+                    .lines()
+                    .any(|line| line.contains("OOM kill") && line.contains(&format!("pid={pid}")))
+                    .then_some(())
+            },
+        );
+        let collector = rustix::process::Pid::from_raw(stalled.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(collector, signal).expect("signal the collector");
+        let (status, log) = stalled.wait(Duration::from_secs(15), "it should end");
+        drop(unread);
+
+        let next = Collector::start(&["--pin-dir", pins.arg()]);
+        next.kill_of(pid, EVENT_TIMEOUT);
+        let mut lines = next.lines_read();
+        let (_, rest) = next.stop();
+        lines.extend(rest);
+        assert_eq!(
+            kills_by_pid(&lines).get(&pid),
+            Some(&1),
+            "after {signal:?} ({status}) the next start delivers the kill once; the first \
+             collector's log:\n{log}"
+        );
+    }
+}

@@ -10,7 +10,8 @@
 //!
 //! Each output goes at its own pace: [`Sink::write`] only hands the line
 //! to each output's backlog, and a thread per output writes it from there.
-//! A record leaves the kernel's ring buffer once its line is handed over.
+//! A record leaves the kernel's ring buffer once its line is handed over;
+//! with `--pin-dir`, once some output has written it (see [`Receipt`]).
 //! An output that stalls or fails costs neither the collector (its ring
 //! buffer, metrics and signals) nor the other outputs:
 //!
@@ -57,12 +58,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::watch;
 use tracing::warn;
 
 use self::{
     file::FileOutput,
     outputs::{Output, Outputs},
-    writer::Destination,
+    writer::{Destination, Shared},
 };
 use crate::document::Document;
 
@@ -145,6 +147,63 @@ pub struct Sink {
     line: Vec<u8>,
     watcher: Option<tokio::task::JoinHandle<()>>,
     finished: bool,
+    /// Told by every output's writer after each line it wrote.
+    progress: watch::Sender<()>,
+    /// Where each output that kept the last line will have written it.
+    kept_at: Vec<(Arc<Shared>, u64)>,
+    /// Once asked for: the receipt of the last line taken.
+    receipts: Option<Receipts>,
+}
+
+/// Tells when a line has been written whole by at least one output.
+pub struct Receipt {
+    /// Each output that kept the line, and the count of lines it will have
+    /// written once it has written this one.
+    at: Vec<(Arc<Shared>, u64)>,
+    progress: watch::Receiver<()>,
+}
+
+impl Receipt {
+    /// Whether an output has written the line whole, or none ever will:
+    /// none kept it (each dropped it, and said so), or each that kept it
+    /// has been closed by its reader since.
+    pub fn is_settled(&self) -> bool {
+        let mut open = false;
+        for (output, position) in &self.at {
+            let state = output.lock();
+            if state.written_lines >= *position {
+                return true;
+            }
+            open |= !state.closed;
+        }
+        !open
+    }
+
+    /// Resolves once [`Receipt::is_settled`].
+    pub async fn settled(&mut self) {
+        loop {
+            self.progress.borrow_and_update();
+            if self.is_settled() {
+                return;
+            }
+            if self.progress.changed().await.is_err() {
+                // The sink is gone; nothing will be written.
+                return;
+            }
+        }
+    }
+}
+
+/// The receipt of the last line the sink took, for whoever hands it lines
+/// through a closure it cannot get an answer back from (the pipeline).
+#[derive(Clone, Default)]
+pub struct Receipts(Arc<Mutex<Option<Receipt>>>);
+
+impl Receipts {
+    /// The last line's receipt, once.
+    pub fn take(&self) -> Option<Receipt> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 impl Sink {
@@ -189,6 +248,10 @@ impl Sink {
     }
 
     fn new(list: Vec<Output>, format: Format) -> Self {
+        let progress = watch::Sender::new(());
+        for output in &list {
+            output.report_progress_to(&progress);
+        }
         let outputs = Arc::new(Mutex::new(Outputs { list }));
         // Outside a runtime (unit tests) nothing watches; writes still go.
         let watcher = tokio::runtime::Handle::try_current()
@@ -200,7 +263,16 @@ impl Sink {
             line: Vec::with_capacity(4096),
             watcher,
             finished: false,
+            progress,
+            kept_at: Vec::new(),
+            receipts: None,
         }
+    }
+
+    /// From now on, keeps a [`Receipt`] of each line taken, the last one
+    /// in the [`Receipts`] returned.
+    pub fn receipts(&mut self) -> Receipts {
+        self.receipts.get_or_insert_with(Receipts::default).clone()
     }
 
     /// Hands one document, as one line, to every output; never waits for
@@ -211,7 +283,15 @@ impl Sink {
     /// output).
     pub fn write(&mut self, document: &Document) -> Result<(), SinkError> {
         let line = self.line_of(document);
-        lock(&self.outputs).write(&line)
+        let written = lock(&self.outputs).write(&line, &mut self.kept_at);
+        if let Some(receipts) = &self.receipts {
+            let receipt = Receipt {
+                at: self.kept_at.clone(),
+                progress: self.progress.subscribe(),
+            };
+            *receipts.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(receipt);
+        }
+        written
     }
 
     /// Writes what waits for each output, within [`FINISH_TIMEOUT`], and

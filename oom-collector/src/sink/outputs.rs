@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::{
@@ -19,16 +20,23 @@ pub(super) struct Outputs {
 }
 
 impl Outputs {
-    /// Hands `line` to every output; errs with the outputs that could not
+    /// Hands `line` to every output, noting in `kept_at` where each that
+    /// kept it will have written it; errs with the outputs that could not
     /// keep it, or when the last one is closed.
-    pub(super) fn write(&mut self, line: &Arc<[u8]>) -> Result<(), SinkError> {
+    pub(super) fn write(
+        &mut self,
+        line: &Arc<[u8]>,
+        kept_at: &mut Vec<(Arc<Shared>, u64)>,
+    ) -> Result<(), SinkError> {
+        kept_at.clear();
         self.forget_closed()?;
-        let dropped_by: Vec<String> = self
-            .list
-            .iter()
-            .filter(|output| !output.keep(line))
-            .map(|output| output.shared.name.clone())
-            .collect();
+        let mut dropped_by = Vec::new();
+        for output in &self.list {
+            match output.keep(line) {
+                Some(position) => kept_at.push((Arc::clone(&output.shared), position)),
+                None => dropped_by.push(output.shared.name.clone()),
+            }
+        }
         if dropped_by.is_empty() {
             Ok(())
         } else {
@@ -84,7 +92,7 @@ impl Outputs {
     pub(super) fn write_except(&self, line: &Arc<[u8]>, except: &[String]) {
         for output in &self.list {
             if !except.contains(&output.shared.name) {
-                output.keep(line);
+                let _ = output.keep(line);
             }
         }
     }
@@ -139,11 +147,13 @@ impl Output {
         Ok(Self { shared })
     }
 
-    /// Keeps `line` for the writer; false when the backlog is full.
-    fn keep(&self, line: &Arc<[u8]>) -> bool {
+    /// Keeps `line` for the writer: the count of lines this output will
+    /// have written once it has written this one. `None` when the backlog
+    /// is full; `Some(u64::MAX)`, never reached, when the output is closed.
+    fn keep(&self, line: &Arc<[u8]>) -> Option<u64> {
         let mut state = self.shared.lock();
         if state.closed {
-            return true;
+            return Some(u64::MAX);
         }
         if !state.backlog.push(line) {
             let limit_bytes = state.backlog.limit_bytes;
@@ -157,14 +167,21 @@ impl Output {
                 );
             }
             trouble.dropped += 1;
-            return false;
+            return None;
         }
         if let Some(trouble) = &mut state.trouble {
             trouble.kept += 1;
         }
+        state.kept_lines += 1;
+        let position = state.kept_lines;
         drop(state);
         self.shared.work.notify_one();
-        true
+        Some(position)
+    }
+
+    /// Tells `progress` after each line written.
+    pub(super) fn report_progress_to(&self, progress: &watch::Sender<()>) {
+        let _ = self.shared.progress.set(progress.clone());
     }
 
     /// The lines still waiting once the writer has written them all, or

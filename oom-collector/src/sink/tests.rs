@@ -366,3 +366,54 @@ fn a_new_file_is_private_and_an_existing_one_keeps_its_mode() {
     assert_eq!(mode, 0o644, "the owner's choice for a file that was there");
     fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// A receipt settles when some output wrote the line whole: not while the
+/// only output is a pipe nobody reads, at once when a file wrote it too,
+/// and when the pipe that kept it is closed (nothing will write it).
+#[test]
+fn a_receipt_settles_once_a_line_is_written_or_can_never_be() {
+    let (reader, pipe) = small_pipe();
+    let stdout = Output::start(Destination::Stdout(pipe), NEVER).expect("start the writer");
+    let mut sink = Sink::new(vec![stdout], Format::Json);
+    let receipts = sink.receipts();
+    // Fill the pipe, then one more line that stays in the backlog.
+    let mut last = None;
+    for n in 0..100 {
+        sink.write(&document(&format!("{n} {}", "x".repeat(200))))
+            .expect("kept");
+        last = receipts.take();
+    }
+    let last = last.expect("a receipt for each line");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!last.is_settled(), "a line still waiting for the pipe");
+    drop(reader);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !last.is_settled() {
+        assert!(
+            Instant::now() < deadline,
+            "the closed pipe settles the receipt"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = sink.finish();
+
+    let dir = scratch_dir("receipt");
+    let path = dir.join("events.ndjson");
+    let (_reader, pipe) = small_pipe();
+    let stdout = Output::start(Destination::Stdout(pipe), NEVER).expect("start the writer");
+    let mut sink = Sink::new(vec![stdout, file_output(&path)], Format::Json);
+    let receipts = sink.receipts();
+    for n in 0..100 {
+        sink.write(&document(&format!("{n} {}", "x".repeat(200))))
+            .expect("kept");
+    }
+    let last = receipts.take().expect("a receipt");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !last.is_settled() {
+        assert!(Instant::now() < deadline, "the file wrote the line");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(messages(&path).len(), 100);
+    let _ = sink.finish();
+    fs::remove_dir_all(&dir).expect("clean up");
+}

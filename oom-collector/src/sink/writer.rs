@@ -6,10 +6,11 @@
 use std::{
     fmt, io,
     os::fd::OwnedFd,
-    sync::{Condvar, Mutex, MutexGuard, PoisonError},
+    sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Instant,
 };
 
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{
@@ -77,10 +78,17 @@ pub(super) struct Shared {
     pub(super) work: Condvar,
     /// The backlog is empty, or the writer is done (`State::finished`).
     pub(super) done: Condvar,
+    /// Told after each line this output wrote, for receipts
+    /// (`super::Receipt`); set once by the sink.
+    pub(super) progress: OnceLock<watch::Sender<()>>,
 }
 
 pub(super) struct State {
     pub(super) backlog: Backlog,
+    /// Lines kept in the backlog so far, and written whole so far: the
+    /// `n`th line kept is written once `written_lines >= n`.
+    pub(super) kept_lines: u64,
+    pub(super) written_lines: u64,
     /// Since the first failed or stalled write, until the backlog is out.
     pub(super) trouble: Option<Trouble>,
     /// The reader went away (`EPIPE`): nothing will be written here again.
@@ -105,6 +113,8 @@ impl Shared {
             name,
             state: Mutex::new(State {
                 backlog: Backlog::new(limit_bytes),
+                kept_lines: 0,
+                written_lines: 0,
                 trouble: None,
                 closed: false,
                 finishing: false,
@@ -113,6 +123,7 @@ impl Shared {
             }),
             work: Condvar::new(),
             done: Condvar::new(),
+            progress: OnceLock::new(),
         }
     }
 
@@ -167,6 +178,10 @@ impl Shared {
             match written {
                 Ok(()) => {
                     state.backlog.written(line.len());
+                    state.written_lines += 1;
+                    if let Some(progress) = self.progress.get() {
+                        progress.send_replace(());
+                    }
                     if state.backlog.is_empty() {
                         self.recovered(&mut state);
                         self.done.notify_all();
@@ -205,6 +220,10 @@ impl Shared {
             state.closed = true;
             state.backlog.clear();
             state.trouble = None;
+            // A line waiting to be written here never will be.
+            if let Some(progress) = self.progress.get() {
+                progress.send_replace(());
+            }
         } else if state.trouble.is_none() {
             state.trouble = Some(Trouble::default());
             warn!(
