@@ -200,7 +200,10 @@ fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
 /// The kernel's run statistics of BPF programs, on while this lives
 /// (`BPF_ENABLE_STATS`: off again when its descriptor closes, whatever
 /// the sysctl says).
-struct BpfStats(OwnedFd);
+struct BpfStats {
+    /// Held, not read: closing it turns the statistics off.
+    _on: OwnedFd,
+}
 
 impl BpfStats {
     fn enable() -> Self {
@@ -222,7 +225,9 @@ impl BpfStats {
             std::io::Error::last_os_error()
         );
         // SAFETY: the kernel gave this new descriptor to us alone.
-        Self(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        Self {
+            _on: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        }
     }
 }
 
