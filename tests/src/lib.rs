@@ -243,6 +243,25 @@ pub fn collect_text(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Stri
     text
 }
 
+/// A one-page pipe, full from the start: its read end, which nobody is to
+/// read, and its write end, for a collector's stdout or stderr that has
+/// stalled (a log agent restarting, a container's full log pipe).
+pub fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    use std::os::fd::AsRawFd;
+    const PAGE: usize = 4096;
+    let (unread, mut write_end) = std::io::pipe().expect("pipe");
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a valid descriptor.
+    let size = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, PAGE) };
+    assert_eq!(
+        size,
+        PAGE as i32,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    write_end.write_all(&[b'\n'; PAGE]).expect("fill the pipe");
+    (unread, write_end)
+}
+
 /// Waits for `child` to exit; after `timeout`, fails the test with `log()`.
 pub fn wait_for_exit(child: &mut Child, timeout: Duration, log: impl Fn() -> String) -> ExitStatus {
     let pid = child.id();
@@ -320,6 +339,19 @@ impl Ending {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    /// Waits until it says it is collecting (its hooks are attached).
+    pub fn wait_until_attached(&self) {
+        poll_until(
+            Duration::from_secs(20),
+            || format!("the collector to attach; its log:\n{}", self.stderr()),
+            || {
+                self.stderr()
+                    .contains("collecting OOM events")
+                    .then_some(())
+            },
+        );
     }
 
     /// Waits for its exit; past `timeout` the test fails, saying what it

@@ -13,7 +13,8 @@ use std::{
 };
 
 use oom_e2e::{
-    collector_bin, require_root, scratch_cgroup, Collector, Ending, Hog, Line, ScratchCgroup,
+    collector_bin, full_pipe, require_root, scratch_cgroup, Collector, Ending, Hog, Line,
+    ScratchCgroup,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -481,23 +482,6 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
-/// A one-page pipe, full from the start: its read end, which nobody is to
-/// read, and its write end.
-fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
-    use std::{io::Write, os::fd::AsRawFd};
-    let (unread, mut write_end) = std::io::pipe().expect("pipe");
-    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a valid descriptor.
-    let size = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-    assert_eq!(
-        size,
-        4096,
-        "F_SETPIPE_SZ: {}",
-        std::io::Error::last_os_error()
-    );
-    write_end.write_all(&[b'\n'; 4096]).expect("fill the pipe");
-    (unread, write_end)
-}
-
 /// A kill whose line no output has written yet (the only output, stdout,
 /// is a pipe nobody reads) stays in the kept ring buffer: the collector
 /// killed (SIGKILL) or stopped (SIGTERM) then, the next start delivers it.
@@ -515,16 +499,7 @@ fn a_kill_no_output_could_write_is_delivered_after_a_restart() {
             command.args(["--pin-dir", pins.arg()]).stdout(stdout);
             command
         });
-        oom_e2e::poll_until(
-            Duration::from_secs(20),
-            || format!("the collector to attach; its log:\n{}", stalled.stderr()),
-            || {
-                stalled
-                    .stderr()
-                    .contains("collecting OOM events")
-                    .then_some(())
-            },
-        );
+        stalled.wait_until_attached();
         let pid = kill_one(&cgroup);
         oom_e2e::poll_until(
             EVENT_TIMEOUT,

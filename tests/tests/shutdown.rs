@@ -4,9 +4,8 @@
 //! dropped unsaid while it stops. Root only; see the crate's doc.
 
 use std::{
-    io::Write,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{FromRawFd, OwnedFd},
         unix::process::ExitStatusExt,
     },
     path::{Path, PathBuf},
@@ -20,8 +19,8 @@ use std::{
 };
 
 use oom_e2e::{
-    collector_bin, poll_until, require_program, require_root, scratch_cgroup, Ending, Hog,
-    ScratchDir,
+    collector_bin, full_pipe, poll_until, require_program, require_root, scratch_cgroup, Ending,
+    Hog, ScratchDir,
 };
 use serde_json::Value;
 
@@ -95,16 +94,7 @@ fn every_kill_the_hook_saw_is_written_or_counted_even_at_exit() {
             .stdout(stdout);
         command
     });
-    poll_until(
-        Duration::from_secs(20),
-        || format!("the collector to attach; its log:\n{}", collector.stderr()),
-        || {
-            collector
-                .stderr()
-                .contains("collecting OOM events")
-                .then_some(())
-        },
-    );
+    collector.wait_until_attached();
     let hook = PinnedProgram::of(&bpftool, collector.child.id(), "mark_victim");
 
     let cgroup = scratch_cgroup("kills-at-exit", 16 * MIB);
@@ -179,22 +169,6 @@ fn kernel_losses_in(path: &Path) -> u64 {
         })
         .filter_map(|json| json["oom"]["lost"]["count"].as_u64())
         .sum()
-}
-
-/// A one-page pipe, full from the start: its read end, which nobody is to
-/// read, and its write end.
-fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
-    let (unread, mut write_end) = std::io::pipe().expect("pipe");
-    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a valid descriptor.
-    let size = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-    assert_eq!(
-        size,
-        4096,
-        "F_SETPIPE_SZ: {}",
-        std::io::Error::last_os_error()
-    );
-    write_end.write_all(&[b'\n'; 4096]).expect("fill the pipe");
-    (unread, write_end)
 }
 
 /// The kernel's run statistics of BPF programs, on while this lives

@@ -10,7 +10,6 @@ use std::{
     fs,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    os::fd::AsRawFd,
     path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -18,7 +17,7 @@ use std::{
 };
 
 use oom_e2e::{
-    collect_text, collector_bin, is_kill_of, poll_until, require_root, scratch_cgroup,
+    collect_text, collector_bin, full_pipe, is_kill_of, poll_until, require_root, scratch_cgroup,
     wait_for_exit, Hog, ScratchDir,
 };
 use serde_json::Value;
@@ -31,7 +30,6 @@ const TO_THE_FILE: Duration = Duration::from_secs(5);
 /// How long SIGTERM may take to end the collector: its time to give up on
 /// stdout at exit, and some.
 const TO_EXIT: Duration = Duration::from_secs(10);
-const PIPE_BYTES: usize = 4096;
 
 /// The collector, its stdout the write end of a full one-page pipe whose
 /// read end the test holds and never reads.
@@ -81,24 +79,6 @@ impl Drop for StalledCollector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A one-page pipe, full from the start: its read end, which nobody is
-/// to read, and its write end.
-fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
-    let (unread, mut write_end) = std::io::pipe().expect("pipe");
-    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a valid descriptor.
-    let size = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
-    assert_eq!(
-        size,
-        PIPE_BYTES as i32,
-        "F_SETPIPE_SZ: {}",
-        std::io::Error::last_os_error()
-    );
-    write_end
-        .write_all(&[b'\n'; PIPE_BYTES])
-        .expect("fill the pipe");
-    (unread, write_end)
 }
 
 /// Every whole line of `path` that is JSON.
