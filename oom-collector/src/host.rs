@@ -10,7 +10,13 @@ use rustix::time::{clock_gettime, ClockId};
 /// Read once at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostInfo {
+    /// `host.name`: the Kubernetes node's name where it was given
+    /// (`NODE_NAME`, from the downward API), else the host name. In a pod
+    /// without host networking the host name is the pod's own.
     pub name: String,
+    /// `NODE_NAME`: the collector runs on a Kubernetes node, and every
+    /// event says which (`kubernetes.node.name`).
+    pub kubernetes_node: Option<String>,
     /// `uname -r`.
     pub kernel: String,
     /// `/proc/sys/kernel/random/boot_id`: distinguishes this boot's kernel
@@ -21,8 +27,14 @@ pub struct HostInfo {
 impl HostInfo {
     pub fn read() -> io::Result<Self> {
         let uname = rustix::system::uname();
+        let kubernetes_node = std::env::var("NODE_NAME")
+            .ok()
+            .filter(|name| !name.is_empty());
         Ok(Self {
-            name: uname.nodename().to_string_lossy().into_owned(),
+            name: kubernetes_node
+                .clone()
+                .unwrap_or_else(|| uname.nodename().to_string_lossy().into_owned()),
+            kubernetes_node,
             kernel: uname.release().to_string_lossy().into_owned(),
             boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")?
                 .trim()

@@ -35,6 +35,7 @@ use common::{ecs_reference, ecs_violations, leaves};
 fn host() -> HostInfo {
     HostInfo {
         name: "node-7".into(),
+        kubernetes_node: None,
         kernel: "6.18.44-fc-v669".into(),
         boot_id: "f2f81b13-e3d2-4ddd-a3a7-68de18cc2592".into(),
     }
@@ -431,6 +432,66 @@ fn bless() {
         std::fs::write(&path, line_of(&document))
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
+}
+
+/// A collector in a pod without host networking: `uname` gives the pod's
+/// own name, `NODE_NAME` the node's. Every event names the node, the kill
+/// of a process outside any pod (kubelet, containerd, a global OOM's
+/// victim) and an `events_lost` included.
+#[test]
+fn on_a_kubernetes_node_every_event_names_the_node() {
+    let in_pod = HostInfo {
+        name: "ip-10-0-3-17.ec2.internal".into(),
+        kubernetes_node: Some("ip-10-0-3-17.ec2.internal".into()),
+        ..host()
+    };
+    let kill = KernelKill {
+        boot_ns: 12_000_000_000,
+        victim: Victim {
+            tid: 901,
+            ..Victim::default()
+        },
+        ..KernelKill::default()
+    };
+    let context = KillContext {
+        timestamp: at(1_795_980_000, 1),
+        created: at(1_795_980_000, 2_000),
+        victim_cgroup_path: Some("/system.slice/kubelet.service".into()),
+        victim_memcg: None,
+        trigger_cgroup_path: None,
+        trigger_memcg_path: None,
+        cmdline: None,
+        oom_log: None,
+        oom_memcg: None,
+        victim_comm_from_proc: None,
+        container_metadata: None,
+        node_name: Some(in_pod.name.clone()),
+        victim_exiting: None,
+        memcg_oom_group: None,
+    };
+    let lost = LostContext {
+        count: 1,
+        reason: "ring_buffer_full",
+        boot_ns: 1,
+        timestamp: at(1_795_981_000, 0),
+        created: at(1_795_981_000, 10),
+    };
+    for document in [
+        kill_document(&kill, &in_pod, context.clone()),
+        lost_document(&in_pod, lost.clone()),
+    ] {
+        let value = serde_json::to_value(&document).expect("serializes");
+        assert_eq!(value["host"]["name"], "ip-10-0-3-17.ec2.internal");
+        assert_eq!(
+            value["kubernetes"]["node"]["name"], "ip-10-0-3-17.ec2.internal",
+            "{value}"
+        );
+    }
+    // Without NODE_NAME, a process outside any pod gets no Kubernetes node.
+    let value = serde_json::to_value(kill_document(&kill, &host(), context)).expect("json");
+    assert!(value.get("kubernetes").is_none(), "{value}");
+    let value = serde_json::to_value(lost_document(&host(), lost)).expect("json");
+    assert!(value.get("kubernetes").is_none(), "{value}");
 }
 
 #[test]

@@ -313,3 +313,36 @@ fn stdout_and_a_file_both_get_every_line() {
         .expect("the kill is in the file too");
     assert_eq!(in_file, on_stdout.json, "the same document in both");
 }
+
+/// In a pod without host networking, `uname` names the pod, not the node:
+/// with `NODE_NAME` set (the DaemonSet sets it from the downward API) every
+/// event names the node, also the kill of a process in no pod at all
+/// (kubelet, containerd, a global OOM's victim).
+#[test]
+fn with_node_name_set_a_kill_outside_any_pod_names_the_node() {
+    if !require_root!() {
+        return;
+    }
+    let node = format!("node-under-test-{}", std::process::id());
+    let collector = Collector::spawn({
+        let mut command = std::process::Command::new(oom_e2e::collector_bin());
+        command.env("NODE_NAME", &node);
+        command
+    });
+    let cgroup = scratch_cgroup("node-name", 16 * MIB);
+    let mut hog = Hog::start(&cgroup);
+    hog.wait(KILL_TIMEOUT);
+    let line = collector.kill_of(hog.pid(), EVENT_TIMEOUT);
+    assert_eq!(line.json["host"]["name"], node.as_str(), "{}", line.text);
+    assert_eq!(
+        line.json["kubernetes"]["node"]["name"],
+        node.as_str(),
+        "{}",
+        line.text
+    );
+    assert!(
+        line.json["kubernetes"].get("pod").is_none(),
+        "a scratch cgroup is no pod: {}",
+        line.text
+    );
+}

@@ -87,6 +87,7 @@ pub fn alloc_failure_document(
         container,
         context.container_metadata.as_ref(),
         context.node_name.as_deref(),
+        host,
     );
     let who_id = match failures.other_processes {
         Some(_) => format!("memcg{}", failures.memcg_id.unwrap_or(0)),

@@ -2,9 +2,12 @@
 //! from its cgroup paths and what its container runtime recorded.
 
 use super::{non_empty, Container, ContainerImage, Kubernetes, KubernetesName, KubernetesPod};
-use crate::enrich::{
-    container::{parse_cgroup_path, ContainerInfo},
-    runtime::ContainerMetadata,
+use crate::{
+    enrich::{
+        container::{parse_cgroup_path, ContainerInfo},
+        runtime::ContainerMetadata,
+    },
+    host::HostInfo,
 };
 
 /// The container a process is in, from the first of its cgroup paths
@@ -24,6 +27,7 @@ pub(super) fn container_fields(
     container: ContainerInfo,
     metadata: Option<&ContainerMetadata>,
     node_name: Option<&str>,
+    host: &HostInfo,
 ) -> (Option<Container>, Option<Kubernetes>) {
     let meta = metadata.cloned().unwrap_or_default();
     let pod_uid = meta.pod_uid.or(container.pod_uid);
@@ -37,9 +41,15 @@ pub(super) fn container_fields(
         container: meta
             .kubernetes_container
             .map(|name| KubernetesName { name }),
-        node: node_name.filter(|_| in_pod).map(|name| KubernetesName {
-            name: name.to_owned(),
-        }),
+        // Every event on a Kubernetes node says which node; elsewhere only
+        // a pod's victims have one.
+        node: host
+            .kubernetes_node
+            .as_deref()
+            .or(node_name.filter(|_| in_pod))
+            .map(|name| KubernetesName {
+                name: name.to_owned(),
+            }),
     });
     let container = container.id.map(|id| Container {
         id,

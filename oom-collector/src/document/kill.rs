@@ -120,6 +120,7 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
         container,
         context.container_metadata.as_ref(),
         context.node_name.as_deref(),
+        host,
     );
     Document {
         timestamp: rfc3339(context.timestamp),

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use super::{rfc3339, Action, Document, Ecs, Event, Oom, OomLost};
+use super::{rfc3339, Action, Document, Ecs, Event, Kubernetes, KubernetesName, Oom, OomLost};
 use crate::host::HostInfo;
 
 /// What one `events_lost` document reports.
@@ -47,7 +47,10 @@ pub fn lost_document(host: &HostInfo, context: LostContext) -> Document {
         ecs: Ecs::default(),
         process: None,
         container: None,
-        kubernetes: None,
+        kubernetes: host.kubernetes_node.as_ref().map(|name| Kubernetes {
+            node: Some(KubernetesName { name: name.clone() }),
+            ..Kubernetes::default()
+        }),
         oom: Some(Oom {
             lost: Some(OomLost { count, reason }),
             ..Oom::default()

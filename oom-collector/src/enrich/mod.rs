@@ -57,7 +57,7 @@ impl Default for EnrichOptions {
 pub struct Enricher {
     host: HostInfo,
     runtime: RuntimeMetadata,
-    /// `NODE_NAME` (the downward API) or the host name.
+    /// `NODE_NAME` (the downward API) or the host name ([`HostInfo::name`]).
     node_name: String,
     /// The kernel log, for what the OOM tracepoint does not say.
     kmsg: Option<Kmsg>,
@@ -86,10 +86,7 @@ impl Enricher {
                 );
             })
             .ok();
-        let node_name = std::env::var("NODE_NAME")
-            .ok()
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| host.name.clone());
+        let node_name = host.name.clone();
         Self {
             runtime: RuntimeMetadata::new(options.runtime_dirs.clone()),
             node_name,

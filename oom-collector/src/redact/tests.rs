@@ -95,6 +95,7 @@ fn document(case: &Case, redactor: &Redactor, mode: CmdlineMode) -> Document {
     };
     let host = HostInfo {
         name: "node-1".into(),
+        kubernetes_node: None,
         kernel: "6.8.0".into(),
         boot_id: "boot".into(),
     };
