@@ -5,6 +5,7 @@
 //! These tests need root. Outside CI they skip with a printed reason; under
 //! `CI=true` a test that cannot run fails, so CI never passes by skipping.
 
+pub mod containerd;
 pub mod qemu;
 
 use std::{

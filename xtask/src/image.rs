@@ -7,7 +7,11 @@
 //! an OCI archive, `target/image/oom-collector.oci.tar`, ready for
 //! `skopeo copy` or `ctr images import`.
 
-use std::{fs, path::Path, process::Command};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -19,7 +23,8 @@ use crate::{
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 const TAG: &str = "localhost/oom-collector:latest";
 
-pub fn image(root: &Path, toolchain: &Toolchain) -> Result<()> {
+/// Builds the image; the path of its OCI archive.
+pub fn image(root: &Path, toolchain: &Toolchain) -> Result<PathBuf> {
     let mut cargo = toolchain.cargo();
     cargo
         .current_dir(root)
@@ -89,7 +94,7 @@ pub fn image(root: &Path, toolchain: &Toolchain) -> Result<()> {
         human(fs::metadata(&archive)?.len()),
         archive.display()
     );
-    Ok(())
+    Ok(archive)
 }
 
 fn human(bytes: u64) -> String {

@@ -135,7 +135,7 @@ fn main() -> Result<()> {
         Task::Test { no_lint, args } => test(&root, no_lint, &args),
         Task::Image => {
             let toolchain = setup::ensure_toolchain()?;
-            image::image(&root, &toolchain)
+            image::image(&root, &toolchain).map(drop)
         }
         Task::VmTest { kernel } => {
             packages::ensure_for_tests()?;
@@ -196,9 +196,11 @@ fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
         setup::clippy_ebpf(&toolchain, root)?;
     }
     deploy::validate_manifests(root)?;
-    if deploy::require_tool("buildah", "apt-get install buildah")? {
-        image::image(root, &toolchain)?;
-    }
+    let image = if deploy::require_tool("buildah", "apt-get install buildah")? {
+        Some(image::image(root, &toolchain)?)
+    } else {
+        None
+    };
     let binary = build(root, true)?;
     if is_root() {
         system::mount_kernel_filesystems()?;
@@ -209,6 +211,8 @@ fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
     cargo
         .current_dir(root)
         .env("OOM_COLLECTOR_BIN", &binary)
+        // The DaemonSet test runs the image itself.
+        .envs(image.map(|archive| ("OOM_COLLECTOR_IMAGE", archive)))
         // The end-to-end tests time real kills on a small machine: one at a time.
         .env("RUST_TEST_THREADS", "1")
         .args(["test", "--workspace", "--exclude", "oom-ebpf", "--release"])

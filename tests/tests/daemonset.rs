@@ -1,0 +1,468 @@
+//! The DaemonSet, run for real: the collector's own image (`cargo xtask
+//! image`) under a real containerd and runc, with its container settings
+//! read from `deploy/kubernetes/oom-collector.yaml` itself, so this test
+//! breaks when the manifest changes in a way that no longer works:
+//! capabilities (drop ALL, add what it adds), containerd's default seccomp
+//! profile where it asks for RuntimeDefault, a read-only root filesystem,
+//! the host's PID namespace, its hostPath mounts (read-only where it says
+//! so), its arguments, environment and limits. Beside it a container run
+//! the kubelet's way is OOM-killed, and the collector container's output
+//! must have the kill with namespace, pod, container, image and memory
+//! cgroup. Root only; see the crate's doc.
+//!
+//! Two things differ from a node, each for a reason: the hostPaths of the
+//! container runtime's state and of the event file point at this test's
+//! own containerd and a scratch directory, and a hostPath the node would
+//! create empty (`DirectoryOrCreate`) that this machine lacks is an empty
+//! scratch directory instead of a new directory on the machine.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use oom_e2e::{
+    containerd::{
+        build_image, CgroupTree, Containerd, CONTAINER, HOG_IMAGE, HOG_LIMIT_BYTES, NAMESPACE, POD,
+        POD_UID,
+    },
+    poll_until, require_program, require_root, ScratchDir,
+};
+use serde_json::Value;
+
+const MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deploy/kubernetes/oom-collector.yaml"
+);
+/// What the downward API would give `spec.nodeName`.
+const NODE: &str = "oom-e2e-node";
+/// Every capability this kernel knows by name, so that "drop ALL" can be
+/// said to ctr, which takes names one by one.
+const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The DaemonSet's pod template and its one container, from the manifest.
+struct Template {
+    pod: Value,
+    container: Value,
+}
+
+impl Template {
+    fn read() -> Self {
+        let text = fs::read_to_string(MANIFEST).expect("the DaemonSet manifest");
+        let documents: Vec<Value> =
+            serde_saphyr::from_multiple(&text).expect("the manifest is YAML");
+        let daemonset = documents
+            .into_iter()
+            .find(|d| d["kind"] == "DaemonSet")
+            .expect("a DaemonSet in the manifest");
+        let pod = daemonset["spec"]["template"]["spec"].clone();
+        let containers = pod["containers"].as_array().expect("containers");
+        assert_eq!(containers.len(), 1, "one container: the collector");
+        let container = containers[0].clone();
+        Self { pod, container }
+    }
+
+    fn image(&self) -> &str {
+        self.container["image"].as_str().expect("an image")
+    }
+
+    fn strings(value: &Value) -> Vec<String> {
+        value
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| item.as_str().expect("a string").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `ctr run` options for the container's security context, host PID
+    /// namespace, environment and limits.
+    fn ctr_options(&self) -> Vec<String> {
+        let mut options = Vec::new();
+        let security = &self.container["securityContext"];
+        assert_ne!(
+            security["privileged"], true,
+            "the collector is not privileged"
+        );
+        let add: Vec<String> = Self::strings(&security["capabilities"]["add"])
+            .into_iter()
+            .map(|cap| format!("CAP_{cap}"))
+            .collect();
+        let drop = Self::strings(&security["capabilities"]["drop"]);
+        let dropped: Vec<&str> = if drop.iter().any(|cap| cap == "ALL") {
+            CAPABILITIES.to_vec()
+        } else {
+            panic!("the manifest drops {drop:?}; this test knows only ALL")
+        };
+        // ctr adds before it drops: drop every capability not added.
+        for cap in dropped
+            .into_iter()
+            .filter(|cap| !add.iter().any(|a| a == cap))
+        {
+            options.extend(["--cap-drop".to_owned(), cap.to_owned()]);
+        }
+        for cap in &add {
+            options.extend(["--cap-add".to_owned(), cap.clone()]);
+        }
+        match security["seccompProfile"]["type"].as_str() {
+            Some("RuntimeDefault") => options.push("--seccomp".into()),
+            Some("Unconfined") | None => {}
+            Some(other) => panic!("seccompProfile {other}: this test knows RuntimeDefault"),
+        }
+        if security["readOnlyRootFilesystem"] == true {
+            options.push("--read-only".into());
+        }
+        if self.pod["hostPID"] == true {
+            // The runtime's own PID namespace, the host's (pid 1's may be
+            // unreadable, as on this machine).
+            options.extend(["--with-ns".into(), "pid:/proc/self/ns/pid".into()]);
+        }
+        for env in self.container["env"].as_array().into_iter().flatten() {
+            let name = env["name"].as_str().expect("a name");
+            let value = match (&env["value"], &env["valueFrom"]["fieldRef"]["fieldPath"]) {
+                (Value::String(value), _) => value.clone(),
+                (_, Value::String(path)) if path == "spec.nodeName" => NODE.to_owned(),
+                other => panic!("env {name}: {other:?}"),
+            };
+            options.extend(["--env".into(), format!("{name}={value}")]);
+        }
+        let limits = &self.container["resources"]["limits"];
+        if let Some(memory) = limits["memory"].as_str() {
+            options.extend(["--memory-limit".into(), bytes(memory).to_string()]);
+        }
+        if let Some(cpu) = limits["cpu"].as_str() {
+            options.extend(["--cpus".into(), cpus(cpu)]);
+        }
+        options
+    }
+
+    /// `--mount` options for its volume mounts; `host(path)` says where a
+    /// hostPath is on this machine.
+    fn mounts(&self, host: impl Fn(&str) -> PathBuf) -> Vec<String> {
+        let volumes = self.pod["volumes"].as_array().expect("volumes");
+        let mut options = Vec::new();
+        for mount in self.container["volumeMounts"].as_array().expect("mounts") {
+            let name = mount["name"].as_str().expect("a volume name");
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("no volume {name}"));
+            let path = volume["hostPath"]["path"]
+                .as_str()
+                .unwrap_or_else(|| panic!("volume {name} is a hostPath"));
+            let access = if mount["readOnly"] == true {
+                "ro"
+            } else {
+                "rw"
+            };
+            options.extend([
+                "--mount".to_owned(),
+                format!(
+                    "type=bind,src={},dst={},options=rbind:{access}",
+                    host(path).display(),
+                    mount["mountPath"].as_str().expect("a mountPath")
+                ),
+            ]);
+        }
+        options
+    }
+
+    /// The running collector (its pid the first of `ctr task ps`) has the
+    /// capabilities the manifest grants and no others, and the seccomp
+    /// filter where it asks for one: what the kernel says of the process.
+    fn assert_confined_as_asked(&self, task_ps: &str) {
+        let pid = task_ps
+            .lines()
+            .filter_map(|line| line.split_whitespace().next()?.parse::<u32>().ok())
+            .next()
+            .unwrap_or_else(|| panic!("the collector's pid in `ctr task ps`: {task_ps}"));
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|value| value.trim().to_owned())
+                .unwrap_or_else(|| panic!("{name} in {status}"))
+        };
+        let effective = u64::from_str_radix(&field("CapEff:"), 16).expect("hex");
+        let granted = Self::strings(&self.container["securityContext"]["capabilities"]["add"])
+            .iter()
+            .map(|cap| {
+                let at = CAPABILITIES
+                    .iter()
+                    .position(|known| known.strip_prefix("CAP_") == Some(cap.as_str()))
+                    .unwrap_or_else(|| panic!("capability {cap}"));
+                1u64 << at
+            })
+            .fold(0, |all, bit| all | bit);
+        assert_eq!(
+            effective, granted,
+            "the collector holds exactly the capabilities the manifest adds"
+        );
+        let wanted = match self.container["securityContext"]["seccompProfile"]["type"].as_str() {
+            Some("RuntimeDefault") => "2",
+            _ => "0",
+        };
+        assert_eq!(field("Seccomp:"), wanted, "seccomp mode (2: filtered)");
+        assert_eq!(field("NoNewPrivs:"), "1", "no privilege escalation");
+    }
+
+    /// The command: the image's entrypoint with the manifest's arguments.
+    fn command(&self) -> Vec<String> {
+        let mut command = vec!["/oom-collector".to_owned()];
+        command.extend(Self::strings(&self.container["args"]));
+        command
+    }
+}
+
+/// `96Mi` and the like, in bytes.
+fn bytes(quantity: &str) -> u64 {
+    let (number, unit) = quantity.split_at(
+        quantity
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(quantity.len()),
+    );
+    let number: u64 = number.parse().expect("a number");
+    number
+        * match unit {
+            "" => 1,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            other => panic!("unit {other}"),
+        }
+}
+
+/// `250m` and the like, as ctr's `--cpus`.
+fn cpus(quantity: &str) -> String {
+    match quantity.strip_suffix('m') {
+        Some(milli) => format!("{}", milli.parse::<f64>().expect("millicores") / 1000.0),
+        None => quantity.to_owned(),
+    }
+}
+
+/// The collector's image archive, which `cargo xtask test` builds first.
+fn image_archive() -> Option<PathBuf> {
+    let path = std::env::var_os("OOM_COLLECTOR_IMAGE").map(PathBuf::from);
+    match path {
+        Some(path) if path.is_file() => Some(path),
+        _ => {
+            let why = "needs the collector's image: run `cargo xtask image` and set \
+                       OOM_COLLECTOR_IMAGE to target/image/oom-collector.oci.tar (cargo xtask \
+                       test does both)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("the DaemonSet test {why}, and CI=true");
+            }
+            eprintln!("skipping the DaemonSet test: it {why}");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
+    if !require_root!() {
+        return;
+    }
+    for program in ["containerd", "ctr", "runc", "busybox"] {
+        if require_program!(program).is_none() {
+            return;
+        }
+    }
+    let Some(archive) = image_archive() else {
+        return;
+    };
+    let template = Template::read();
+    let containerd = Containerd::start();
+    let scratch = ScratchDir::new("daemonset");
+    containerd.run(&[
+        "images",
+        "import",
+        "--index-name",
+        template.image(),
+        archive.to_str().expect("utf-8"),
+    ]);
+    let hog_archive = build_image(&containerd.dir);
+    containerd.run(&["images", "import", hog_archive.to_str().expect("utf-8")]);
+
+    let events = scratch.0.join("events");
+    fs::create_dir_all(&events).expect("the event directory");
+    let state = containerd.state();
+    let host = |path: &str| -> PathBuf {
+        if let Some(rest) = path.strip_prefix("/run/containerd") {
+            return state.join(rest.trim_start_matches('/'));
+        }
+        if path == "/var/log/oom-collector" {
+            return events.clone();
+        }
+        if Path::new(path).exists() {
+            return PathBuf::from(path);
+        }
+        let empty = scratch.0.join("empty").join(path.trim_start_matches('/'));
+        fs::create_dir_all(&empty).expect("an empty stand-in directory");
+        empty
+    };
+    // containerd makes its task directory with the first task; the
+    // collector's mount of it must exist before.
+    fs::create_dir_all(state.join("io.containerd.runtime.v2.task/k8s.io")).expect("task dir");
+
+    let log = scratch.0.join("collector.log");
+    let collector_id = format!("oom-collector-{}", std::process::id());
+    let mut run = vec![
+        "run".to_owned(),
+        "-d".to_owned(),
+        "--log-uri".to_owned(),
+        format!("file://{}", log.display()),
+    ];
+    run.extend(template.ctr_options());
+    run.extend(template.mounts(host));
+    run.extend([template.image().to_owned(), collector_id.clone()]);
+    run.extend(template.command());
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    containerd.run(&run);
+    let _collector = Task {
+        containerd: &containerd,
+        id: &collector_id,
+    };
+    let collector_log = || fs::read_to_string(&log).unwrap_or_default();
+    poll_until(
+        Duration::from_secs(30),
+        || {
+            format!(
+                "the collector container to attach; its output:\n{}",
+                collector_log()
+            )
+        },
+        || {
+            collector_log()
+                .contains("collecting OOM events")
+                .then_some(())
+        },
+    );
+    let attached = started.elapsed();
+    template.assert_confined_as_asked(&containerd.output(&["task", "ps", &collector_id]));
+
+    let id = format!(
+        "{:064x}",
+        std::process::id() as u128 * 0x9e37_79b9_7f4a_7c15 + 1
+    );
+    let top = format!("oom-e2e-daemonset-{}", std::process::id());
+    let _tree = CgroupTree { top: top.clone() };
+    let cgroup = format!("/{top}/kubepods/burstable/pod{POD_UID}/{id}");
+    containerd.run_pod_hog(&id, &cgroup);
+    let _hog = Task {
+        containerd: &containerd,
+        id: &id,
+    };
+    let kill = poll_until(
+        Duration::from_secs(30),
+        || {
+            format!(
+                "the pod's kill in the collector's output:\n{}",
+                collector_log()
+            )
+        },
+        || {
+            collector_log()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|json| {
+                    json["event"]["action"] == "oom_kill" && json["container"]["id"] == id.as_str()
+                })
+        },
+    );
+    assert_eq!(kill["kubernetes"]["namespace"], NAMESPACE, "{kill}");
+    assert_eq!(kill["kubernetes"]["pod"]["name"], POD, "{kill}");
+    assert_eq!(kill["kubernetes"]["container"]["name"], CONTAINER, "{kill}");
+    assert_eq!(kill["container"]["image"]["name"], HOG_IMAGE, "{kill}");
+    assert_eq!(kill["kubernetes"]["node"]["name"], NODE, "{kill}");
+    assert_eq!(kill["host"]["name"], NODE, "{kill}");
+    assert_eq!(
+        kill["oom"]["victim"]["memcg"]["path"],
+        cgroup.as_str(),
+        "{kill}"
+    );
+    assert_eq!(
+        kill["oom"]["victim"]["memcg"]["limit_bytes"], HOG_LIMIT_BYTES,
+        "{kill}"
+    );
+    let in_file = fs::read_to_string(events.join("events.ndjson")).unwrap_or_default();
+    eprintln!(
+        "figures: image {} bytes; started to attached {attached:.2?}; the event file has {} \
+         line(s); runtime's metrics of the collector container:\n{}",
+        fs::metadata(&archive).map(|m| m.len()).unwrap_or(0),
+        in_file.lines().count(),
+        containerd.output(&["task", "metrics", &collector_id])
+    );
+}
+
+/// A task of the test's containerd, killed and deleted on drop.
+struct Task<'a> {
+    containerd: &'a Containerd,
+    id: &'a str,
+}
+
+impl Drop for Task<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .containerd
+            .ctr(&["task", "kill", "-s", "SIGKILL", self.id])
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = self
+            .containerd
+            .ctr(&["task", "delete", "-f", self.id])
+            .status();
+        let _ = self
+            .containerd
+            .ctr(&["containers", "delete", self.id])
+            .status();
+    }
+}
