@@ -83,6 +83,86 @@ const CAPABILITIES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// Every document of the manifest.
+fn manifest() -> Vec<Value> {
+    let text = fs::read_to_string(MANIFEST).expect("the DaemonSet manifest");
+    serde_saphyr::from_multiple(&text).expect("the manifest is YAML")
+}
+
+/// What a schema cannot say: the manifest runs only where the image can,
+/// names an image that updates, takes a priority it is allowed outside
+/// kube-system, states its Pod Security levels and lets only scrapers in.
+#[test]
+fn the_manifest_schedules_updates_and_admits_as_a_cluster_expects() {
+    let documents = manifest();
+    let template = Template::read();
+    let selector = &template.pod["nodeSelector"];
+    assert_eq!(selector["kubernetes.io/os"], "linux");
+    assert_eq!(
+        selector["kubernetes.io/arch"], "amd64",
+        "the image is amd64 only"
+    );
+
+    let version = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../oom-collector/Cargo.toml"
+    ))
+    .expect("the collector's Cargo.toml")
+    .lines()
+    .find_map(|line| {
+        line.strip_prefix("version = \"")?
+            .strip_suffix('"')
+            .map(str::to_owned)
+    })
+    .expect("a version");
+    assert_eq!(
+        template.image(),
+        format!("localhost/oom-collector:{version}"),
+        "the image is tagged with the crate's version, so a release pulls anew"
+    );
+
+    let priority = template.pod["priorityClassName"]
+        .as_str()
+        .unwrap_or_default();
+    let namespace = documents
+        .iter()
+        .find(|d| d["kind"] == "Namespace")
+        .expect("a Namespace");
+    if priority.starts_with("system-") {
+        assert_eq!(namespace["metadata"]["name"], "kube-system", "{priority}");
+    } else {
+        assert!(
+            documents
+                .iter()
+                .any(|d| d["kind"] == "PriorityClass" && d["metadata"]["name"] == priority),
+            "the PriorityClass {priority} is shipped"
+        );
+    }
+
+    let labels = &namespace["metadata"]["labels"];
+    for mode in ["enforce", "warn", "audit"] {
+        let key = format!("pod-security.kubernetes.io/{mode}");
+        assert_eq!(labels[key.as_str()], "privileged", "{mode}");
+        assert!(
+            labels[format!("{key}-version").as_str()].is_string(),
+            "{mode}-version"
+        );
+    }
+
+    let policy = documents
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"][0], "Ingress");
+    let ingress = policy["spec"]["ingress"].as_array().expect("ingress rules");
+    assert!(
+        ingress
+            .iter()
+            .all(|rule| rule["from"].as_array().is_some_and(|from| !from.is_empty())),
+        "every rule names who may connect"
+    );
+}
+
 /// The DaemonSet's pod template and its one container, from the manifest.
 struct Template {
     pod: Value,
@@ -91,10 +171,7 @@ struct Template {
 
 impl Template {
     fn read() -> Self {
-        let text = fs::read_to_string(MANIFEST).expect("the DaemonSet manifest");
-        let documents: Vec<Value> =
-            serde_saphyr::from_multiple(&text).expect("the manifest is YAML");
-        let daemonset = documents
+        let daemonset = manifest()
             .into_iter()
             .find(|d| d["kind"] == "DaemonSet")
             .expect("a DaemonSet in the manifest");
@@ -183,9 +260,26 @@ impl Template {
     }
 
     /// `--mount` options for its volume mounts; `host(path)` says where a
-    /// hostPath is on this machine.
+    /// hostPath is on this machine. No hostPath may hand the pod a
+    /// runtime's socket: read-only does not stop connecting to one.
     fn mounts(&self, host: impl Fn(&str) -> PathBuf) -> Vec<String> {
         let volumes = self.pod["volumes"].as_array().expect("volumes");
+        for volume in volumes {
+            let Some(path) = volume["hostPath"]["path"].as_str() else {
+                continue;
+            };
+            for socket in [
+                "/run/containerd/containerd.sock",
+                "/run/crio/crio.sock",
+                "/run/docker.sock",
+                "/var/run/docker.sock",
+            ] {
+                assert!(
+                    !Path::new(socket).starts_with(path),
+                    "hostPath {path} hands the pod {socket}"
+                );
+            }
+        }
         let mut options = Vec::new();
         for mount in self.container["volumeMounts"].as_array().expect("mounts") {
             let name = mount["name"].as_str().expect("a volume name");

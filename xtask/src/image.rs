@@ -21,10 +21,24 @@ use crate::{
 };
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
-const TAG: &str = "localhost/oom-collector:latest";
+const REPOSITORY: &str = "localhost/oom-collector";
+
+/// The collector crate's version, which tags the image (and which the
+/// DaemonSet's image names).
+fn collector_version(root: &Path) -> Result<String> {
+    let manifest = fs::read_to_string(root.join("oom-collector/Cargo.toml"))?;
+    manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_owned)
+        .context("oom-collector/Cargo.toml has no version")
+}
 
 /// Builds the image; the path of its OCI archive.
 pub fn image(root: &Path, toolchain: &Toolchain) -> Result<PathBuf> {
+    let tag = format!("{REPOSITORY}:{}", collector_version(root)?);
+    let tag = tag.as_str();
     let mut cargo = toolchain.cargo();
     cargo
         .current_dir(root)
@@ -68,7 +82,7 @@ pub fn image(root: &Path, toolchain: &Toolchain) -> Result<PathBuf> {
         command
     };
     run_checked(
-        buildah(&["build", "--quiet", "--tag", TAG, "--file"])
+        buildah(&["build", "--quiet", "--tag", tag, "--file"])
             .arg(root.join("deploy/Containerfile"))
             .arg(&context),
     )
@@ -76,20 +90,20 @@ pub fn image(root: &Path, toolchain: &Toolchain) -> Result<PathBuf> {
     let archive = work.join("oom-collector.oci.tar");
     let _ = fs::remove_file(&archive);
     run_checked(
-        buildah(&["push", "--quiet", TAG]).arg(format!("oci-archive:{}", archive.display())),
+        buildah(&["push", "--quiet", tag]).arg(format!("oci-archive:{}", archive.display())),
     )?;
-    let size = output_of(&mut buildah(&["images", "--format", "{{.Size}}", TAG]))?;
+    let size = output_of(&mut buildah(&["images", "--format", "{{.Size}}", tag]))?;
     let entrypoint = output_of(&mut buildah(&[
         "inspect",
         "--format",
         "{{.OCIv1.Config.Entrypoint}}",
-        TAG,
+        tag,
     ]))?;
     if !entrypoint.contains("/oom-collector") {
         bail!("the image's entrypoint is {entrypoint}");
     }
     println!(
-        "image {TAG}: {} ({} as an OCI archive at {})",
+        "image {tag}: {} ({} as an OCI archive at {})",
         size.trim(),
         human(fs::metadata(&archive)?.len()),
         archive.display()
