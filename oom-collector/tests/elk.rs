@@ -128,18 +128,52 @@ fn the_pipeline_makes_the_event_id_the_document_id() {
 #[test]
 fn filebeat_keeps_fields_at_the_top_level_and_feeds_the_template() {
     let config = read("filebeat.yml");
-    for needle in [
-        "target: \"\"",
-        "expand_keys: true",
-        "index: \"logs-oom.events-default\"",
-        "pipeline: \"oom-events\"",
-    ] {
-        assert!(config.contains(needle), "filebeat.yml lacks {needle:?}");
-    }
+    let config: Value = serde_saphyr::from_str(&config).expect("filebeat.yml is YAML");
+    let inputs = config["filebeat.inputs"].as_array().expect("inputs");
+    let [input] = &inputs[..] else {
+        panic!("one input: {inputs:?}");
+    };
+    let ndjson = &input["parsers"][0]["ndjson"];
+    assert_eq!(ndjson["target"], "", "fields at the top level");
+    assert_eq!(ndjson["expand_keys"], true);
+    // On the input, not the output: merged into an existing Filebeat, an
+    // index or pipeline on the output would send every other input's logs
+    // into the OOM data stream.
+    assert_eq!(input["index"], "logs-oom.events-default");
+    assert_eq!(input["pipeline"], "oom-events");
+    let output = &config["output.elasticsearch"];
     assert!(
-        !config.contains("add_kubernetes_metadata"),
+        output.get("index").is_none() && output.get("pipeline").is_none(),
+        "{output}"
+    );
+    // Filebeat 9 waits for 1,024 bytes before it reads a file; one kill
+    // line is about that.
+    let length = input["prospector.scanner.fingerprint"]["length"]
+        .as_u64()
+        .expect("a fingerprint length");
+    assert!((64..=256).contains(&length), "fingerprint length {length}");
+    let text = read("filebeat.yml");
+    assert!(
+        !text.contains("add_kubernetes_metadata"),
         "Filebeat's Kubernetes metadata would describe the collector's pod, not the victim's"
     );
+    // Filebeat adds `agent` after the input's processors: only the ingest
+    // pipeline can drop it.
+    assert!(
+        !text.contains("drop_fields"),
+        "a drop_fields on the input drops nothing Filebeat adds later"
+    );
+    let pipeline: Value = serde_json::from_str(&read("ingest-pipeline.json")).expect("JSON");
+    let removes_agent = pipeline["processors"]
+        .as_array()
+        .expect("processors")
+        .iter()
+        .any(|p| {
+            p["remove"]["field"]
+                .as_array()
+                .is_some_and(|fields| fields.iter().any(|f| f == "agent"))
+        });
+    assert!(removes_agent, "{pipeline}");
     let template: Value = serde_json::from_str(&read("index-template.json")).expect("JSON");
     assert_eq!(template["index_patterns"][0], "logs-oom.events-*");
 }

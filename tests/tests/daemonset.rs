@@ -6,9 +6,10 @@
 //! profile where it asks for RuntimeDefault, a read-only root filesystem,
 //! the host's PID namespace, its hostPath mounts (read-only where it says
 //! so), its arguments, environment and limits. Beside it a container run
-//! the kubelet's way is OOM-killed, and the collector container's output
-//! must have the kill with namespace, pod, container, image and memory
-//! cgroup. Root only; see the crate's doc.
+//! the kubelet's way is OOM-killed, and the collector container's event
+//! file must have the kill with namespace, pod, container, image, memory
+//! cgroup and node, once: not on its stdout too. Root only; see the
+//! crate's doc.
 //!
 //! Two things differ from a node, each for a reason: the hostPaths of the
 //! container runtime's state and of the event file point at this test's
@@ -495,22 +496,38 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         containerd: &containerd,
         id: &id,
     };
+    let event_file = events.join("events.ndjson");
     let kill = poll_until(
         Duration::from_secs(30),
         || {
             format!(
-                "the pod's kill in the collector's output:\n{}",
+                "the pod's kill in {}; the collector's log:\n{}",
+                event_file.display(),
                 collector_log()
             )
         },
         || {
-            collector_log()
+            fs::read_to_string(&event_file)
+                .unwrap_or_default()
                 .lines()
                 .filter_map(|line| serde_json::from_str::<Value>(line).ok())
                 .find(|json| {
                     json["event"]["action"] == "oom_kill" && json["container"]["id"] == id.as_str()
                 })
         },
+    );
+    // One path: the kill is in the file, and not also on the container's
+    // output, which the node's log shipper would ship a second time.
+    let on_stdout = collector_log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|json| json["event"]["action"] == "oom_kill")
+        .count();
+    assert_eq!(
+        on_stdout,
+        0,
+        "kills on the container's output too:\n{}",
+        collector_log()
     );
     assert_eq!(kill["kubernetes"]["namespace"], NAMESPACE, "{kill}");
     assert_eq!(kill["kubernetes"]["pod"]["name"], POD, "{kill}");
@@ -527,7 +544,7 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         kill["oom"]["victim"]["memcg"]["limit_bytes"], HOG_LIMIT_BYTES,
         "{kill}"
     );
-    let in_file = fs::read_to_string(events.join("events.ndjson")).unwrap_or_default();
+    let in_file = fs::read_to_string(&event_file).unwrap_or_default();
     eprintln!(
         "figures: image {} bytes; started to attached {attached:.2?}; the event file has {} \
          line(s); runtime's metrics of the collector container:\n{}",
