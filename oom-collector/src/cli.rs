@@ -77,12 +77,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES")]
     pub output_max_bytes: Option<u64>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics and a readiness
-    /// check at /ready (e.g. `0.0.0.0:9402`). Off when not given. At most
+    /// Serve Prometheus metrics at http://ADDR/metrics, a readiness check
+    /// at /ready and a liveness check at /healthz (e.g. `0.0.0.0:9402`).
+    /// Off when not given. At most
     /// 64 connections at once, headers within 5 s, each connection closed
     /// after 30 s; per-pod series are forgotten after 24 h without a count.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// With --metrics-addr, GET /healthz (for a liveness probe) fails when
+    /// the collector has not polled the kernel's ring buffer for 30 s, or
+    /// when every output has been blocked in one write (a log pipe whose
+    /// reader hangs, a disk that hangs) for this long. An output that fails
+    /// with an error (a full disk) is retried and does not count: a
+    /// restart would not mend it.
+    #[arg(long, value_name = "DURATION", default_value = "2m",
+          value_parser = parse_window)]
+    pub healthz_output_stall: Duration,
 
     /// Rotated files to keep, with --output-max-bytes.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -120,6 +131,13 @@ pub struct RunArgs {
     /// Remove what `--pin-dir` keeps (detaching its hooks) and exit.
     #[arg(long, requires = "pin_dir")]
     pub unpin: bool,
+
+    /// After --unpin, keep running until SIGTERM or SIGINT: what a
+    /// DaemonSet that unpins every node runs
+    /// (deploy/kubernetes/oom-collector-unpin.yaml), its pods staying up so
+    /// that `kubectl rollout status` says when every node is done.
+    #[arg(long, requires = "unpin")]
+    pub then_wait: bool,
 
     /// Allocation failures (mmap, mremap, brk returning ENOMEM) are counted in
     /// the kernel and written as one `memory_allocation_failed` event per

@@ -115,6 +115,14 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
             "removed {removed} kept set(s) of hooks from {}; their hooks are detached",
             dir.display()
         );
+        if args.then_wait {
+            let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+            let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -140,6 +148,13 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     }
     let metrics = Arc::new(Metrics::new());
     metrics.set_hooks(pipeline.hooks());
+    metrics
+        .health()
+        .watch_outputs(args.healthz_output_stall, Box::new(sink.blocked()));
+    pipeline.on_progress({
+        let metrics = Arc::clone(&metrics);
+        move || metrics.health().pipeline_progressed()
+    });
     if let Some(addr) = args.metrics_addr {
         metrics::serve(addr, Arc::clone(&metrics)).await?;
     }

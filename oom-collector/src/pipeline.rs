@@ -78,6 +78,9 @@ pub struct Pipeline {
     unwritten: Option<Receipt>,
     /// The stop signal has come (while waiting for a receipt).
     stopping: bool,
+    /// Told each time round the loop, and each second while a kill waits
+    /// for its line to be written (liveness).
+    progress: Option<Box<dyn Fn()>>,
     /// The links of the hooks not pinned: dropping them detaches them.
     links: loader::Links,
     barrier: ProgramBarrier,
@@ -168,6 +171,7 @@ impl Pipeline {
             receipts: None,
             unwritten: None,
             stopping: false,
+            progress: None,
             links: loaded.links,
             barrier: loaded.barrier,
             _pin_root: loaded.pin_root,
@@ -183,6 +187,18 @@ impl Pipeline {
     pub fn hold_records_until_written(&mut self, receipts: Receipts) {
         if self._pin_root.is_some() {
             self.receipts = Some(receipts);
+        }
+    }
+
+    /// `beat` is called each time the pipeline comes round its loop (at
+    /// least once a second while it runs).
+    pub fn on_progress(&mut self, beat: impl Fn() + 'static) {
+        self.progress = Some(Box::new(beat));
+    }
+
+    fn progressed(&self) {
+        if let Some(beat) = &self.progress {
+            beat();
         }
     }
 
@@ -211,6 +227,7 @@ impl Pipeline {
         let mut read_failures_reported = 0;
         tokio::pin!(stop);
         while !self.stopping {
+            self.progressed();
             tokio::select! {
                 () = &mut stop => break,
                 polled = self.source.readable() => {
@@ -343,9 +360,16 @@ impl Pipeline {
                 continue;
             }
             let mut receipt = receipt;
-            let settled = tokio::select! {
-                () = receipt.settled() => true,
-                () = until.as_mut() => false,
+            let settled = loop {
+                tokio::select! {
+                    () = receipt.settled() => break true,
+                    () = until.as_mut() => break false,
+                    () = tokio::time::sleep(STATS_INTERVAL) => {
+                        if let Some(beat) = &self.progress {
+                            beat();
+                        }
+                    }
+                }
             };
             if !settled {
                 // Unwritten yet: the record stays first in the buffer.

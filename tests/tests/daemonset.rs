@@ -36,6 +36,11 @@ const MANIFEST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../deploy/kubernetes/oom-collector.yaml"
 );
+/// The DaemonSet that removes what the collector keeps pinned.
+const UNPIN_MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deploy/kubernetes/oom-collector-unpin.yaml"
+);
 /// What the downward API would give `spec.nodeName`.
 const NODE: &str = "oom-e2e-node";
 /// Every capability this kernel knows by name, so that "drop ALL" can be
@@ -85,8 +90,8 @@ const CAPABILITIES: [&str; 41] = [
 ];
 
 /// Every document of the manifest.
-fn manifest() -> Vec<Value> {
-    let text = fs::read_to_string(MANIFEST).expect("the DaemonSet manifest");
+fn manifest(path: &str) -> Vec<Value> {
+    let text = fs::read_to_string(path).expect("the DaemonSet manifest");
     serde_saphyr::from_multiple(&text).expect("the manifest is YAML")
 }
 
@@ -95,8 +100,8 @@ fn manifest() -> Vec<Value> {
 /// kube-system, states its Pod Security levels and lets only scrapers in.
 #[test]
 fn the_manifest_schedules_updates_and_admits_as_a_cluster_expects() {
-    let documents = manifest();
-    let template = Template::read();
+    let documents = manifest(MANIFEST);
+    let template = Template::read(MANIFEST);
     let selector = &template.pod["nodeSelector"];
     assert_eq!(selector["kubernetes.io/os"], "linux");
     assert_eq!(
@@ -120,6 +125,13 @@ fn the_manifest_schedules_updates_and_admits_as_a_cluster_expects() {
         template.image(),
         format!("localhost/oom-collector:{version}"),
         "the image is tagged with the crate's version, so a release pulls anew"
+    );
+
+    let probe = &template.container["livenessProbe"]["httpGet"];
+    assert_eq!(probe["path"], "/healthz", "a stuck collector is restarted");
+    assert_eq!(
+        template.container["readinessProbe"]["httpGet"]["path"],
+        "/ready"
     );
 
     let priority = template.pod["priorityClassName"]
@@ -171,8 +183,8 @@ struct Template {
 }
 
 impl Template {
-    fn read() -> Self {
-        let daemonset = manifest()
+    fn read(path: &str) -> Self {
+        let daemonset = manifest(path)
             .into_iter()
             .find(|d| d["kind"] == "DaemonSet")
             .expect("a DaemonSet in the manifest");
@@ -263,7 +275,7 @@ impl Template {
     /// `--mount` options for its volume mounts; `host(path)` says where a
     /// hostPath is on this machine. No hostPath may hand the pod a
     /// runtime's socket: read-only does not stop connecting to one.
-    fn mounts(&self, host: impl Fn(&str) -> PathBuf) -> Vec<String> {
+    fn mounts(&self, host: &impl Fn(&str) -> PathBuf) -> Vec<String> {
         let volumes = self.pod["volumes"].as_array().expect("volumes");
         for volume in volumes {
             let Some(path) = volume["hostPath"]["path"].as_str() else {
@@ -348,6 +360,30 @@ impl Template {
         assert_eq!(field("NoNewPrivs:"), "1", "no privilege escalation");
     }
 
+    /// Runs the container as task `id` of `containerd`, its output in
+    /// `log`; killed and removed when the returned task is dropped.
+    fn run<'a>(
+        &self,
+        containerd: &'a Containerd,
+        id: &'a str,
+        log: &Path,
+        host: &impl Fn(&str) -> PathBuf,
+    ) -> Task<'a> {
+        let mut run = vec![
+            "run".to_owned(),
+            "-d".to_owned(),
+            "--log-uri".to_owned(),
+            format!("file://{}", log.display()),
+        ];
+        run.extend(self.ctr_options());
+        run.extend(self.mounts(host));
+        run.extend([self.image().to_owned(), id.to_owned()]);
+        run.extend(self.command());
+        let run: Vec<&str> = run.iter().map(String::as_str).collect();
+        containerd.run(&run);
+        Task { containerd, id }
+    }
+
     /// The command: the image's entrypoint with the manifest's arguments.
     fn command(&self) -> Vec<String> {
         let mut command = vec!["/oom-collector".to_owned()];
@@ -413,7 +449,7 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
     let Some(archive) = image_archive() else {
         return;
     };
-    let template = Template::read();
+    let template = Template::read(MANIFEST);
     let containerd = Containerd::start();
     let scratch = ScratchDir::new("daemonset");
     containerd.run(&[
@@ -426,6 +462,9 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
     let hog_archive = build_image(&containerd.dir);
     containerd.run(&["images", "import", hog_archive.to_str().expect("utf-8")]);
 
+    // The node's BPF filesystem: a fresh instance of the test's own, whose
+    // pins go with it.
+    let bpffs = Bpffs::mount(&scratch.0.join("bpffs"));
     let events = scratch.0.join("events");
     fs::create_dir_all(&events).expect("the event directory");
     let state = containerd.state();
@@ -435,6 +474,9 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         }
         if path == "/var/log/oom-collector" {
             return events.clone();
+        }
+        if path == "/sys/fs/bpf" {
+            return bpffs.0.clone();
         }
         if Path::new(path).exists() {
             return PathBuf::from(path);
@@ -449,23 +491,8 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
 
     let log = scratch.0.join("collector.log");
     let collector_id = format!("oom-collector-{}", std::process::id());
-    let mut run = vec![
-        "run".to_owned(),
-        "-d".to_owned(),
-        "--log-uri".to_owned(),
-        format!("file://{}", log.display()),
-    ];
-    run.extend(template.ctr_options());
-    run.extend(template.mounts(host));
-    run.extend([template.image().to_owned(), collector_id.clone()]);
-    run.extend(template.command());
-    let run: Vec<&str> = run.iter().map(String::as_str).collect();
     let started = Instant::now();
-    containerd.run(&run);
-    let _collector = Task {
-        containerd: &containerd,
-        id: &collector_id,
-    };
+    let collector = template.run(&containerd, &collector_id, &log, &host);
     let collector_log = || fs::read_to_string(&log).unwrap_or_default();
     poll_until(
         Duration::from_secs(30),
@@ -552,6 +579,70 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         in_file.lines().count(),
         containerd.output(&["task", "metrics", &collector_id])
     );
+
+    // Its hooks outlive it, pinned on the node's BPF filesystem ...
+    drop(collector);
+    let kept = bpffs.sets();
+    assert_eq!(
+        kept.len(),
+        1,
+        "one kept set after the pod is gone: {kept:?}"
+    );
+    // ... until the unpin DaemonSet, run as its manifest says, removes them.
+    let unpin = Template::read(UNPIN_MANIFEST);
+    let unpin_log = scratch.0.join("unpin.log");
+    let unpin_id = format!("oom-collector-unpin-{}", std::process::id());
+    let _unpin = unpin.run(&containerd, &unpin_id, &unpin_log, &host);
+    poll_until(
+        Duration::from_secs(30),
+        || {
+            format!(
+                "the unpin pod to remove the kept set; its output:\n{}",
+                fs::read_to_string(&unpin_log).unwrap_or_default()
+            )
+        },
+        || bpffs.sets().is_empty().then_some(()),
+    );
+    unpin.assert_confined_as_asked(&containerd.output(&["task", "ps", &unpin_id]));
+}
+
+/// A fresh BPF filesystem of the test's own, unmounted (its pins released)
+/// on drop.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn mount(path: &Path) -> Self {
+        fs::create_dir_all(path).expect("a mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount -t bpf: {status}");
+        Self(path.to_owned())
+    }
+
+    /// The collector's kept sets under the DaemonSet's pin directory.
+    fn sets(&self) -> Vec<String> {
+        fs::read_dir(self.0.join("oom-collector"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with("set-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 /// A task of the test's containerd, killed and deleted on drop.

@@ -319,3 +319,61 @@ impl Drop for KillOnDrop<'_> {
         }
     }
 }
+
+/// `/healthz` (the DaemonSet's liveness probe) fails once every output has
+/// been blocked in one write for `--healthz-output-stall`, so a collector
+/// whose only output hangs is restarted; with a file output still writing
+/// beside the stalled stdout it stays healthy.
+#[test]
+fn healthz_fails_when_every_output_is_blocked_and_only_then() {
+    if !require_root!() {
+        return;
+    }
+    let dir = ScratchDir::new("healthz");
+    let file = dir.0.join("events.ndjson");
+    let file = file.to_str().expect("a UTF-8 path");
+    for (outputs, blocked) in [
+        (vec!["--output", "-"], true),
+        (vec!["--output", "-", "--output", file], false),
+    ] {
+        let port = free_port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let mut args = outputs.clone();
+        args.extend([
+            "--metrics-addr",
+            &metrics_addr,
+            "--healthz-output-stall",
+            "2s",
+        ]);
+        let collector = StalledCollector::start(&args);
+        let healthz = || http_get(port, "/healthz").unwrap_or_else(|e| e);
+        assert!(
+            healthz().contains(" 200 "),
+            "healthy at start: {}",
+            healthz()
+        );
+        let cgroup = scratch_cgroup("healthz", 32 * MIB);
+        let mut hog = Hog::start(&cgroup);
+        hog.wait(KILL_TIMEOUT);
+        if blocked {
+            poll_until(
+                Duration::from_secs(15),
+                || {
+                    format!(
+                        "/healthz to fail with stdout, the only output, blocked: {}",
+                        healthz()
+                    )
+                },
+                || healthz().contains(" 503 ").then_some(()),
+            );
+        } else {
+            std::thread::sleep(Duration::from_secs(4));
+            assert!(
+                healthz().contains(" 200 "),
+                "a file still writes beside the stalled stdout: {}; log:\n{}",
+                healthz(),
+                collector.stderr()
+            );
+        }
+    }
+}

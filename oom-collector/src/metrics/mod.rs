@@ -13,8 +13,11 @@
 //! [`server`] serves them: `GET /metrics` in the Prometheus text format;
 //! `GET /ready` answers 200 once the required hook
 //! (`tracepoint/oom/mark_victim`) is attached and 503 otherwise, for a
-//! readiness probe.
+//! readiness probe; `GET /healthz` answers 200 while the collector makes
+//! progress and 503 with what is stuck otherwise ([`health`]), for a
+//! liveness probe.
 
+pub mod health;
 pub mod series;
 pub mod server;
 
@@ -26,8 +29,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use self::series::{BoundedCounters, SeriesLimits};
 pub use self::server::{serve, BindError};
+use self::{
+    health::Health,
+    series::{BoundedCounters, SeriesLimits},
+};
 use crate::{
     document::{Action, Document, Oom},
     loader::{self, HookStatus},
@@ -66,6 +72,7 @@ pub struct Metrics {
     lost: Family<LostLabels, Counter>,
     hooks: Family<HookLabels, Gauge>,
     ready: AtomicBool,
+    health: Health,
 }
 
 impl Default for Metrics {
@@ -120,6 +127,7 @@ impl Metrics {
             lost,
             hooks,
             ready: AtomicBool::new(false),
+            health: Health::default(),
         }
     }
 
@@ -202,5 +210,9 @@ impl Metrics {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 }

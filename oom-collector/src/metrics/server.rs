@@ -82,7 +82,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), BindEr
         %addr,
         connections = limits.connections,
         open_files,
-        "serving /metrics and /ready"
+        "serving /metrics, /ready and /healthz"
     );
     tokio::spawn(accept_loop(listener, metrics, limits));
     Ok(())
@@ -204,10 +204,18 @@ fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> 
             "text/plain",
             "the OOM tracepoint is not attached\n".to_owned(),
         ),
+        "/healthz" => match metrics.health().check() {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Err(stuck) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{stuck}\n"),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics or /ready\n".to_owned(),
+            "try /metrics, /ready or /healthz\n".to_owned(),
         ),
     };
     Response::builder()

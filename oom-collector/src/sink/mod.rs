@@ -269,6 +269,18 @@ impl Sink {
         }
     }
 
+    /// How long every output has been blocked in its current write, asked
+    /// at any time from any thread; `None` while some output is not (or
+    /// once the sink is gone).
+    pub fn blocked(&self) -> impl Fn() -> Option<Duration> + Send + Sync + 'static {
+        let outputs = Arc::downgrade(&self.outputs);
+        move || {
+            let outputs = outputs.upgrade()?;
+            let outputs = lock(&outputs);
+            outputs.blocked()
+        }
+    }
+
     /// From now on, keeps a [`Receipt`] of each line taken, the last one
     /// in the [`Receipts`] returned.
     pub fn receipts(&mut self) -> Receipts {

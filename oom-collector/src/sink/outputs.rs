@@ -46,6 +46,16 @@ impl Outputs {
         }
     }
 
+    /// How long every output has been blocked in its current write;
+    /// `None` while some output is not.
+    pub(super) fn blocked(&self) -> Option<Duration> {
+        self.list
+            .iter()
+            .map(|output| output.shared.lock().writing_since.map(|t| t.elapsed()))
+            .try_fold(Duration::MAX, |least, blocked| Some(least.min(blocked?)))
+            .filter(|_| !self.list.is_empty())
+    }
+
     /// Says which outputs stall and drops the closed ones.
     pub(super) fn watch(&mut self, stalled_after: Duration) {
         for output in &self.list {
