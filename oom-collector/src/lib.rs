@@ -151,6 +151,7 @@ async fn collect(args: &RunArgs) -> Result<ExitCode, Error> {
     metrics
         .health()
         .watch_outputs(args.healthz_output_stall, Box::new(sink.blocked()));
+    metrics.watch_output_counts(Box::new(sink.failures()));
     pipeline.on_progress({
         let metrics = Arc::clone(&metrics);
         move || metrics.health().pipeline_progressed()

@@ -132,9 +132,9 @@ fn the_kill_counter_carries_the_victims_namespace_pod_and_container() {
     let (status, body) = http_get(&addr, "/metrics");
     assert_eq!(status, 200, "GET /metrics: {body}");
     let labels = [
-        format!("namespace=\"{NAMESPACE}\""),
-        format!("pod=\"{POD}\""),
-        format!("container=\"{CONTAINER}\""),
+        format!("k8s_namespace=\"{NAMESPACE}\""),
+        format!("k8s_pod=\"{POD}\""),
+        format!("k8s_container=\"{CONTAINER}\""),
     ];
     let counter = body
         .lines()

@@ -20,7 +20,7 @@ struct Package {
     why: &'static str,
 }
 
-const TEST_PACKAGES: [Package; 11] = [
+const TEST_PACKAGES: [Package; 12] = [
     Package {
         name: "util-linux",
         program: "unshare",
@@ -72,6 +72,11 @@ const TEST_PACKAGES: [Package; 11] = [
         why: "libFuzzer, for the fuzz targets",
     },
     BPFTOOL,
+    Package {
+        name: "prometheus",
+        program: "promtool",
+        why: "the alert rules' tests (promtool) and a real Prometheus scraping the collector",
+    },
 ];
 
 /// The tests read a hook's run count with it; the bench, what is attached

@@ -1,11 +1,19 @@
 //! Prometheus metrics (`--metrics-addr`, off by default): counters derived
 //! from the documents the collector writes, and a readiness endpoint.
 //!
-//! - `oom_kills_total{namespace,pod,container,constraint}`
-//! - `oom_allocation_failures_total{namespace,pod,syscall}` (by failures,
-//!   not by lines)
+//! - `oom_kills_total{k8s_namespace,k8s_pod,k8s_container,constraint}`
+//! - `oom_allocation_failures_total{k8s_namespace,k8s_pod,syscall}` (by
+//!   failures, not by lines)
 //! - `oom_events_lost_total{reason}`
 //! - `oom_hook_active{hook}`: 1 when attached, 0 when not
+//! - `oom_output_write_errors_total{output}`: writes an output refused (a
+//!   full disk, ...), each retried; `oom_output_lines_dropped_total{output}`:
+//!   lines an output could not keep in memory while it failed or stalled
+//! - `oom_collector_build_info{version}`: 1
+//!
+//! The pod's labels are `k8s_*`, not `namespace`, `pod` and `container`:
+//! a Prometheus scraping the collector's own pod sets those to the
+//! collector's, and would rename the victim's to `exported_*`.
 //!
 //! - `oom_metric_series_dropped_total{metric,reason}`: label sets of the
 //!   first two forgotten, see [`series`]
@@ -21,11 +29,14 @@ pub mod health;
 pub mod series;
 pub mod server;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    OnceLock,
+};
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
 
@@ -41,18 +52,26 @@ use crate::{
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KillLabels {
-    namespace: String,
-    pod: String,
-    container: String,
+    k8s_namespace: String,
+    k8s_pod: String,
+    k8s_container: String,
     constraint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AllocLabels {
-    namespace: String,
-    pod: String,
+    k8s_namespace: String,
+    k8s_pod: String,
     syscall: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabels {
+    output: String,
+}
+
+/// Per output: write errors and lines dropped so far.
+pub type OutputCounts = Box<dyn Fn() -> Vec<(String, u64, u64)> + Send + Sync>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LostLabels {
@@ -73,6 +92,9 @@ pub struct Metrics {
     hooks: Family<HookLabels, Gauge>,
     ready: AtomicBool,
     health: Health,
+    write_errors: Family<OutputLabels, Counter>,
+    lines_dropped: Family<OutputLabels, Counter>,
+    outputs: OnceLock<OutputCounts>,
 }
 
 impl Default for Metrics {
@@ -110,6 +132,23 @@ impl Metrics {
             "1 when the kernel hook is attached",
             hooks.clone(),
         );
+        let write_errors = Family::<OutputLabels, Counter>::default();
+        let lines_dropped = Family::<OutputLabels, Counter>::default();
+        registry.register(
+            "output_write_errors",
+            "Writes an output refused (a full disk, ...); each is retried",
+            write_errors.clone(),
+        );
+        registry.register(
+            "output_lines_dropped",
+            "Lines an output could not keep in memory while it failed or stalled",
+            lines_dropped.clone(),
+        );
+        registry.register(
+            "collector_build",
+            "The collector's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         registry.register(
             "metric_series_dropped",
             "Label sets removed from a per-pod counter, idle too long or past the limit",
@@ -128,6 +167,9 @@ impl Metrics {
             hooks,
             ready: AtomicBool::new(false),
             health: Health::default(),
+            write_errors,
+            lines_dropped,
+            outputs: OnceLock::new(),
         }
     }
 
@@ -159,9 +201,9 @@ impl Metrics {
             // An exiting victim marked to free its memory was not killed.
             Action::OomKill if !oom.is_some_and(Oom::victim_exiting) => {
                 let labels = KillLabels {
-                    namespace,
-                    pod,
-                    container: kubernetes
+                    k8s_namespace: namespace,
+                    k8s_pod: pod,
+                    k8s_container: kubernetes
                         .and_then(|k| k.container.as_ref())
                         .map(|c| c.name.clone())
                         .unwrap_or_default(),
@@ -175,8 +217,8 @@ impl Metrics {
             Action::MemoryAllocationFailed => {
                 let alloc = oom.and_then(|o| o.alloc.as_ref());
                 let labels = AllocLabels {
-                    namespace,
-                    pod,
+                    k8s_namespace: namespace,
+                    k8s_pod: pod,
                     syscall: alloc
                         .and_then(|a| a.syscall)
                         .unwrap_or("page_alloc")
@@ -200,7 +242,23 @@ impl Metrics {
     }
 
     /// The metrics in the Prometheus text format.
+    /// Where to read the outputs' write errors and dropped lines; set once.
+    pub fn watch_output_counts(&self, counts: OutputCounts) {
+        let _ = self.outputs.set(counts);
+    }
+
     pub fn render(&self) -> String {
+        if let Some(counts) = self.outputs.get() {
+            for (output, errors, dropped) in counts() {
+                let labels = OutputLabels { output };
+                for (family, total) in
+                    [(&self.write_errors, errors), (&self.lines_dropped, dropped)]
+                {
+                    let counter = family.get_or_create(&labels);
+                    counter.inc_by(total.saturating_sub(counter.get()));
+                }
+            }
+        }
         self.kills.expire_idle();
         self.alloc_failures.expire_idle();
         let mut text = String::new();

@@ -281,6 +281,23 @@ impl Sink {
         }
     }
 
+    /// Per output: its name, writes it refused and lines it dropped so
+    /// far, asked at any time from any thread.
+    pub fn failures(&self) -> impl Fn() -> Vec<(String, u64, u64)> + Send + Sync + 'static {
+        let outputs = Arc::downgrade(&self.outputs);
+        move || {
+            let Some(outputs) = outputs.upgrade() else {
+                return Vec::new();
+            };
+            let outputs = lock(&outputs);
+            outputs
+                .failures()
+                .into_iter()
+                .map(|(name, f)| (name, f.write_errors, f.lines_dropped))
+                .collect()
+        }
+    }
+
     /// From now on, keeps a [`Receipt`] of each line taken, the last one
     /// in the [`Receipts`] returned.
     pub fn receipts(&mut self) -> Receipts {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::{
-    writer::{Destination, Shared, Trouble},
+    writer::{Destination, Failures, Shared, Trouble},
     Rotation, SinkError, BACKLOG_LIMIT_BYTES,
 };
 
@@ -54,6 +54,14 @@ impl Outputs {
             .map(|output| output.shared.lock().writing_since.map(|t| t.elapsed()))
             .try_fold(Duration::MAX, |least, blocked| Some(least.min(blocked?)))
             .filter(|_| !self.list.is_empty())
+    }
+
+    /// Each output's name and what it failed at so far.
+    pub(super) fn failures(&self) -> Vec<(String, Failures)> {
+        self.list
+            .iter()
+            .map(|output| (output.shared.name.clone(), output.shared.lock().failures))
+            .collect()
     }
 
     /// Says which outputs stall and drops the closed ones.
@@ -177,6 +185,7 @@ impl Output {
                 );
             }
             trouble.dropped += 1;
+            state.failures.lines_dropped += 1;
             return None;
         }
         if let Some(trouble) = &mut state.trouble {

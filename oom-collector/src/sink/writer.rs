@@ -99,6 +99,16 @@ pub(super) struct State {
     pub(super) finished: Option<Result<(), SinkError>>,
     /// When the write under way started.
     pub(super) writing_since: Option<Instant>,
+    pub(super) failures: Failures,
+}
+
+/// What an output has failed at since it started, for the metrics.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Failures {
+    /// Writes refused with an error (each retried).
+    pub(super) write_errors: u64,
+    /// Lines it could not keep in memory.
+    pub(super) lines_dropped: u64,
 }
 
 #[derive(Default)]
@@ -120,6 +130,7 @@ impl Shared {
                 finishing: false,
                 finished: None,
                 writing_since: None,
+                failures: Failures::default(),
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -189,6 +200,9 @@ impl Shared {
                 }
                 Err(failure) => {
                     state.backlog.written(failure.written);
+                    if failure.error.kind() != io::ErrorKind::BrokenPipe {
+                        state.failures.write_errors += 1;
+                    }
                     self.failed(&mut state, &failure.error);
                     if state.finishing && !state.closed {
                         // Tried once more at the end: what is left is lost.
