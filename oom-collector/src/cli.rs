@@ -6,7 +6,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     cmdline::CmdlineMode,
-    enrich::{runtime::RuntimeDirs, EnrichOptions},
+    enrich::{
+        runtime::{RuntimeDirs, CONTAINERD_STATE_DIRS},
+        EnrichOptions,
+    },
     loader::{AllocFailureHooks, LoadOptions, DEFAULT_CMDLINE_CACHE_ENTRIES},
     pipeline::PipelineOptions,
     sink::Format,
@@ -175,9 +178,12 @@ pub struct RunArgs {
 /// (pod, namespace, container and image names), read without any API.
 #[derive(Clone, Debug, Args)]
 pub struct RuntimeArgs {
-    /// containerd's state directory (its task bundles).
-    #[arg(long, value_name = "DIR", default_value = "/run/containerd")]
-    pub containerd_state: PathBuf,
+    /// containerd's state directory (its task bundles); give it more than
+    /// once for several. By default containerd's own and the one k3s and
+    /// RKE2 run it with.
+    #[arg(long, value_name = "DIR",
+          default_values = CONTAINERD_STATE_DIRS)]
+    pub containerd_state: Vec<PathBuf>,
     /// CRI-O's container storage run root.
     #[arg(long, value_name = "DIR", default_value = "/run/containers/storage")]
     pub crio_storage: PathBuf,

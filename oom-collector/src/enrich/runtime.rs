@@ -6,7 +6,7 @@
 //!
 //! | runtime | file | keys |
 //! |---|---|---|
-//! | containerd | `<state>/io.containerd.runtime.v2.task/<ns>/<id>/config.json` (OCI bundle) | `io.kubernetes.cri.sandbox-name`, `…sandbox-namespace`, `…sandbox-uid`, `…container-name`, `…image-name` |
+//! | containerd (k3s and RKE2 too) | `<state>/io.containerd.runtime.v2.task/<ns>/<id>/config.json` (OCI bundle) | `io.kubernetes.cri.sandbox-name`, `…sandbox-namespace`, `…sandbox-uid`, `…container-name`, `…image-name` |
 //! | CRI-O | `<storage>/overlay-containers/<id>/userdata/config.json` (OCI bundle) | `io.kubernetes.pod.name`, `…pod.namespace`, `…pod.uid`, `io.kubernetes.container.name`, `io.kubernetes.cri-o.ImageName` |
 //! | Docker (dockershim) | `<root>/containers/<id>/config.v2.json` | `Config.Labels` `io.kubernetes.pod.name`, … ; `Config.Image`; `Name` |
 //!
@@ -36,11 +36,16 @@ pub struct ContainerMetadata {
     pub kubernetes_container: Option<String>,
 }
 
+/// Where containerd keeps its state unless told otherwise: containerd's
+/// own default, then k3s and RKE2's (`/run/k3s/containerd`).
+pub const CONTAINERD_STATE_DIRS: [&str; 2] = ["/run/containerd", "/run/k3s/containerd"];
+
 /// Where the runtimes keep their state on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeDirs {
-    /// containerd's state directory (`--state`), holding task bundles.
-    pub containerd_state: PathBuf,
+    /// containerd's state directories (`--state`), holding task bundles:
+    /// containerd's own, and k3s and RKE2's, which run it with theirs.
+    pub containerd_state: Vec<PathBuf>,
     /// CRI-O's (containers/storage) run root.
     pub crio_storage: PathBuf,
     /// Docker's data root.
@@ -50,7 +55,7 @@ pub struct RuntimeDirs {
 impl Default for RuntimeDirs {
     fn default() -> Self {
         Self {
-            containerd_state: PathBuf::from("/run/containerd"),
+            containerd_state: CONTAINERD_STATE_DIRS.iter().map(PathBuf::from).collect(),
             crio_storage: PathBuf::from("/run/containers/storage"),
             docker_root: PathBuf::from("/var/lib/docker"),
         }
@@ -104,7 +109,12 @@ impl RuntimeMetadata {
     }
 
     fn read(&self, id: &str) -> Option<ContainerMetadata> {
-        let containerd = containerd_bundles(&self.dirs.containerd_state, id);
+        let containerd: Vec<PathBuf> = self
+            .dirs
+            .containerd_state
+            .iter()
+            .flat_map(|state| containerd_bundles(state, id))
+            .collect();
         let crio = self
             .dirs
             .crio_storage
@@ -311,8 +321,10 @@ mod tests {
             .join(id);
         fs::create_dir_all(&bundle).expect("scratch bundle");
         fs::write(bundle.join("config.json"), containerd_bundle().to_string()).expect("write");
+        // As on a k3s node: containerd's own directory is not there, the
+        // bundle is under the second.
         let mut runtime = RuntimeMetadata::new(RuntimeDirs {
-            containerd_state: root.join("containerd"),
+            containerd_state: vec![root.join("absent"), root.join("containerd")],
             crio_storage: root.join("crio"),
             docker_root: root.join("docker"),
         });
