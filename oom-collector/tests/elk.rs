@@ -260,3 +260,42 @@ fn saved_objects_use_only_mapped_fields_and_defined_objects() {
         }
     }
 }
+
+/// Winning over the built-in `logs` template must not lose what it gives:
+/// the data stream's own fields and settings come from the same component
+/// templates, the data stream expires, and what Filebeat's ndjson parser
+/// adds on a line it cannot parse (`error.message`, `error.type`) is mapped.
+#[test]
+fn the_template_composes_the_built_in_logs_components_and_expires() {
+    let template: Value = serde_json::from_str(&read("index-template.json")).expect("JSON");
+    let composed: Vec<&str> = template["composed_of"]
+        .as_array()
+        .expect("composed_of")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for component in ["logs@mappings", "logs@settings", "ecs@mappings"] {
+        assert!(composed.contains(&component), "{component} in {composed:?}");
+    }
+    let optional: Vec<&str> = template["ignore_missing_component_templates"]
+        .as_array()
+        .expect("ignore_missing_component_templates")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for component in composed.iter().filter(|c| c.ends_with("@custom")) {
+        assert!(optional.contains(component), "{component} may be missing");
+    }
+    assert!(
+        template["template"]["lifecycle"]["data_retention"].is_string(),
+        "a retention"
+    );
+    assert_eq!(
+        template["template"]["settings"]["index.lifecycle.prefer_ilm"], false,
+        "the data stream lifecycle, not logs@settings' ILM policy, manages it"
+    );
+    let mapped = mapped_fields();
+    for field in ["error.message", "error.type"] {
+        assert!(mapped.contains_key(field), "{field} is mapped");
+    }
+}
