@@ -46,6 +46,17 @@ pub const LATENCY_LOG: &str = "oom_collector::latency";
 pub enum PipelineError {
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(
+        "this kernel (before 5.11) charges eBPF maps to RLIMIT_MEMLOCK, which is {limit_kib} KiB \
+         here and could not be raised: grant CAP_SYS_RESOURCE (the DaemonSet adds it for these \
+         kernels) or raise the limit where the collector starts (`ulimit -l unlimited`, \
+         LimitMEMLOCK=infinity for a systemd unit or the container runtime's)"
+    )]
+    MemlockTooLow {
+        limit_kib: u64,
+        #[source]
+        source: LoadError,
+    },
     #[error("cannot read host facts ({0})")]
     Host(#[source] io::Error),
     #[error("cannot watch the kernel's ring buffer")]
@@ -121,7 +132,7 @@ pub const DEFAULT_ALLOC_WINDOW: Duration = Duration::from_secs(1);
 
 impl Pipeline {
     pub fn start(options: &PipelineOptions) -> Result<Self, PipelineError> {
-        raise_memlock_limit();
+        let memlock_kib = raise_memlock_limit();
         let host = HostInfo::read().map_err(PipelineError::Host)?;
         let mounts = CgroupMounts::discover().unwrap_or_else(|error| {
             warn!(%error, "cannot read /proc/self/mountinfo; cgroup paths will be missing");
@@ -130,7 +141,14 @@ impl Pipeline {
         if mounts.memory.is_none() {
             warn!("no memory cgroup hierarchy mounted; memory cgroup paths and limits will be missing");
         }
-        let mut loaded = loader::load(&options.load)?;
+        let mut loaded =
+            loader::load(&options.load).map_err(|error| match (error, memlock_kib) {
+                (error @ LoadError::Load(_), Some(limit_kib)) => PipelineError::MemlockTooLow {
+                    limit_kib,
+                    source: error,
+                },
+                (error, _) => error.into(),
+            })?;
         let kernel_log = match loaded.ebpf.as_mut().map(aya_log::EbpfLogger::init) {
             Some(Ok(logger)) => Some(logger),
             Some(Err(error)) => {
@@ -502,23 +520,26 @@ impl OutputLosses {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones charge
 /// the memory cgroup and ignore the limit. Raising it needs
 /// CAP_SYS_RESOURCE, which a least-privilege deployment does not grant.
-fn raise_memlock_limit() {
-    use rustix::process::{setrlimit, Resource, Rlimit};
+///
+/// Returns the limit, in KiB, when it could not be raised on such a kernel.
+fn raise_memlock_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let unlimited = Rlimit {
         current: None,
         maximum: None,
     };
-    if let Err(error) = setrlimit(Resource::Memlock, unlimited) {
-        let needs_it = HostInfo::read()
-            .ok()
-            .and_then(|host| host.kernel_version())
-            .is_some_and(|version| version < (5, 11));
-        if needs_it {
-            warn!(%error, "cannot raise RLIMIT_MEMLOCK; loading may fail on this kernel (< 5.11)");
-        } else {
-            debug!(%error, "cannot raise RLIMIT_MEMLOCK (not needed on kernels >= 5.11)");
-        }
+    let error = setrlimit(Resource::Memlock, unlimited).err()?;
+    let needs_it = HostInfo::read()
+        .ok()
+        .and_then(|host| host.kernel_version())
+        .is_some_and(|version| version < (5, 11));
+    if !needs_it {
+        debug!(%error, "cannot raise RLIMIT_MEMLOCK (not needed on kernels >= 5.11)");
+        return None;
     }
+    let limit_kib = getrlimit(Resource::Memlock).current.unwrap_or(u64::MAX) / 1024;
+    warn!(%error, limit_kib, "cannot raise RLIMIT_MEMLOCK; loading may fail on this kernel (< 5.11)");
+    Some(limit_kib)
 }
 
 /// Parsing the kernel's BTF (twice: for offsets, and by aya for the BTF

@@ -13,6 +13,10 @@
 //!   (fexit) hooks, and kernel page-allocation failures while the huge
 //!   page pool is filled beyond the guest's memory;
 //! - `memcg_kill`: a hog OOM-killed at a 48 MiB `memory.max`;
+//! - `manifest_capabilities`: the same with exactly the DaemonSet's
+//!   capabilities (read from its manifest) under a container runtime's
+//!   RLIMIT_MEMLOCK, and without CAP_SYS_RESOURCE, which kernels before
+//!   5.11 need;
 //! - `two_kills`: two hogs at once, each in a limited cgroup of its own;
 //! - `nested_limit`: a hog in a child of a cgroup limited at 48 MiB;
 //! - `no_btf`: a kill seen by a collector without BTF (`/dev/null` mounted
@@ -122,6 +126,7 @@ fn boot(series: Series) -> Outcome {
     let guest = match Guest::new()
         .and_then(|g| g.program("/usr/bin/oom-collector", &collector_bin()))
         .and_then(|g| g.program("/usr/bin/enomem", Path::new(env!("CARGO_BIN_EXE_enomem"))))
+        .and_then(|g| g.program("/usr/bin/setpriv", &oom_e2e::which("setpriv")))
     {
         // One vCPU: with two, a 5.10 guest under TCG was seen to lock up in
         // kernel code being live-patched by the other CPU (soft lockups in
@@ -135,7 +140,8 @@ fn boot(series: Series) -> Outcome {
         Err(e) => return failure(e),
     };
     let fetched = fetching.elapsed();
-    let run = match guest.run(&kernel, GUEST_SCRIPT) {
+    let script = format!("MANIFEST_CAPS={}\n{GUEST_SCRIPT}", manifest_capabilities());
+    let run = match guest.run(&kernel, &script) {
         Ok(run) => run,
         Err(e) => return failure(e),
     };
@@ -832,6 +838,93 @@ fn oom_kill_process_hooked(boot: &Boot) -> bool {
     ) == "active"
 }
 
+/// The capabilities the DaemonSet adds, as setpriv takes them:
+/// `+bpf,+perfmon,...`.
+fn manifest_capabilities() -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/oom-collector.yaml"
+    ))
+    .expect("the DaemonSet manifest");
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).expect("YAML");
+    let daemonset = documents
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let added = &daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        ["capabilities"]["add"];
+    added
+        .as_array()
+        .expect("capabilities.add")
+        .iter()
+        .map(|cap| format!("+{}", cap.as_str().expect("a name").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// With exactly the manifest's capabilities and a container runtime's
+/// RLIMIT_MEMLOCK, the collector reports a kill on every kernel once
+/// kernel.perf_event_paranoid is 2 (Debian's kernels boot with 3, which
+/// refuses tracepoint perf events without CAP_SYS_ADMIN: the collector
+/// says so); without CAP_SYS_RESOURCE it cannot load on kernels before
+/// 5.11, and says why.
+fn check_manifest_capabilities(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let release = &boot.release;
+    let paranoid: i32 = boot
+        .section("perf_event_paranoid")
+        .body
+        .trim()
+        .parse()
+        .expect("perf_event_paranoid");
+    let at_boot = boot.section("caps_paranoid_log");
+    if paranoid > 2 {
+        assert_ne!(at_boot.status, 0, "{release}: paranoid {paranoid}");
+        assert!(
+            at_boot.body.contains("kernel.perf_event_paranoid is 3"),
+            "{release}: the collector says what refused it:\n{}",
+            at_boot.body
+        );
+    } else {
+        assert_eq!(at_boot.status, 0, "{release}:\n{}", at_boot.body);
+    }
+    let log = boot.section("caps_manifest_log");
+    assert_eq!(
+        log.status, 0,
+        "{release}: with the manifest's capabilities the collector runs:\n{}",
+        log.body
+    );
+    let documents = json_lines(boot, "caps_manifest");
+    let pid = hog_pid(boot, "caps_manifest_pids", "caps_manifest");
+    let kill = kill_of(boot, &documents, pid);
+    assert_eq!(kill["oom"]["constraint"], "memcg", "{release}: {kill}");
+
+    let before_5_11 = {
+        let mut parts = release.split(['.', '-']);
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        (major, minor) < (5, 11)
+    };
+    let log = &boot.section("caps_no_sys_resource_log").body;
+    if before_5_11 {
+        assert!(
+            log.contains("RLIMIT_MEMLOCK") && log.contains("CAP_SYS_RESOURCE"),
+            "{release}: without CAP_SYS_RESOURCE the collector says why it cannot load:\n{log}"
+        );
+        assert_ne!(
+            boot.section("caps_no_sys_resource_log").status,
+            0,
+            "{release}"
+        );
+    } else {
+        let documents = json_lines(boot, "caps_no_sys_resource");
+        let pid = hog_pid(boot, "caps_no_sys_resource_pids", "caps_no_sys_resource");
+        kill_of(boot, &documents, pid);
+    }
+}
+
 fn check_memcg_kill(series: Series, test: &str) {
     let Some(boot) = guest(series, test) else {
         return;
@@ -1107,6 +1200,14 @@ macro_rules! kernel_tests {
             #[test]
             fn alloc_failures() {
                 check_alloc_failures($series, concat!(stringify!($module), "::alloc_failures"));
+            }
+
+            #[test]
+            fn manifest_capabilities() {
+                check_manifest_capabilities(
+                    $series,
+                    concat!(stringify!($module), "::manifest_capabilities"),
+                );
             }
 
             #[test]

@@ -197,6 +197,40 @@ stop_collector kills /tmp/kills.ndjson kills_log /tmp/kills.log
 rmdir $C/single $C/pair_a $C/pair_b $C/nested/busy $C/nested/idle $C/nested 2>/dev/null
 section kill_pids 0 /tmp/kill_pids
 
+# The DaemonSet's privileges: root with exactly the manifest's capabilities
+# ($MANIFEST_CAPS, read from deploy/kubernetes/oom-collector.yaml by the
+# test; util-linux's setpriv, not busybox's), under the RLIMIT_MEMLOCK a
+# container runtime started by systemd
+# gets (8 MiB); then without CAP_SYS_RESOURCE, which kernels before 5.11
+# need to raise that limit for the eBPF maps.
+caps_run() { # name capabilities
+    : > /tmp/kill_pids
+    log=/tmp/$1.log
+    (ulimit -l 8192; exec /usr/bin/setpriv --bounding-set=-all,$2 --inh-caps=-all \
+        oom-collector --output /tmp/$1.ndjson) 2>$log &
+    collector=$!
+    started() { grep -q "collecting OOM events" "$log" || ! kill -0 $collector; }
+    wait_until 600 started
+    if grep -q "collecting OOM events" "$log"; then
+        echo -1000 > /proc/$collector/oom_score_adj
+        limited $C/$1 48M
+        hog_in $1 $C/$1
+        sleep 1
+    fi
+    stop_collector $1 /tmp/$1.ndjson ${1}_log $log 2>/dev/null
+    rmdir $C/$1 2>/dev/null
+    section ${1}_pids 0 /tmp/kill_pids
+}
+# Debian's kernels set kernel.perf_event_paranoid to 3, which refuses
+# tracepoint perf events to all but CAP_SYS_ADMIN: first as the kernel
+# boots, then at 2, as the README asks of such nodes.
+cat /proc/sys/kernel/perf_event_paranoid > /tmp/paranoid
+section perf_event_paranoid 0 /tmp/paranoid
+caps_run caps_paranoid "$MANIFEST_CAPS"
+echo 2 > /proc/sys/kernel/perf_event_paranoid
+caps_run caps_manifest "$MANIFEST_CAPS"
+caps_run caps_no_sys_resource "+bpf,+perfmon"
+
 # No BTF for the collector: /dev/null over the kernel's.
 : > /tmp/kill_pids
 mount -o bind /dev/null /sys/kernel/btf/vmlinux

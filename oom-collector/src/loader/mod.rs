@@ -251,7 +251,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         if let (true, Err(reason)) = (hook.required, state) {
             return Err(LoadError::Required {
                 hook: hook.name(options),
-                reason,
+                reason: with_perf_hint(reason),
             });
         }
     }
@@ -298,6 +298,23 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         mark_victim,
         hooks,
     })
+}
+
+/// Says why a tracepoint's perf event was refused where the kernel's
+/// perf_event_paranoid is above 2: Debian's and Ubuntu's kernels then
+/// refuse it to all but CAP_SYS_ADMIN, CAP_PERFMON notwithstanding.
+fn with_perf_hint(reason: String) -> String {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    match paranoid {
+        Some(level) if level > 2 && reason.contains("Permission denied") => format!(
+            "{reason}; kernel.perf_event_paranoid is {level} (Debian's and Ubuntu's default), \
+             which refuses tracepoint perf events without CAP_SYS_ADMIN: set it to 2 on the node \
+             (`sysctl kernel.perf_event_paranoid=2`), or grant CAP_SYS_ADMIN"
+        ),
+        _ => reason,
+    }
 }
 
 /// The offsets the programs are built with, read from this kernel; what
