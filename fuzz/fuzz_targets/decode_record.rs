@@ -57,6 +57,7 @@ static FORMATS: LazyLock<Vec<TracepointFormat>> = LazyLock::new(|| {
 
 static HOST: LazyLock<HostInfo> = LazyLock::new(|| HostInfo {
     name: "node-7".into(),
+    kubernetes_node: None,
     kernel: "6.18.44-fc-v669".into(),
     boot_id: "f2f81b13-e3d2-4ddd-a3a7-68de18cc2592".into(),
 });
