@@ -268,21 +268,19 @@ fn saved_objects_use_only_mapped_fields_and_defined_objects() {
 #[test]
 fn the_template_composes_the_built_in_logs_components_and_expires() {
     let template: Value = serde_json::from_str(&read("index-template.json")).expect("JSON");
-    let composed: Vec<&str> = template["composed_of"]
-        .as_array()
-        .expect("composed_of")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let names = |key: &str| -> Vec<&str> {
+        template[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key}"))
+            .iter()
+            .filter_map(Value::as_str)
+            .collect()
+    };
+    let composed = names("composed_of");
     for component in ["logs@mappings", "logs@settings", "ecs@mappings"] {
         assert!(composed.contains(&component), "{component} in {composed:?}");
     }
-    let optional: Vec<&str> = template["ignore_missing_component_templates"]
-        .as_array()
-        .expect("ignore_missing_component_templates")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let optional = names("ignore_missing_component_templates");
     for component in composed.iter().filter(|c| c.ends_with("@custom")) {
         assert!(optional.contains(component), "{component} may be missing");
     }

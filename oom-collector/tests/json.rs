@@ -173,26 +173,27 @@ fn bare_kill_with(victim_exiting: Option<bool>) -> Document {
         cmdline: None,
         oom_control: None,
     };
-    kill_document(
-        &kill,
-        &host(),
-        KillContext {
-            timestamp: at(1_795_980_000, 1),
-            created: at(1_795_980_000, 2_000),
-            victim_cgroup_path: None,
-            victim_memcg: None,
-            trigger_cgroup_path: None,
-            trigger_memcg_path: None,
-            cmdline: None,
-            oom_log: None,
-            oom_memcg: None,
-            victim_comm_from_proc: None,
-            container_metadata: None,
-            node_name: Some("node-7".into()),
-            victim_exiting,
-            memcg_oom_group: None,
-        },
-    )
+    kill_document(&kill, &host(), bare_context(victim_exiting))
+}
+
+/// What the enricher adds to a kill it knows nothing more of.
+fn bare_context(victim_exiting: Option<bool>) -> KillContext {
+    KillContext {
+        timestamp: at(1_795_980_000, 1),
+        created: at(1_795_980_000, 2_000),
+        victim_cgroup_path: None,
+        victim_memcg: None,
+        trigger_cgroup_path: None,
+        trigger_memcg_path: None,
+        cmdline: None,
+        oom_log: None,
+        oom_memcg: None,
+        victim_comm_from_proc: None,
+        container_metadata: None,
+        node_name: Some("node-7".into()),
+        victim_exiting,
+        memcg_oom_group: None,
+    }
 }
 
 fn events_lost() -> Document {
@@ -454,20 +455,9 @@ fn on_a_kubernetes_node_every_event_names_the_node() {
         ..KernelKill::default()
     };
     let context = KillContext {
-        timestamp: at(1_795_980_000, 1),
-        created: at(1_795_980_000, 2_000),
         victim_cgroup_path: Some("/system.slice/kubelet.service".into()),
-        victim_memcg: None,
-        trigger_cgroup_path: None,
-        trigger_memcg_path: None,
-        cmdline: None,
-        oom_log: None,
-        oom_memcg: None,
-        victim_comm_from_proc: None,
-        container_metadata: None,
         node_name: Some(in_pod.name.clone()),
-        victim_exiting: None,
-        memcg_oom_group: None,
+        ..bare_context(None)
     };
     let lost = LostContext {
         count: 1,
