@@ -371,15 +371,13 @@ impl Pipeline {
                     self.receipts.as_ref().and_then(Receipts::take)
                 }
             };
-            let Some(receipt) = receipt else {
+            let Some(mut receipt) = receipt else {
                 continue;
             };
-            if receipt.is_settled() {
-                continue;
-            }
-            let mut receipt = receipt;
             let settled = loop {
                 tokio::select! {
+                    // A written line wins over a stop that came meanwhile.
+                    biased;
                     () = receipt.settled() => break true,
                     () = until.as_mut() => break false,
                     () = tokio::time::sleep(STATS_INTERVAL) => {

@@ -28,19 +28,10 @@ use oom_e2e::{
         build_image, CgroupTree, Containerd, CONTAINER, HOG_IMAGE, HOG_LIMIT_BYTES, NAMESPACE, POD,
         POD_UID,
     },
-    poll_until, require_program, require_root, ScratchDir,
+    manifest, poll_until, require_program, require_root, ScratchDir,
 };
 use serde_json::Value;
 
-const MANIFEST: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../deploy/kubernetes/oom-collector.yaml"
-);
-/// The DaemonSet that removes what the collector keeps pinned.
-const UNPIN_MANIFEST: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../deploy/kubernetes/oom-collector-unpin.yaml"
-);
 /// What the downward API would give `spec.nodeName`.
 const NODE: &str = "oom-e2e-node";
 /// Every capability this kernel knows by name, so that "drop ALL" can be
@@ -89,10 +80,13 @@ const CAPABILITIES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// Every document of the manifest.
-fn manifest(path: &str) -> Vec<Value> {
-    let text = fs::read_to_string(path).expect("the DaemonSet manifest");
-    serde_saphyr::from_multiple(&text).expect("the manifest is YAML")
+/// The bit of capability `name` (`BPF`, ...) in a capability set.
+fn cap_bit(name: &str) -> u64 {
+    let at = CAPABILITIES
+        .iter()
+        .position(|known| known.strip_prefix("CAP_") == Some(name))
+        .unwrap_or_else(|| panic!("capability {name}"));
+    1 << at
 }
 
 /// What a schema cannot say: the manifest runs only where the image can,
@@ -100,8 +94,8 @@ fn manifest(path: &str) -> Vec<Value> {
 /// kube-system, states its Pod Security levels and lets only scrapers in.
 #[test]
 fn the_manifest_schedules_updates_and_admits_as_a_cluster_expects() {
-    let documents = manifest(MANIFEST);
-    let template = Template::read(MANIFEST);
+    let documents = manifest::documents(manifest::COLLECTOR);
+    let template = Template::read(manifest::COLLECTOR);
     let selector = &template.pod["nodeSelector"];
     assert_eq!(selector["kubernetes.io/os"], "linux");
     assert_eq!(
@@ -184,14 +178,7 @@ struct Template {
 
 impl Template {
     fn read(path: &str) -> Self {
-        let daemonset = manifest(path)
-            .into_iter()
-            .find(|d| d["kind"] == "DaemonSet")
-            .expect("a DaemonSet in the manifest");
-        let pod = daemonset["spec"]["template"]["spec"].clone();
-        let containers = pod["containers"].as_array().expect("containers");
-        assert_eq!(containers.len(), 1, "one container: the collector");
-        let container = containers[0].clone();
+        let (pod, container) = manifest::daemonset(path);
         Self { pod, container }
     }
 
@@ -225,11 +212,7 @@ impl Template {
         Self::strings(&self.container["securityContext"]["capabilities"]["add"])
             .into_iter()
             .filter(|cap| {
-                let at = CAPABILITIES
-                    .iter()
-                    .position(|known| known.strip_prefix("CAP_") == Some(cap.as_str()))
-                    .unwrap_or_else(|| panic!("capability {cap}"));
-                let grantable = bounding & (1 << at) != 0;
+                let grantable = bounding & cap_bit(cap) != 0;
                 if !grantable {
                     eprintln!("this machine cannot grant CAP_{cap} (not in its bounding set)");
                 }
@@ -369,13 +352,7 @@ impl Template {
         let granted = self
             .grantable()
             .iter()
-            .map(|cap| {
-                let at = CAPABILITIES
-                    .iter()
-                    .position(|known| known.strip_prefix("CAP_") == Some(cap.as_str()))
-                    .unwrap_or_else(|| panic!("capability {cap}"));
-                1u64 << at
-            })
+            .map(|cap| cap_bit(cap))
             .fold(0, |all, bit| all | bit);
         assert_eq!(
             effective, granted,
@@ -478,7 +455,7 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
     let Some(archive) = image_archive() else {
         return;
     };
-    let template = Template::read(MANIFEST);
+    let template = Template::read(manifest::COLLECTOR);
     let containerd = Containerd::start();
     let scratch = ScratchDir::new("daemonset");
     containerd.run(&[
@@ -627,7 +604,7 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         "one kept set after the pod is gone: {kept:?}"
     );
     // ... until the unpin DaemonSet, run as its manifest says, removes them.
-    let unpin = Template::read(UNPIN_MANIFEST);
+    let unpin = Template::read(manifest::UNPIN);
     let unpin_log = scratch.0.join("unpin.log");
     let unpin_id = format!("oom-collector-unpin-{}", std::process::id());
     let _unpin = unpin.run(&containerd, &unpin_id, &unpin_log, &host);

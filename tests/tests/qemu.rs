@@ -841,19 +841,8 @@ fn oom_kill_process_hooked(boot: &Boot) -> bool {
 /// The capabilities the DaemonSet adds, as setpriv takes them:
 /// `+bpf,+perfmon,...`.
 fn manifest_capabilities() -> String {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/kubernetes/oom-collector.yaml"
-    ))
-    .expect("the DaemonSet manifest");
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).expect("YAML");
-    let daemonset = documents
-        .iter()
-        .find(|d| d["kind"] == "DaemonSet")
-        .expect("a DaemonSet");
-    let added = &daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]
-        ["capabilities"]["add"];
-    added
+    let (_, container) = oom_e2e::manifest::daemonset(oom_e2e::manifest::COLLECTOR);
+    container["securityContext"]["capabilities"]["add"]
         .as_array()
         .expect("capabilities.add")
         .iter()
