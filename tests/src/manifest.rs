@@ -34,3 +34,14 @@ pub fn daemonset(path: &str) -> (Value, Value) {
     let container = containers[0].clone();
     (pod, container)
 }
+
+/// The seccomp profile a pod names as `localhostProfile: NAME`: the
+/// kubelet reads it from its seccomp directory, where the README says to
+/// copy the project's profiles.
+pub fn seccomp_profile(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/seccomp"
+    ))
+    .join(name)
+}

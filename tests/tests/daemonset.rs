@@ -8,8 +8,11 @@
 //! so), its arguments, environment and limits. Beside it a container run
 //! the kubelet's way is OOM-killed, and the collector container's event
 //! file must have the kill with namespace, pod, container, image, memory
-//! cgroup and node, once: not on its stdout too. Root only; see the
-//! crate's doc.
+//! cgroup and node, once: not on its stdout too. Its probes answer from
+//! inside the pod's network namespace, SIGTERM ends it with status 0, its
+//! hooks stay pinned, and the unpin DaemonSet removes them. The same runs
+//! again under the project's Localhost seccomp profile, and under a copy
+//! of it that logs what it would refuse. Root only; see the crate's doc.
 //!
 //! Two things differ from a node, each for a reason: the hostPaths of the
 //! container runtime's state and of the event file point at this test's
@@ -32,6 +35,8 @@ use oom_e2e::{
 };
 use serde_json::Value;
 
+/// The Localhost seccomp profile's name, as a pod's `localhostProfile`.
+const LOCALHOST_PROFILE: &str = "oom-collector.json";
 /// What the downward API would give `spec.nodeName`.
 const NODE: &str = "oom-e2e-node";
 /// Every capability this kernel knows by name, so that "drop ALL" can be
@@ -174,12 +179,31 @@ fn the_manifest_schedules_updates_and_admits_as_a_cluster_expects() {
 struct Template {
     pod: Value,
     container: Value,
+    /// Where a `localhostProfile` is, as the kubelet's seccomp directory.
+    seccomp_dir: PathBuf,
 }
 
 impl Template {
     fn read(path: &str) -> Self {
         let (pod, container) = manifest::daemonset(path);
-        Self { pod, container }
+        let seccomp_dir = manifest::seccomp_profile("");
+        Self {
+            pod,
+            container,
+            seccomp_dir,
+        }
+    }
+
+    /// The container under the project's Localhost seccomp profile, as
+    /// the README says to set it, read from `dir` if given.
+    fn use_localhost_profile(&mut self, dir: Option<&Path>) {
+        self.container["securityContext"]["seccompProfile"] = serde_json::json!({
+            "type": "Localhost",
+            "localhostProfile": LOCALHOST_PROFILE,
+        });
+        if let Some(dir) = dir {
+            self.seccomp_dir = dir.to_owned();
+        }
     }
 
     fn image(&self) -> &str {
@@ -253,8 +277,20 @@ impl Template {
         }
         match security["seccompProfile"]["type"].as_str() {
             Some("RuntimeDefault") => options.push("--seccomp".into()),
+            Some("Localhost") => {
+                let name = security["seccompProfile"]["localhostProfile"]
+                    .as_str()
+                    .expect("a localhostProfile");
+                let profile = self.seccomp_dir.join(name);
+                assert!(profile.is_file(), "{}: no such profile", profile.display());
+                options.extend([
+                    "--seccomp".into(),
+                    "--seccomp-profile".into(),
+                    profile.display().to_string(),
+                ]);
+            }
             Some("Unconfined") | None => {}
-            Some(other) => panic!("seccompProfile {other}: this test knows RuntimeDefault"),
+            Some(other) => panic!("seccompProfile {other}: this test knows no such type"),
         }
         if security["readOnlyRootFilesystem"] == true {
             options.push("--read-only".into());
@@ -334,7 +370,8 @@ impl Template {
     /// The running collector (its pid the first of `ctr task ps`) has the
     /// capabilities the manifest grants and no others, and the seccomp
     /// filter where it asks for one: what the kernel says of the process.
-    fn assert_confined_as_asked(&self, task_ps: &str) {
+    /// Returns its pid.
+    fn assert_confined_as_asked(&self, task_ps: &str) -> u32 {
         let pid = task_ps
             .lines()
             .filter_map(|line| line.split_whitespace().next()?.parse::<u32>().ok())
@@ -359,11 +396,12 @@ impl Template {
             "the collector holds exactly the capabilities the manifest adds"
         );
         let wanted = match self.container["securityContext"]["seccompProfile"]["type"].as_str() {
-            Some("RuntimeDefault") => "2",
+            Some("RuntimeDefault" | "Localhost") => "2",
             _ => "0",
         };
         assert_eq!(field("Seccomp:"), wanted, "seccomp mode (2: filtered)");
         assert_eq!(field("NoNewPrivs:"), "1", "no privilege escalation");
+        pid
     }
 
     /// Runs the container as task `id` of `containerd`, its output in
@@ -388,6 +426,37 @@ impl Template {
         let run: Vec<&str> = run.iter().map(String::as_str).collect();
         containerd.run(&run);
         Task { containerd, id }
+    }
+
+    /// What the kubelet's probe of `path` on the metrics port gets from the
+    /// container of process `pid`, from inside its network namespace: the
+    /// status and the body.
+    fn probe(&self, pid: u32, path: &str) -> (u16, String) {
+        let port = self.container["ports"]
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["name"] == "metrics"))
+            .and_then(|p| p["containerPort"].as_u64())
+            .expect("a metrics port");
+        let netns = format!("--net=/proc/{pid}/ns/net");
+        // A pod's loopback is up; the network namespace ctr makes is bare.
+        let up = std::process::Command::new("nsenter")
+            .args([netns.as_str(), "ip", "link", "set", "lo", "up"])
+            .status()
+            .expect("nsenter");
+        assert!(up.success(), "loopback up in the pod's network: {up}");
+        let output = std::process::Command::new("nsenter")
+            .args([netns.as_str(), "busybox", "wget", "-S", "-q", "-O", "-"])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("nsenter busybox wget");
+        let headers = String::from_utf8_lossy(&output.stderr);
+        let status = headers
+            .split_whitespace()
+            .skip_while(|word| !word.starts_with("HTTP/"))
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        (status, String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// The command: the image's entrypoint with the manifest's arguments.
@@ -444,10 +513,119 @@ fn image_archive() -> Option<PathBuf> {
 
 #[test]
 fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
+    run_as_the_manifests_say(|_| {});
+}
+
+/// Where a runtime's default profile refuses `bpf()` or
+/// `perf_event_open()` (older CRI-O and containerd), the manifests name
+/// the project's own Localhost profile instead, as the README says: the
+/// same run under it, start, kill, probes, SIGTERM and unpin.
+#[test]
+fn the_collector_runs_under_the_shipped_localhost_seccomp_profile() {
+    run_as_the_manifests_say(|template| template.use_localhost_profile(None));
+}
+
+/// The Localhost profile lists every system call the collector and the
+/// runtime's last steps before it make: the same run under a copy that
+/// logs each call outside the list (`SCMP_ACT_LOG`) instead of refusing
+/// it, and none of the collector's in the kernel's log. (The log is
+/// rate-limited, but never to nothing.)
+#[test]
+fn the_localhost_seccomp_profile_lists_every_call_the_collector_makes() {
+    let dir = ScratchDir::new("seccomp-log");
+    let shipped = manifest::seccomp_profile(LOCALHOST_PROFILE);
+    let mut profile: Value =
+        serde_json::from_str(&fs::read_to_string(&shipped).expect("the profile")).expect("JSON");
+    assert_eq!(
+        profile["defaultAction"], "SCMP_ACT_ERRNO",
+        "it refuses the rest"
+    );
+    profile["defaultAction"] = "SCMP_ACT_LOG".into();
+    fs::write(
+        dir.0.join(LOCALHOST_PROFILE),
+        serde_json::to_string(&profile).expect("JSON"),
+    )
+    .expect("the logging copy");
+    run_as_the_manifests_say(|template| template.use_localhost_profile(Some(&dir.0)));
+}
+
+/// The Localhost profile refuses by default, and allows none of the calls
+/// container escapes are made of, which the collector does not need.
+#[test]
+fn the_localhost_seccomp_profile_refuses_what_escapes_are_made_of() {
+    let path = manifest::seccomp_profile(LOCALHOST_PROFILE);
+    let profile: Value =
+        serde_json::from_str(&fs::read_to_string(&path).expect("the profile")).expect("JSON");
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    let rules = profile["syscalls"].as_array().expect("syscalls");
+    let allowed: Vec<&str> = rules
+        .iter()
+        .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW" && rule["args"].is_null())
+        .flat_map(|rule| rule["names"].as_array().expect("names"))
+        .map(|name| name.as_str().expect("a name"))
+        .collect();
+    for call in ["bpf", "perf_event_open", "openat", "accept4", "renameat"] {
+        assert!(allowed.contains(&call), "{call} is needed");
+    }
+    for call in [
+        "mount",
+        "umount2",
+        "unshare",
+        "setns",
+        "ptrace",
+        "process_vm_readv",
+        "init_module",
+        "finit_module",
+        "kexec_load",
+        "keyctl",
+        "add_key",
+        "open_by_handle_at",
+        "userfaultfd",
+        "io_uring_setup",
+        "pivot_root",
+        "chroot",
+        "clone3",
+    ] {
+        assert!(!allowed.contains(&call), "{call} is allowed");
+    }
+    // Threads, not namespaces: clone only without CLONE_NEW* (masked to
+    // 0), and clone3, whose flags a filter cannot see, answered ENOSYS so
+    // the C library falls back to clone.
+    const CLONE_NEW: u64 = 0x7e02_0000;
+    let clone = rules
+        .iter()
+        .find(|rule| rule["names"][0] == "clone")
+        .expect("a clone rule");
+    assert_eq!(clone["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+    assert_eq!(clone["args"][0]["value"], CLONE_NEW);
+    assert_eq!(clone["args"][0]["valueTwo"], 0);
+    let clone3 = rules
+        .iter()
+        .find(|rule| rule["names"][0] == "clone3")
+        .expect("a clone3 rule");
+    assert_eq!(clone3["action"], "SCMP_ACT_ERRNO");
+    assert_eq!(clone3["errnoRet"], libc::ENOSYS);
+    assert!(
+        profile["flags"].is_null(),
+        "seccomp flags: runc before 1.2 refuses a profile that has them"
+    );
+}
+
+/// The DaemonSet and the unpin DaemonSet as their manifests say, each
+/// first changed by `patch` the way an operator would.
+fn run_as_the_manifests_say(patch: impl Fn(&mut Template)) {
     if !require_root!() {
         return;
     }
-    for program in ["containerd", "ctr", "runc", "busybox"] {
+    for program in [
+        "containerd",
+        "ctr",
+        "runc",
+        "busybox",
+        "nsenter",
+        "ip",
+        "dmesg",
+    ] {
         if require_program!(program).is_none() {
             return;
         }
@@ -455,7 +633,8 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
     let Some(archive) = image_archive() else {
         return;
     };
-    let template = Template::read(manifest::COLLECTOR);
+    let mut template = Template::read(manifest::COLLECTOR);
+    patch(&mut template);
     let containerd = Containerd::start();
     let scratch = ScratchDir::new("daemonset");
     containerd.run(&[
@@ -515,7 +694,12 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         },
     );
     let attached = started.elapsed();
-    template.assert_confined_as_asked(&containerd.output(&["task", "ps", &collector_id]));
+    let pid = template.assert_confined_as_asked(&containerd.output(&["task", "ps", &collector_id]));
+    let since = kernel_log_mark();
+    for path in ["/ready", "/healthz"] {
+        let (status, body) = template.probe(pid, path);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
     std::thread::sleep(Duration::from_secs(2));
     let idle = containerd.output(&["task", "metrics", &collector_id]);
 
@@ -595,7 +779,42 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         containerd.output(&["task", "metrics", &collector_id])
     );
 
-    // Its hooks outlive it, pinned on the node's BPF filesystem ...
+    let (status, metrics) = template.probe(pid, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.contains(&format!("k8s_pod=\"{POD}\"")),
+        "the kill is counted under its pod:\n{metrics}"
+    );
+
+    // A rolling update's SIGTERM ends it cleanly ...
+    containerd.run(&["task", "kill", "-s", "SIGTERM", &collector_id]);
+    poll_until(
+        Duration::from_secs(20),
+        || {
+            format!(
+                "the collector to stop on SIGTERM; its log:\n{}",
+                collector_log()
+            )
+        },
+        || {
+            containerd
+                .output(&["task", "ls"])
+                .lines()
+                .any(|line| line.starts_with(&collector_id) && line.contains("STOPPED"))
+                .then_some(())
+        },
+    );
+    let deleted = containerd
+        .ctr(&["task", "delete", &collector_id])
+        .status()
+        .expect("ctr task delete");
+    assert!(
+        deleted.success(),
+        "the collector's exit status on SIGTERM ({deleted}); its log:\n{}",
+        collector_log()
+    );
+    assert_nothing_refused(pid, &kernel_log_since(&since));
+    // ... and its hooks outlive it, pinned on the node's BPF filesystem ...
     drop(collector);
     let kept = bpffs.sets();
     assert_eq!(
@@ -604,7 +823,8 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         "one kept set after the pod is gone: {kept:?}"
     );
     // ... until the unpin DaemonSet, run as its manifest says, removes them.
-    let unpin = Template::read(manifest::UNPIN);
+    let mut unpin = Template::read(manifest::UNPIN);
+    patch(&mut unpin);
     let unpin_log = scratch.0.join("unpin.log");
     let unpin_id = format!("oom-collector-unpin-{}", std::process::id());
     let _unpin = unpin.run(&containerd, &unpin_id, &unpin_log, &host);
@@ -618,7 +838,47 @@ fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
         },
         || bpffs.sets().is_empty().then_some(()),
     );
-    unpin.assert_confined_as_asked(&containerd.output(&["task", "ps", &unpin_id]));
+    let unpin_pid = unpin.assert_confined_as_asked(&containerd.output(&["task", "ps", &unpin_id]));
+    assert_nothing_refused(unpin_pid, &kernel_log_since(&since));
+}
+
+/// Writes a line of its own to the kernel's log and returns it, so that
+/// what comes after can be told from what came before.
+fn kernel_log_mark() -> String {
+    let mark = format!(
+        "oom-e2e daemonset {} {:?}",
+        std::process::id(),
+        Instant::now()
+    );
+    fs::write("/dev/kmsg", &mark).expect("write to /dev/kmsg");
+    mark
+}
+
+/// The kernel's log after the line `mark`, as `dmesg` prints it.
+fn kernel_log_since(mark: &str) -> String {
+    let output = std::process::Command::new("dmesg")
+        .output()
+        .expect("run dmesg");
+    assert!(output.status.success(), "dmesg: {output:?}");
+    let log = String::from_utf8_lossy(&output.stdout);
+    let at = log
+        .find(mark)
+        .unwrap_or_else(|| panic!("the kernel's log lost the test's mark {mark:?}"));
+    log[at..].to_owned()
+}
+
+/// No system call of process `pid` was refused by a seccomp profile that
+/// logs what it refuses (audit type 1326, `pid=` the process's).
+fn assert_nothing_refused(pid: u32, log: &str) {
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("type=1326") && line.contains(&format!(" pid={pid} ")))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "system calls the seccomp profile refused the collector:\n{}",
+        refused.join("\n")
+    );
 }
 
 /// A fresh BPF filesystem of the test's own, unmounted (its pins released)
