@@ -20,7 +20,7 @@ use oom_collector::{
     decode::{decode, KernelEvent, KernelKill},
     document::{
         kill::{kill_document, KillContext},
-        Memcg,
+        Memcg, MemcgStats,
     },
     enrich::runtime::ContainerMetadata,
     host::{wall_clock_of_boot_ns, HostInfo},
@@ -103,12 +103,29 @@ fn context(kill: &KernelKill) -> KillContext {
                 .victim
                 .memcg_pages
                 .map(|p| p.usage.saturating_mul(4096)),
+            ..Memcg::default()
         }),
         trigger_cgroup_path: path_of(kill.trigger.cgroup_id),
         trigger_memcg_path: path_of(kill.trigger.memcg_id),
         cmdline: REDACTOR.shown(CmdlineMode::Redacted, kill.cmdline.as_ref()),
         oom_log: None,
-        oom_memcg: None,
+        // What filled the limit, from the record's own numbers, so that the
+        // sentence is made of whatever a record can hold.
+        oom_memcg: path_of(kill.victim.memcg_id).map(|path| Memcg {
+            path,
+            limit_bytes: kill.victim.memcg_pages.map(|p| p.max),
+            stats: Some(MemcgStats {
+                anon_bytes: kill.victim.total_vm_kib,
+                file_bytes: kill.victim.file_rss_kib,
+                shmem_bytes: kill.victim.shmem_rss_kib,
+                kernel_bytes: kill.victim.pgtables_kib,
+                swap_bytes: kill.victim.memcg_pages.map(|p| p.usage),
+                source: "cgroupfs",
+                ..MemcgStats::default()
+            }),
+            task_count: kill.victim.uid.map(u64::from),
+            ..Memcg::default()
+        }),
         victim_comm_from_proc: kill.victim.comm.is_none().then(|| "java".to_owned()),
         container_metadata: victim_path
             .as_ref()

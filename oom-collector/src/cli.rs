@@ -103,8 +103,10 @@ pub struct RunArgs {
     pub output_keep: u32,
 
     /// `json`: one ECS document per line, for log shippers. `pretty`: one
-    /// readable line per event.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
+    /// readable line per event, a sentence saying what filled the limit.
+    /// `auto`: `pretty` when stdout is a terminal and the only output,
+    /// `json` otherwise (pipes, files, a pod's log).
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub format: Format,
 
     /// Size of the kernel's event ring buffer. A power of two and a multiple

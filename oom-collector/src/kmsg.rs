@@ -29,6 +29,8 @@ use std::{
     fs::{File, OpenOptions},
     io::{self, Read, Seek, SeekFrom},
     os::unix::fs::OpenOptionsExt,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 /// Kills remembered for lookup; the collector asks within milliseconds.
@@ -49,7 +51,56 @@ pub struct OomContext {
     pub order: Option<u32>,
     /// The cgroup `memory.oom.group` killed whole, when it did.
     pub group: Option<String>,
+    /// The kernel's report of a memory cgroup OOM: what filled the cgroup
+    /// and its processes, as they were at the OOM. Shared by the victims
+    /// of one OOM.
+    pub report: Option<Arc<LoggedReport>>,
 }
+
+/// What the kernel printed about the limited cgroup before choosing:
+///
+/// ```text
+/// memory: usage 32768kB, limit 32768kB, failcnt 54
+/// kmem: usage 308kB, limit 9007199254740988kB, failcnt 0
+/// Memory cgroup stats for /a:
+/// anon 33239040            (v2 names; on v1 `rss`, `cache`, `total_rss`, ...)
+/// ...
+/// Tasks state (memory values in pages):
+/// [  pid  ]   uid  tgid total_vm      rss ... oom_score_adj name
+/// [  30798]     0 30798     8638     8420 ...             1 busybox
+/// ```
+///
+/// Kernels before 6.5 print the stats as one record of many lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoggedReport {
+    /// The cgroup the stats are of.
+    pub stats_path: Option<String>,
+    /// `memory.stat` lines as the kernel printed them, in bytes.
+    pub stats: Vec<(String, u64)>,
+    /// The `memory:` counter's failcnt: charges that hit the limit.
+    pub failcnt: Option<u64>,
+    pub usage_kib: Option<u64>,
+    /// v1's `kmem:` counter, kernel memory.
+    pub kmem_kib: Option<u64>,
+    /// v2's `swap:` counter.
+    pub swap_kib: Option<u64>,
+    /// The largest processes of the task dump, largest first.
+    pub tasks: Vec<LoggedTask>,
+    /// Processes the task dump listed.
+    pub task_count: u64,
+}
+
+/// One row of the kernel's task dump.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoggedTask {
+    pub pid: u32,
+    pub name: String,
+    pub rss_pages: u64,
+    pub oom_score_adj: Option<i16>,
+}
+
+/// Rows of the task dump kept per OOM (a global OOM lists every process).
+pub const LOGGED_TASKS: usize = 10;
 
 /// One line of the kernel log, as far as OOMs are concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +120,22 @@ pub enum OomLine {
     Killed { pid: u32 },
     /// `Tasks in <cgroup> are going to be killed due to memory.oom.group set`
     GroupKill { cgroup: String },
+    /// `memory: usage 32768kB, limit 32768kB, failcnt 54`, and the same
+    /// for `swap`, `memory+swap` and `kmem`.
+    Counter {
+        name: String,
+        usage_kib: u64,
+        failcnt: Option<u64>,
+    },
+    /// `Memory cgroup stats for /a/b:`
+    StatsFor { path: String },
+    /// `name 1234`: a stat line, within a stats block.
+    Pair { name: String, value: u64 },
+    /// `[  pid  ]   uid  tgid total_vm      rss ... oom_score_adj name`
+    TaskColumns { columns: Vec<String> },
+    /// `[  30798]     0 30798     8638 ...     1 busybox`: the pid, then
+    /// the other columns.
+    TaskRow { pid: u32, rest: Vec<String> },
 }
 
 /// Parses one log message (the text after `;` in a `/dev/kmsg` record).
@@ -121,6 +188,52 @@ pub fn parse_line(text: &str) -> Option<OomLine> {
             cgroup: cgroup.to_owned(),
         });
     }
+    if let Some(path) = text
+        .strip_prefix("Memory cgroup stats for ")
+        .and_then(|rest| rest.strip_suffix(':'))
+    {
+        return Some(OomLine::StatsFor {
+            path: path.to_owned(),
+        });
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        let (pid, rest) = rest.split_once(']')?;
+        let rest: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+        if pid.trim() == "pid" {
+            return Some(OomLine::TaskColumns { columns: rest });
+        }
+        return Some(OomLine::TaskRow {
+            pid: pid.trim().parse().ok()?,
+            rest,
+        });
+    }
+    if let Some((name, rest)) = text.split_once(": usage ") {
+        if ["memory", "swap", "memory+swap", "kmem"].contains(&name) {
+            let usage_kib = rest.split_once("kB")?.0.parse().ok()?;
+            let failcnt = rest
+                .rsplit_once("failcnt ")
+                .and_then(|(_, n)| n.trim().parse().ok());
+            return Some(OomLine::Counter {
+                name: name.to_owned(),
+                usage_kib,
+                failcnt,
+            });
+        }
+    }
+    if let Some((name, value)) = text.split_once(' ') {
+        let plain = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if plain {
+            if let Ok(value) = value.trim().parse() {
+                return Some(OomLine::Pair {
+                    name: name.to_owned(),
+                    value,
+                });
+            }
+        }
+    }
     None
 }
 
@@ -158,12 +271,29 @@ pub fn parse_record(record: &str) -> Option<(u64, &str)> {
 /// The kernel's own syslog facility.
 const LOG_KERN: u32 = 0;
 
+/// Where in an OOM report the latest line was.
+#[derive(Debug, Default)]
+enum Block {
+    #[default]
+    Other,
+    /// After `Memory cgroup stats for`: stat lines follow.
+    Stats,
+    /// After the task dump's column header: where its columns are.
+    Tasks {
+        rss: usize,
+        oom_score_adj: Option<usize>,
+        name: usize,
+    },
+}
+
 /// Groups OOM log lines into incidents and remembers, per killed pid, what
 /// the kernel said about its OOM.
 #[derive(Debug, Default)]
 pub struct OomLog {
     /// The incident the latest lines belong to.
     current: Option<OomContext>,
+    /// The block of the report the latest lines are in.
+    block: Block,
     /// Whether the current incident already has its chosen victim.
     current_has_victim: bool,
     kills: HashMap<u32, OomContext>,
@@ -173,7 +303,80 @@ pub struct OomLog {
 impl OomLog {
     /// Feeds one log line with its sequence number.
     pub fn feed(&mut self, seq: u64, line: OomLine) {
+        let block = std::mem::take(&mut self.block);
+        // The report's lines belong to the incident before its victim.
+        let report = self
+            .current
+            .as_mut()
+            .filter(|_| !self.current_has_victim)
+            .map(|current| Arc::make_mut(current.report.get_or_insert_with(Arc::default)));
         match line {
+            OomLine::Counter {
+                name,
+                usage_kib,
+                failcnt,
+            } => {
+                if let Some(report) = report {
+                    match name.as_str() {
+                        "memory" => {
+                            report.usage_kib = Some(usage_kib);
+                            report.failcnt = failcnt;
+                        }
+                        "kmem" => report.kmem_kib = Some(usage_kib),
+                        "swap" => report.swap_kib = Some(usage_kib),
+                        _ => {}
+                    }
+                }
+            }
+            OomLine::StatsFor { path } => {
+                if let Some(report) = report {
+                    report.stats_path = Some(path);
+                    report.stats.clear();
+                    self.block = Block::Stats;
+                }
+            }
+            OomLine::Pair { name, value } => {
+                if let (Block::Stats, Some(report)) = (&block, report) {
+                    report.stats.push((name, value));
+                    self.block = block;
+                }
+            }
+            OomLine::TaskColumns { columns } => {
+                let at = |name: &str| columns.iter().position(|c| c == name);
+                if let (Some(rss), Some(name), Some(_)) = (at("rss"), at("name"), report) {
+                    self.block = Block::Tasks {
+                        rss,
+                        oom_score_adj: at("oom_score_adj"),
+                        name,
+                    };
+                }
+            }
+            OomLine::TaskRow { pid, rest } => {
+                if let (
+                    Block::Tasks {
+                        rss,
+                        oom_score_adj,
+                        name,
+                    },
+                    Some(report),
+                ) = (&block, report)
+                {
+                    if let Some(rss_pages) = rest.get(*rss).and_then(|v| v.parse().ok()) {
+                        report.task_count += 1;
+                        let task = LoggedTask {
+                            pid,
+                            // A name may hold spaces: the rest of the line.
+                            name: rest.get(*name..).map(|n| n.join(" ")).unwrap_or_default(),
+                            rss_pages,
+                            oom_score_adj: oom_score_adj
+                                .and_then(|at| rest.get(at))
+                                .and_then(|v| v.parse().ok()),
+                        };
+                        keep_largest(&mut report.tasks, task);
+                    }
+                    self.block = block;
+                }
+            }
             OomLine::Invoked { gfp_flags, order } => {
                 self.current = Some(OomContext {
                     incident_seq: seq,
@@ -222,6 +425,13 @@ impl OomLog {
     }
 
     fn remember(&mut self, pid: u32, context: OomContext) {
+        let context = OomContext {
+            // An empty report (a header without the rest) is no report.
+            report: context
+                .report
+                .filter(|r| r.stats_path.is_some() || r.task_count > 0),
+            ..context
+        };
         if self.kills.insert(pid, context).is_none() {
             self.order.push_back(pid);
         }
@@ -235,6 +445,15 @@ impl OomLog {
     /// What the kernel logged about the kill of `pid`.
     pub fn context_of(&self, pid: u32) -> Option<&OomContext> {
         self.kills.get(&pid)
+    }
+}
+
+/// Adds `task` to `tasks`, the largest [`LOGGED_TASKS`] rows, largest first.
+fn keep_largest(tasks: &mut Vec<LoggedTask>, task: LoggedTask) {
+    let at = tasks.partition_point(|t| t.rss_pages >= task.rss_pages);
+    if at < LOGGED_TASKS {
+        tasks.insert(at, task);
+        tasks.truncate(LOGGED_TASKS);
     }
 }
 
@@ -261,6 +480,26 @@ impl Kmsg {
         })
     }
 
+    /// What the kernel logged about the kill of `pid`. The kernel logs the
+    /// kill just after the OOM tracepoint fires, so a kill read at once
+    /// from the ring buffer may come before its line does: it is waited
+    /// for, briefly.
+    pub fn context_of(&mut self, pid: u32) -> Option<OomContext> {
+        const PATIENCE: Duration = Duration::from_millis(10);
+        const PAUSE: Duration = Duration::from_micros(250);
+        let started = Instant::now();
+        loop {
+            self.poll();
+            if let Some(context) = self.log.context_of(pid) {
+                return Some(context.clone());
+            }
+            if started.elapsed() >= PATIENCE {
+                return None;
+            }
+            std::thread::sleep(PAUSE);
+        }
+    }
+
     /// Reads every record logged since the last call.
     pub fn poll(&mut self) {
         loop {
@@ -269,8 +508,12 @@ impl Kmsg {
                 Ok(len) => {
                     let record = String::from_utf8_lossy(&self.buffer[..len]);
                     if let Some((seq, text)) = parse_record(&record) {
-                        if let Some(line) = parse_line(text) {
-                            self.log.feed(seq, line);
+                        // A record of many lines (the stats, before 6.5)
+                        // has its newlines escaped.
+                        for text in text.split("\\x0a").filter(|t| !t.is_empty()) {
+                            if let Some(line) = parse_line(text) {
+                                self.log.feed(seq, line);
+                            }
                         }
                     }
                 }
@@ -428,6 +671,140 @@ mod tests {
                 .iter()
                 .all(|i| *i == (100, Some("/grp".to_owned()))),
             "{incidents:?}"
+        );
+    }
+
+    /// The report of a v1 memory cgroup OOM as this project's CI kernel
+    /// (6.18) printed it, shortened: one line per record.
+    const V1_REPORT: [&str; 14] = [
+        "memory: usage 32768kB, limit 32768kB, failcnt 54",
+        "memory+swap: usage 32768kB, limit 9007199254740988kB, failcnt 0",
+        "kmem: usage 308kB, limit 9007199254740988kB, failcnt 0",
+        "Memory cgroup stats for /oom-e2e-series-5-13577:",
+        "cache 0",
+        "rss 33239040",
+        "total_cache 41943040",
+        "total_rss 33239040",
+        "total_shmem 41943040",
+        "Tasks state (memory values in pages):",
+        "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name",
+        "[  13629]     0 13629     2000      120      100       20         0    40960        0             0 sleep",
+        "[  13630]     0 13630     8638     8420     8096      324         0   110592        0           500 tail",
+        "[  13631]     0 13631     3000      900      800      100         0    40960        0          -998 Web Content",
+    ];
+
+    #[test]
+    fn the_report_of_a_memcg_oom_is_kept_with_its_victim() {
+        let mut log = OomLog::default();
+        let mut lines = vec![INVOKED];
+        lines.extend(V1_REPORT);
+        lines.extend([SUMMARY, KILLED]);
+        feed_all(&mut log, &lines);
+        let report = log
+            .context_of(13630)
+            .and_then(|c| c.report.as_deref().cloned())
+            .expect("a report");
+        assert_eq!(
+            report.stats_path.as_deref(),
+            Some("/oom-e2e-series-5-13577")
+        );
+        assert_eq!(report.failcnt, Some(54));
+        assert_eq!(report.usage_kib, Some(32_768));
+        assert_eq!(report.kmem_kib, Some(308));
+        assert_eq!(report.swap_kib, None, "v1 has memory+swap, not swap");
+        assert_eq!(report.stats.len(), 5, "{:?}", report.stats);
+        assert!(report.stats.contains(&("total_shmem".into(), 41_943_040)));
+        assert_eq!(report.task_count, 3);
+        let tasks: Vec<(u32, &str, u64, Option<i16>)> = report
+            .tasks
+            .iter()
+            .map(|t| (t.pid, t.name.as_str(), t.rss_pages, t.oom_score_adj))
+            .collect();
+        assert_eq!(
+            tasks,
+            [
+                (13630, "tail", 8420, Some(500)),
+                (13631, "Web Content", 900, Some(-998)),
+                (13629, "sleep", 120, Some(0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn before_6_5_the_stats_are_one_record_and_the_task_dump_has_fewer_columns() {
+        let mut log = OomLog::default();
+        let stats = "anon 33239040\\x0afile 41943040\\x0ashmem 41943040\\x0a";
+        let record = format!("6,101,1,-;{stats}");
+        let (seq, text) = parse_record(&record).expect("a kernel record");
+        log.feed(100, parse_line(INVOKED).expect("invoked"));
+        log.feed(
+            101,
+            parse_line("Memory cgroup stats for /a:").expect("header"),
+        );
+        for part in text.split("\\x0a").filter(|t| !t.is_empty()) {
+            log.feed(seq, parse_line(part).expect("a stat"));
+        }
+        for line in [
+            "Tasks state (memory values in pages):",
+            "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name",
+            "[    777]     0   777     8638     8420   110592        0             0 tail",
+            SUMMARY,
+            "Memory cgroup out of memory: Killed process 777 (tail) total-vm:1kB",
+        ] {
+            if let Some(line) = parse_line(line) {
+                log.feed(102, line);
+            }
+        }
+        let report = log
+            .context_of(777)
+            .and_then(|c| c.report.as_deref().cloned())
+            .expect("report");
+        assert_eq!(
+            report.stats,
+            [
+                ("anon".to_owned(), 33_239_040),
+                ("file".to_owned(), 41_943_040),
+                ("shmem".to_owned(), 41_943_040)
+            ]
+        );
+        assert_eq!(report.tasks[0].rss_pages, 8420);
+        assert_eq!(report.tasks[0].oom_score_adj, Some(0));
+    }
+
+    #[test]
+    fn only_the_ten_largest_tasks_are_kept_and_all_are_counted() {
+        let mut log = OomLog::default();
+        feed_all(
+            &mut log,
+            &[INVOKED, "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"],
+        );
+        for pid in 1..=500u32 {
+            let row = format!(
+                "[{pid:>7}]     0 {pid:>5}     100 {:>8}   4096        0             0 w{pid}",
+                pid * 7 % 503
+            );
+            log.feed(200, parse_line(&row).expect("row"));
+        }
+        feed_all(&mut log, &[SUMMARY, KILLED]);
+        let report = log
+            .context_of(13630)
+            .and_then(|c| c.report.as_deref().cloned())
+            .expect("report");
+        assert_eq!(report.task_count, 500);
+        let rss: Vec<u64> = report.tasks.iter().map(|t| t.rss_pages).collect();
+        let mut all: Vec<u64> = (1..=500u64).map(|pid| pid * 7 % 503).collect();
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(rss, all[..LOGGED_TASKS]);
+    }
+
+    #[test]
+    fn stat_lines_outside_a_report_are_ignored() {
+        let mut log = OomLog::default();
+        feed_all(&mut log, &["anon 5", INVOKED, "anon 7", SUMMARY, KILLED]);
+        assert_eq!(
+            log.context_of(13630)
+                .and_then(|c| c.report.as_deref().cloned()),
+            None
         );
     }
 

@@ -135,7 +135,7 @@ pub async fn selftest(args: &SelftestArgs) -> Result<Document, SelftestError> {
     };
     drop(hog);
     drop(cgroup);
-    Sink::stdout(Format::Json)?.write(&document)?;
+    Sink::stdout(Format::Auto)?.write(&document)?;
     Ok(document)
 }
 

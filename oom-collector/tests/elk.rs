@@ -469,7 +469,7 @@ fn lens_visualizations_draw_only_columns_they_define() {
 /// The dashboard answers the first questions after a kill, and its panels
 /// fit Kibana's 48-column grid without overlapping.
 #[test]
-fn the_dashboard_shows_kills_by_pod_top_victims_and_the_failures_before_kills() {
+fn the_dashboard_shows_kills_by_pod_top_victims_what_filled_the_limit_and_the_failures_before() {
     let objects = objects();
     let dashboard = objects
         .iter()
@@ -512,6 +512,7 @@ fn the_dashboard_shows_kills_by_pod_top_victims_and_the_failures_before_kills() 
         "OOM kills by pod over time",
         "Top victims by memory",
         "Allocation failures before kills",
+        "What filled the limit",
         "Events lost",
     ] {
         assert!(titles.contains(&wanted), "{wanted} not in {titles:?}");

@@ -20,7 +20,7 @@ use oom_collector::{
         alloc_failure::{alloc_failure_document, AllocFailureContext},
         kill::{kill_document, KillContext},
         lost::{lost_document, LostContext},
-        Document, Memcg,
+        Document, Memcg, MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, PressureAverages,
     },
     enrich::runtime::ContainerMetadata,
     host::HostInfo,
@@ -104,6 +104,7 @@ fn kubernetes_kill() -> Document {
                 path: path.into(),
                 limit_bytes: Some(268_435_456),
                 usage_bytes: Some(268_132_352),
+                ..Memcg::default()
             }),
             trigger_cgroup_path: Some(path.into()),
             trigger_memcg_path: Some(path.into()),
@@ -127,11 +128,56 @@ fn kubernetes_kill() -> Document {
                 gfp_flags: Some(vec!["GFP_HIGHUSER_MOVABLE".into(), "__GFP_COMP".into()]),
                 order: Some(0),
                 group: None,
+                report: None,
             }),
+            // What filled the pod's limit: the victim's anon, a tmpfs
+            // (an emptyDir in memory), page cache, kernel memory and the
+            // pod's three other processes.
             oom_memcg: Some(Memcg {
                 path: pod.into(),
                 limit_bytes: Some(536_870_912),
                 usage_bytes: Some(536_608_768),
+                stats: Some(MemcgStats {
+                    anon_bytes: Some(275_877_888),
+                    file_bytes: Some(242_221_056),
+                    shmem_bytes: Some(209_715_200),
+                    kernel_bytes: Some(13_002_752),
+                    slab_reclaimable_bytes: Some(4_194_304),
+                    slab_unreclaimable_bytes: Some(6_291_456),
+                    kernel_stack_bytes: Some(737_280),
+                    pagetables_bytes: Some(1_777_664),
+                    sock_bytes: Some(0),
+                    swap_bytes: Some(0),
+                    file_mapped_bytes: Some(1_048_576),
+                    file_dirty_bytes: Some(0),
+                    file_writeback_bytes: Some(0),
+                    source: "kernel_log",
+                }),
+                tasks: Some(vec![
+                    task(15_579, "python3", 278_188_032, 984),
+                    task(15_138, "celery", 9_437_184, 984),
+                    task(15_120, "sh", 1_052_672, 984),
+                    task(15_001, "pause", 409_600, -998),
+                ]),
+                task_count: Some(4),
+                events: Some(MemcgEvents {
+                    high: Some(0),
+                    max: Some(41_237),
+                    oom: Some(1),
+                    oom_kill: Some(1),
+                    oom_group_kill: Some(0),
+                }),
+                failcnt: None,
+                pressure: Some(MemcgPressure {
+                    some: PressureAverages {
+                        avg10: 38.52,
+                        avg60: 9.87,
+                    },
+                    full: PressureAverages {
+                        avg10: 31.2,
+                        avg60: 7.66,
+                    },
+                }),
             }),
             victim_comm_from_proc: None,
             container_metadata: Some(ContainerMetadata {
@@ -148,6 +194,15 @@ fn kubernetes_kill() -> Document {
             memcg_oom_group: None,
         },
     )
+}
+
+fn task(pid: u32, name: &str, rss_bytes: u64, oom_score_adj: i16) -> MemcgTask {
+    MemcgTask {
+        pid,
+        name: name.into(),
+        rss_bytes,
+        oom_score_adj: Some(oom_score_adj),
+    }
 }
 
 /// A 5.10 kernel without BTF: the tracepoint gives only the pid.
@@ -600,16 +655,27 @@ fn pretty_lines_tell_what_happened_where() {
     let kill = kubernetes_kill().pretty();
     for part in [
         "2026-11-29T19:35:56.333562Z OOM KILL",
-        "python3[15579] rss 265.3 MiB", // (261 120 + 10 548) KiB
-        "limit 512.0 MiB of /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice hit",
+        // What filled the pod's limit, largest first: the stats' anon less
+        // the victim's is the other processes' (275 877 888 - 267 386 880
+        // bytes), the page cache is file less shmem.
+        "python3[15579] killed in pod shop/worker-7c9d8f6b5-x2x9q (limit 512.0 MiB): \
+         python3 anon 255.0 MiB, tmpfs/shmem 200.0 MiB, page cache 31.0 MiB, kernel 12.4 MiB, \
+         3 other processes 8.1 MiB",
         "container 3f1a9c0e5b7d",
-        "pod shop/worker-7c9d8f6b5-x2x9q",
         "cmd python3 -m celery worker --broker-password=<redacted>",
         "by python3[15579]",
     ] {
         assert!(kill.contains(part), "{part:?} missing from {kill}");
     }
     assert!(!kill.contains('\n'), "one line");
+    // Without what filled the limit, the victim's own size and the limit.
+    let bare = serde_json::to_value(bare_kill()).expect("serializes");
+    assert!(bare["oom"]["memcg"].get("stats").is_none(), "{bare}");
+    let message = serde_json::to_value(kubernetes_kill()).expect("serializes")["message"].clone();
+    assert!(
+        message.as_str().is_some_and(|m| kill.contains(m)),
+        "the message is the sentence: {message}"
+    );
 
     let failed = alloc_failed().pretty();
     assert!(

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use oom_e2e::{collector_bin, http_get, require_root};
+use oom_e2e::{collector_bin, http_get, require_program, require_root};
 
 fn run(args: &[&str]) -> Output {
     Command::new(collector_bin())
@@ -35,6 +35,35 @@ fn selftest_oom_kills_its_hog_and_exits_zero() {
     assert!(stderr.contains("selftest passed"), "{stderr}");
 }
 
+/// At a terminal, the default `--format auto` writes the sentence a
+/// person reads, not JSON: `selftest` under a pseudo-terminal (`script`).
+#[test]
+fn at_a_terminal_the_kill_is_a_sentence() {
+    if !require_root!() {
+        return;
+    }
+    let Some(script) = require_program!("script") else {
+        return;
+    };
+    let command = format!("{} selftest", collector_bin().display());
+    let output = Command::new(script)
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .output()
+        .expect("run script");
+    let terminal = text(&output.stdout);
+    assert!(output.status.success(), "selftest failed: {terminal}");
+    let line = terminal
+        .lines()
+        .find(|line| line.contains("OOM KILL"))
+        .unwrap_or_else(|| panic!("no OOM KILL line at the terminal:\n{terminal}"));
+    assert!(
+        line.contains("killed in memory cgroup /oom-collector-selftest-")
+            && line.contains("(limit 32.0 MiB): oom-collector anon"),
+        "{line}"
+    );
+    assert!(!terminal.contains("\"@timestamp\""), "no JSON: {terminal}");
+}
+
 #[test]
 fn probes_lists_mark_victim_as_active() {
     if !require_root!() {
@@ -56,7 +85,10 @@ fn bad_flags_get_clap_usage_and_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("invalid value 'xml'"), "{stderr}");
-    assert!(stderr.contains("possible values: json, pretty"), "{stderr}");
+    assert!(
+        stderr.contains("possible values: auto, json, pretty"),
+        "{stderr}"
+    );
 
     let output = run(&["--no-such-flag"]);
     assert_eq!(output.status.code(), Some(2));

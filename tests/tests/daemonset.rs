@@ -764,6 +764,21 @@ fn run_as_the_manifests_say(patch: impl Fn(&mut Template)) {
         kill["oom"]["victim"]["memcg"]["limit_bytes"], HOG_LIMIT_BYTES,
         "{kill}"
     );
+    // Without the kernel's log in the pod, what filled the limit is read
+    // from cgroupfs, and the line says it in a sentence naming the pod.
+    assert_eq!(
+        kill["oom"]["memcg"]["stats"]["source"], "cgroupfs",
+        "{kill}"
+    );
+    assert!(
+        kill["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!(
+                "busybox[{}] killed in pod {NAMESPACE}/{POD} (limit 32.0 MiB): busybox anon ",
+                kill["process"]["pid"]
+            ))),
+        "{kill}"
+    );
     let in_file = fs::read_to_string(&event_file).unwrap_or_default();
     let killed = kill["@timestamp"]
         .as_str()

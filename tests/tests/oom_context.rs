@@ -57,7 +57,7 @@ fn a_limit_on_the_parent_is_named_as_the_oom_memcg() {
     assert!(
         event["message"]
             .as_str()
-            .is_some_and(|m| m.contains(&format!("limit of {} hit", parent.path))),
+            .is_some_and(|m| m.contains(&format!("in memory cgroup {} (limit ", parent.path))),
         "{}",
         event["message"]
     );

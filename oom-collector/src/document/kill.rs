@@ -122,7 +122,7 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
         context.node_name.as_deref(),
         host,
     );
-    Document {
+    let mut document = Document {
         timestamp: rfc3339(context.timestamp),
         message,
         event: Event::new(
@@ -155,7 +155,11 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
         kubernetes,
         oom: Some(oom),
         error: None,
+    };
+    if let Some(sentence) = document.explanation() {
+        document.message = sentence;
     }
+    document
 }
 
 /// Like the kernel's own line, plus where the victim lived.

@@ -49,6 +49,7 @@
 
 pub mod alloc_failure;
 pub(crate) mod container;
+mod explain;
 pub mod kill;
 pub mod lost;
 mod pretty;
@@ -404,6 +405,113 @@ pub struct Memcg {
     pub limit_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_bytes: Option<u64>,
+    /// On the cgroup whose limit was hit: what filled it at the kill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<MemcgStats>,
+    /// On the cgroup whose limit was hit: its largest processes at the
+    /// kill, the victim included, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<MemcgTask>>,
+    /// How many processes the cgroup and its descendants held at the kill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_count: Option<u64>,
+    /// How often the cgroup met its limits: `memory.events` (v2), the
+    /// OOM kill count of `memory.oom_control` (v1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<MemcgEvents>,
+    /// v1's `memory.failcnt`: charges that hit the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failcnt: Option<u64>,
+    /// `memory.pressure` (v2, with PSI): the share of time tasks stalled
+    /// on memory, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<MemcgPressure>,
+}
+
+/// What filled a memory cgroup, by the same names on cgroup v1 and v2.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MemcgStats {
+    /// Anonymous memory: heaps, stacks, private mappings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anon_bytes: Option<u64>,
+    /// The page cache, shmem included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
+    /// tmpfs, `emptyDir: {medium: Memory}`, System V and POSIX shared
+    /// memory: part of `file_bytes`, and not freed by killing a process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shmem_bytes: Option<u64>,
+    /// Kernel memory charged to the cgroup: slab, kernel stacks, page
+    /// tables, per-CPU and vmalloc memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slab_reclaimable_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slab_unreclaimable_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_stack_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pagetables_bytes: Option<u64>,
+    /// Network socket buffers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sock_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_mapped_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_dirty_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_writeback_bytes: Option<u64>,
+    /// Where the values come from: `kernel_log` (the kernel's own report
+    /// at the OOM, exact) or `cgroupfs` (read after the kill, with what
+    /// the kill freed of the victim's anonymous memory added back).
+    pub source: &'static str,
+}
+
+/// One process of the limited cgroup at the kill.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MemcgTask {
+    pub pid: u32,
+    pub name: String,
+    /// Resident memory: anonymous, file and shmem pages.
+    pub rss_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i16>,
+}
+
+/// Counts of `memory.events` (v2) and `memory.oom_control` (v1).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MemcgEvents {
+    /// Times usage went over `memory.high` (throttled, reclaimed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high: Option<u64>,
+    /// Times usage was about to go over `memory.max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+    /// Times the limit was hit and reclaim failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom: Option<u64>,
+    /// Processes the OOM killer killed in the cgroup, this one included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_kill: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_group_kill: Option<u64>,
+}
+
+/// `memory.pressure`: `some` (at least one task stalled) and `full` (all
+/// stalled), averaged over 10 s and 60 s.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MemcgPressure {
+    pub some: PressureAverages,
+    pub full: PressureAverages,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PressureAverages {
+    pub avg10: f64,
+    pub avg60: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -1,6 +1,6 @@
 //! `--format pretty`: a document as one line a person reads at a terminal.
 
-use super::{one_line, Action, Document};
+use super::{explain::mib, one_line, Action, Document};
 
 impl Document {
     /// One readable line for `--format pretty`: what happened, to which
@@ -13,6 +13,26 @@ impl Document {
             .unwrap_or_default();
         let mut parts: Vec<String> = Vec::new();
         let oom = self.oom.clone().unwrap_or_default();
+        if let Some(sentence) = self.explanation() {
+            parts.push(sentence);
+            if let Some(container) = &self.container {
+                parts.push(format!(
+                    "container {}",
+                    &container.id[..12.min(container.id.len())]
+                ));
+            }
+            self.push_command_and_trigger(&mut parts);
+            let label = if oom.victim_exiting() {
+                "OOM EXIT"
+            } else {
+                "OOM KILL"
+            };
+            return one_line(&format!(
+                "{} {label:<8} {}",
+                self.timestamp,
+                parts.join(" | ")
+            ));
+        }
         let label = match self.kind() {
             Action::OomKill => {
                 let victim = oom.victim.clone().unwrap_or_default();
@@ -92,13 +112,7 @@ impl Document {
             }
         }
         if self.kind() == Action::OomKill {
-            if let Some(command_line) = self.process.as_ref().and_then(|p| p.command_line.as_ref())
-            {
-                parts.push(format!("cmd {}", shorten(command_line, 160)));
-            }
-            if let Some(trigger) = &oom.trigger {
-                parts.push(format!("by {}[{}]", trigger.name, trigger.pid));
-            }
+            self.push_command_and_trigger(&mut parts);
         }
         one_line(&format!(
             "{} {label:<8} {}",
@@ -106,11 +120,16 @@ impl Document {
             parts.join(" | ")
         ))
     }
-}
 
-/// Bytes as MiB with one decimal.
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    /// A kill's command line and the process whose allocation triggered it.
+    fn push_command_and_trigger(&self, parts: &mut Vec<String>) {
+        if let Some(command_line) = self.process.as_ref().and_then(|p| p.command_line.as_ref()) {
+            parts.push(format!("cmd {}", shorten(command_line, 160)));
+        }
+        if let Some(trigger) = self.oom.as_ref().and_then(|o| o.trigger.as_ref()) {
+            parts.push(format!("by {}[{}]", trigger.name, trigger.pid));
+        }
+    }
 }
 
 /// At most `max` characters, with an ellipsis when cut.

@@ -8,11 +8,13 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod memcg_report;
 pub mod runtime;
 
 use std::time::SystemTime;
 
 use cgroup::{memcg_usage, oom_group_set, CgroupMounts, CgroupPaths, CgroupVersion};
+use memcg_report::{read_report, report_from_log, MemcgReport, VictimAtKill};
 use runtime::{RuntimeDirs, RuntimeMetadata};
 use tracing::warn;
 
@@ -28,7 +30,7 @@ use crate::{
         Document, Memcg,
     },
     host::{page_size, wall_clock_of_boot_ns, HostInfo},
-    kmsg::Kmsg,
+    kmsg::{Kmsg, LoggedReport},
     redact::Redactor,
 };
 
@@ -68,6 +70,10 @@ pub struct Enricher {
     /// Both hooks on the OOM killer (`oom_kill_process`,
     /// `__oom_kill_process`) are attached, so a kill sent is seen.
     kill_hooks: bool,
+    /// The limited cgroup's report of the latest incident, by incident:
+    /// every victim of one OOM (a `memory.oom.group` kill of thousands)
+    /// shares the report read at the first.
+    last_report: Option<(String, MemcgReport)>,
 }
 
 impl Enricher {
@@ -97,6 +103,7 @@ impl Enricher {
             unified: mounts.unified.map(CgroupPaths::new),
             memory: mounts.memory.map(|m| (CgroupPaths::new(m.root), m.version)),
             kill_hooks,
+            last_report: None,
         }
     }
 
@@ -167,6 +174,7 @@ impl Enricher {
                 path,
                 limit_bytes: (!unlimited).then(|| pages.max.saturating_mul(page)),
                 usage_bytes: Some(pages.usage.saturating_mul(page)),
+                ..Memcg::default()
             };
         }
         let now = self
@@ -178,7 +186,96 @@ impl Enricher {
             path,
             limit_bytes: now.limit_bytes,
             usage_bytes: None,
+            ..Memcg::default()
         }
+    }
+
+    /// The limited cgroup as it was at the kill: what filled it, who held
+    /// it, how often it met its limit (see [`memcg_report`]). Read once
+    /// per incident.
+    fn with_report(
+        &mut self,
+        mut memcg: Memcg,
+        kill: &KernelKill,
+        incident: Option<String>,
+        logged: Option<&LoggedReport>,
+    ) -> Memcg {
+        let cached = self
+            .last_report
+            .as_ref()
+            .filter(|(id, _)| incident.as_ref() == Some(id))
+            .map(|(_, report)| report.clone());
+        let report = match cached {
+            Some(report) => report,
+            None => {
+                let Some((paths, version)) = self.memory.as_ref() else {
+                    return memcg;
+                };
+                let victim = &kill.victim;
+                let kib = |v: Option<u64>| v.unwrap_or(0).saturating_mul(1024);
+                let at_kill = VictimAtKill {
+                    pid: victim.pid.unwrap_or(victim.tid),
+                    name: victim
+                        .comm
+                        .clone()
+                        .or_else(|| proc_comm(victim.pid.unwrap_or(victim.tid)))
+                        .unwrap_or_default(),
+                    anon_bytes: kib(victim.anon_rss_kib),
+                    rss_bytes: kib(victim.anon_rss_kib)
+                        + kib(victim.file_rss_kib)
+                        + kib(victim.shmem_rss_kib),
+                    oom_score_adj: victim.oom_score_adj,
+                };
+                let dir = paths.directory(&memcg.path);
+                let report = match logged.filter(|l| l.stats_path.as_ref() == Some(&memcg.path)) {
+                    Some(logged) => report_from_log(logged, &dir, *version, page_size()),
+                    None => read_report(&dir, *version, &at_kill),
+                };
+                if let Some(id) = incident {
+                    self.last_report = Some((id, report.clone()));
+                }
+                report
+            }
+        };
+        memcg.stats = report.stats;
+        memcg.tasks = Some(report.tasks).filter(|t| !t.is_empty());
+        memcg.task_count = Some(report.task_count);
+        memcg.events = report.events;
+        memcg.failcnt = report.failcnt;
+        memcg.pressure = report.pressure;
+        memcg
+    }
+
+    /// The memory cgroup whose limit was hit, where neither the OOM
+    /// killer's hook nor the kernel's log says: the victim's own when its
+    /// usage at the kill had reached its limit (within what one charge
+    /// may ask, a huge page), else the nearest cgroup above it that has a
+    /// limit; none when no cgroup up to the root has one (a global OOM).
+    fn limited_memcg(&self, victim: &Memcg) -> Option<String> {
+        const ONE_CHARGE: u64 = 2 << 20;
+        let (paths, version) = self.memory.as_ref()?;
+        let reached = match (victim.usage_bytes, victim.limit_bytes) {
+            (Some(usage), Some(limit)) => usage.saturating_add(ONE_CHARGE) >= limit,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if reached {
+            return Some(victim.path.clone());
+        }
+        let mut path = victim.path.as_str();
+        while let Some((parent, _)) = path.rsplit_once('/') {
+            path = parent;
+            if path.is_empty() {
+                return None;
+            }
+            if memcg_usage(&paths.directory(path), *version)
+                .limit_bytes
+                .is_some()
+            {
+                return Some(path.to_owned());
+            }
+        }
+        None
     }
 
     /// Looks up what the kernel's ids refer to and shapes the document.
@@ -186,15 +283,27 @@ impl Enricher {
         let victim_memcg = self
             .memory_path(kill.victim.memcg_id)
             .map(|path| self.memcg_at_oom(path, kill.victim.memcg_pages));
-        let oom_log = self.kmsg.as_mut().and_then(|kmsg| {
-            kmsg.poll();
-            kmsg.log.context_of(kill.victim.tid).cloned()
-        });
+        let oom_log = self
+            .kmsg
+            .as_mut()
+            .and_then(|kmsg| kmsg.context_of(kill.victim.tid));
         // The limited cgroup: exact from the oom_kill_process hook, else as
         // the kernel logged it.
         let (oom_memcg_path, oom_memcg_pages) = match &kill.oom_control {
             Some(control) => (self.memory_path(control.memcg_id), control.memcg_pages),
-            None => (oom_log.as_ref().and_then(|l| l.oom_memcg.clone()), None),
+            None => match oom_log.as_ref().and_then(|l| l.oom_memcg.clone()) {
+                Some(path) => (Some(path), None),
+                None if oom_log.as_ref().and_then(|l| l.constraint) == Some("global") => {
+                    (None, None)
+                }
+                // Neither hook nor log: the limit the victim's usage reached.
+                None => match victim_memcg.as_ref().and_then(|m| self.limited_memcg(m)) {
+                    Some(path) if Some(&path) == victim_memcg.as_ref().map(|m| &m.path) => {
+                        (Some(path), kill.victim.memcg_pages)
+                    }
+                    other => (other, None),
+                },
+            },
         };
         let victim_cgroup_path = self.unified_path(kill.victim.cgroup_id);
         // The same container `kill_document` will name.
@@ -210,6 +319,17 @@ impl Enricher {
             oom_memcg_path.as_deref(),
             oom_log.as_ref().is_some_and(|l| l.group.is_some()),
         );
+        let incident = match (&kill.oom_control, &oom_log) {
+            (Some(control), _) => Some(format!("hook-{}", control.incident_boot_ns)),
+            (None, Some(log)) => Some(format!("log-{}", log.incident_seq)),
+            (None, None) => None,
+        };
+        let oom_memcg = oom_memcg_path
+            .map(|path| self.memcg_at_oom(path, oom_memcg_pages))
+            .map(|memcg| {
+                let logged = oom_log.as_ref().and_then(|l| l.report.as_deref());
+                self.with_report(memcg, kill, incident, logged)
+            });
         let context = KillContext {
             container_metadata,
             victim_exiting: self.victim_exiting(kill),
@@ -224,7 +344,7 @@ impl Enricher {
             cmdline: self
                 .redactor
                 .shown(self.cmdline_mode, kill.cmdline.as_ref()),
-            oom_memcg: oom_memcg_path.map(|path| self.memcg_at_oom(path, oom_memcg_pages)),
+            oom_memcg,
             oom_log,
             victim_comm_from_proc: match &kill.victim.comm {
                 Some(_) => None,

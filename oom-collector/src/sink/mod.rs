@@ -52,7 +52,7 @@ mod tests;
 mod writer;
 
 use std::{
-    io,
+    io::{self, IsTerminal},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     time::{Duration, Instant},
@@ -82,10 +82,26 @@ pub const FINISH_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// `pretty` when the only output is stdout and it is a terminal;
+    /// `json` for pipes, files and a pod's log.
+    Auto,
     /// One ECS JSON object per line (NDJSON), for Filebeat and friends.
     Json,
     /// One readable line per event, for a person at a terminal.
     Pretty,
+}
+
+impl Format {
+    /// What [`Format::Auto`] stands for with these outputs (see
+    /// [`Sink::open`]) and this stdout; the others stand for themselves.
+    pub fn resolve(self, outputs: &[PathBuf], stdout_is_terminal: bool) -> Format {
+        let only_stdout = outputs.iter().all(|output| output.as_os_str() == STDOUT);
+        match self {
+            Format::Auto if only_stdout && stdout_is_terminal => Format::Pretty,
+            Format::Auto => Format::Json,
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +241,7 @@ impl Sink {
         if outputs.is_empty() {
             return Self::stdout(format);
         }
+        let format = format.resolve(outputs, io::stdout().is_terminal());
         let list = outputs
             .iter()
             .map(|output| {
@@ -361,7 +378,7 @@ impl Sink {
     fn line_of(&mut self, document: &Document) -> Arc<[u8]> {
         self.line.clear();
         match self.format {
-            Format::Json => serde_json::to_writer(&mut self.line, document)
+            Format::Json | Format::Auto => serde_json::to_writer(&mut self.line, document)
                 .expect("documents serialize to JSON"),
             Format::Pretty => self.line.extend_from_slice(document.pretty().as_bytes()),
         }

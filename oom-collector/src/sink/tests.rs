@@ -417,3 +417,20 @@ fn a_receipt_settles_once_a_line_is_written_or_can_never_be() {
     let _ = sink.finish();
     fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn auto_is_pretty_only_for_a_terminal_that_is_the_only_output() {
+    let stdout = [PathBuf::from(STDOUT)];
+    let file = [PathBuf::from("/var/log/oom-collector/events.ndjson")];
+    let both = [PathBuf::from(STDOUT), file[0].clone()];
+    assert_eq!(Format::Auto.resolve(&stdout, true), Format::Pretty);
+    assert_eq!(Format::Auto.resolve(&stdout, false), Format::Json, "a pipe");
+    assert_eq!(Format::Auto.resolve(&file, true), Format::Json, "a file");
+    assert_eq!(
+        Format::Auto.resolve(&both, true),
+        Format::Json,
+        "a file too"
+    );
+    assert_eq!(Format::Json.resolve(&stdout, true), Format::Json);
+    assert_eq!(Format::Pretty.resolve(&file, false), Format::Pretty);
+}

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-/// Every leaf of a document, by dotted name. Arrays are leaves.
+/// Every leaf of a document, by dotted name. Arrays of values are leaves;
+/// the items of an array of objects are walked under the array's name.
 pub fn leaves(value: &Value) -> BTreeMap<String, Value> {
     fn walk(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
         match value {
@@ -18,6 +19,13 @@ pub fn leaves(value: &Value) -> BTreeMap<String, Value> {
                         format!("{prefix}.{key}")
                     };
                     walk(&name, inner, out);
+                }
+            }
+            // A list of objects (`oom.memcg.tasks`): Elasticsearch maps the
+            // fields of its items, as if each were the only one.
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
+                for item in items {
+                    walk(prefix, item, out);
                 }
             }
             other => {
