@@ -126,6 +126,7 @@ fn context(kill: &KernelKill) -> KillContext {
             task_count: kill.victim.uid.map(u64::from),
             ..Memcg::default()
         }),
+        node: None,
         victim_comm_from_proc: kill.victim.comm.is_none().then(|| "java".to_owned()),
         container_metadata: victim_path
             .as_ref()

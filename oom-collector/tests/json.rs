@@ -20,7 +20,8 @@ use oom_collector::{
         alloc_failure::{alloc_failure_document, AllocFailureContext},
         kill::{kill_document, KillContext},
         lost::{lost_document, LostContext},
-        Document, Memcg, MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, PressureAverages,
+        Document, Memcg, MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, NodeMemcg, NodeStats,
+        OomNode, PressureAverages,
     },
     enrich::runtime::ContainerMetadata,
     host::HostInfo,
@@ -179,6 +180,7 @@ fn kubernetes_kill() -> Document {
                     },
                 }),
             }),
+            node: None,
             victim_comm_from_proc: None,
             container_metadata: Some(ContainerMetadata {
                 runtime: Some("containerd"),
@@ -231,6 +233,73 @@ fn bare_kill_with(victim_exiting: Option<bool>) -> Document {
     kill_document(&kill, &host(), bare_context(victim_exiting))
 }
 
+/// A global OOM: a batch job ran the node out of memory; its largest
+/// cgroups and memory by kind come with the kill.
+fn global_kill() -> Document {
+    let kill = KernelKill {
+        boot_ns: 13_000_000_000,
+        trigger: Trigger {
+            tid: 3_301,
+            pid: 3_300,
+            comm: "java".into(),
+            cgroup_id: Some(77),
+            memcg_id: Some(77),
+        },
+        victim: Victim {
+            tid: 3_300,
+            pid: Some(3_300),
+            comm: Some("java".into()),
+            uid: Some(1000),
+            memcg_id: Some(77),
+            anon_rss_kib: Some(2_969_600),
+            file_rss_kib: Some(20_480),
+            shmem_rss_kib: Some(0),
+            oom_score_adj: Some(0),
+            ..Victim::default()
+        },
+        cmdline: None,
+        oom_control: None,
+    };
+    let gib = |tenths: u64| tenths * (1 << 30) / 10;
+    let context = KillContext {
+        victim_memcg: Some(Memcg {
+            path: "/system.slice/batch.service".into(),
+            ..Memcg::default()
+        }),
+        oom_log: Some(OomContext {
+            incident_seq: 4_040,
+            constraint: Some("global"),
+            ..OomContext::default()
+        }),
+        node: Some(OomNode {
+            stats: NodeStats {
+                anon_bytes: gib(36),
+                file_bytes: gib(3),
+                shmem_bytes: gib(1),
+                kernel_bytes: gib(2),
+                free_bytes: 67_108_864,
+            },
+            memcgs: vec![
+                NodeMemcg {
+                    path: "/system.slice/batch.service".into(),
+                    usage_bytes: gib(29),
+                    pod: None,
+                },
+                NodeMemcg {
+                    path: "/kubepods.slice/kubepods-burstable.slice/\
+                           kubepods-burstable-pod6b3c2a1e_4f5d_4c2b_9a8e_1f2e3d4c5b6a.slice/\
+                           cri-containerd-3f1a9c0e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a.scope"
+                        .into(),
+                    usage_bytes: gib(6),
+                    pod: Some("shop/worker-7c9d8f6b5-x2x9q".into()),
+                },
+            ],
+        }),
+        ..bare_context(Some(false))
+    };
+    kill_document(&kill, &host(), context)
+}
+
 /// What the enricher adds to a kill it knows nothing more of.
 fn bare_context(victim_exiting: Option<bool>) -> KillContext {
     KillContext {
@@ -243,6 +312,7 @@ fn bare_context(victim_exiting: Option<bool>) -> KillContext {
         cmdline: None,
         oom_log: None,
         oom_memcg: None,
+        node: None,
         victim_comm_from_proc: None,
         container_metadata: None,
         node_name: Some("node-7".into()),
@@ -364,9 +434,10 @@ fn alloc_failed_in_other_processes() -> Document {
 }
 
 /// Every golden file with the document it holds.
-fn golden_documents() -> [(&'static str, Document); 6] {
+fn golden_documents() -> [(&'static str, Document); 7] {
     [
         ("oom_kill_kubernetes.ndjson", kubernetes_kill()),
+        ("oom_kill_global.ndjson", global_kill()),
         ("oom_kill_pid_only.ndjson", bare_kill()),
         ("memory_allocation_failed.ndjson", alloc_failed()),
         (

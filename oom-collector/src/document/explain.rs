@@ -4,9 +4,14 @@
 //! ```text
 //! python3[4242] killed in pod shop/worker-7c9d (limit 512.0 MiB): tmpfs/shmem 301.0 MiB,
 //! python3 anon 160.2 MiB, page cache 31.0 MiB, kernel 12.4 MiB, 3 other processes 8.1 MiB
+//! java[77] killed: the node ran out of memory: largest cgroups pod shop/cache-0 2.9 GiB,
+//! /system.slice/backup.service 610.0 MiB; node anon 3.6 GiB, page cache 120.5 MiB, ...
 //! ```
 
 use super::{one_line, Action, Document};
+
+/// The node's largest cgroups a global OOM's sentence names.
+const SENTENCE_CGROUPS: usize = 3;
 
 /// Shares smaller than this are left out of the sentence.
 const SMALLEST_SHARE: u64 = 64 * 1024;
@@ -18,6 +23,9 @@ impl Document {
             return None;
         }
         let oom = self.oom.as_ref()?;
+        if oom.memcg.is_none() {
+            return self.node_explanation();
+        }
         let memcg = oom.memcg.as_ref()?;
         let stats = memcg.stats.as_ref()?;
         let process = self.process.as_ref()?;
@@ -79,6 +87,49 @@ impl Document {
         )))
     }
 
+    /// The sentence of a global OOM: the node's largest cgroups, then the
+    /// node's memory by kind.
+    fn node_explanation(&self) -> Option<String> {
+        let oom = self.oom.as_ref()?;
+        let node = oom.node.as_ref()?;
+        let process = self.process.as_ref()?;
+        let name = process.name.as_deref().unwrap_or("?");
+        let largest: Vec<String> = node
+            .memcgs
+            .iter()
+            .take(SENTENCE_CGROUPS)
+            .map(|memcg| {
+                let what = memcg
+                    .pod
+                    .as_ref()
+                    .map_or_else(|| memcg.path.clone(), |pod| format!("pod {pod}"));
+                format!("{what} {}", mib(memcg.usage_bytes))
+            })
+            .collect();
+        let stats = &node.stats;
+        let kinds = [
+            ("anon", stats.anon_bytes),
+            (
+                "page cache",
+                stats.file_bytes.saturating_sub(stats.shmem_bytes),
+            ),
+            ("tmpfs/shmem", stats.shmem_bytes),
+            ("kernel", stats.kernel_bytes),
+            ("free", stats.free_bytes),
+        ]
+        .map(|(label, bytes)| format!("{label} {}", mib(bytes)));
+        let largest = if largest.is_empty() {
+            String::new()
+        } else {
+            format!(" largest cgroups {};", largest.join(", "))
+        };
+        Some(one_line(&format!(
+            "{name}[{}] killed: the node ran out of memory:{largest} node {}",
+            process.pid,
+            kinds.join(", ")
+        )))
+    }
+
     /// `pod NAMESPACE/NAME`, else `container ID` (12 digits), if known.
     fn place(&self) -> Option<String> {
         let kubernetes = self.kubernetes.as_ref();
@@ -96,7 +147,13 @@ impl Document {
     }
 }
 
-/// Bytes as MiB with one decimal.
+/// Bytes as MiB with one decimal, or GiB from 1 GiB on.
 pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    const GIB: f64 = (1u64 << 30) as f64;
+    let bytes = bytes as f64;
+    if bytes >= GIB {
+        format!("{:.1} GiB", bytes / GIB)
+    } else {
+        format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
+    }
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use super::{
     container::{container_fields, container_of},
     non_empty, one_line, rfc3339, Action, CgroupRef, Document, Ecs, Event, Memcg, Oom, OomAlloc,
-    OomIncident, OomTrigger, OomVictim, Parent, Process, Rss, Thread, User,
+    OomIncident, OomNode, OomTrigger, OomVictim, Parent, Process, Rss, Thread, User,
 };
 use crate::{
     cmdline::CapturedCmdline,
@@ -33,6 +33,8 @@ pub struct KillContext {
     pub oom_log: Option<OomContext>,
     /// The memory cgroup whose limit was hit, with its limit and usage.
     pub oom_memcg: Option<Memcg>,
+    /// On a global OOM, the node's memory and largest cgroups.
+    pub node: Option<OomNode>,
     /// The victim's comm from `/proc` when the kernel's record has none.
     pub victim_comm_from_proc: Option<String>,
     /// What the container runtime recorded about the victim's container.
@@ -71,6 +73,7 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
             .and_then(|c| c.constraint)
             .or_else(|| logged.as_ref().and_then(|l| l.constraint)),
         memcg: context.oom_memcg,
+        node: context.node,
         incident: incident.map(|id| OomIncident { id }),
         group_kill: match (chosen, &logged) {
             // A victim the OOM did not choose can only have died with the

@@ -294,6 +294,9 @@ pub struct Oom {
     /// ancestor's (a pod-level limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memcg: Option<Memcg>,
+    /// On a global OOM: what filled the node, and its largest cgroups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<OomNode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident: Option<OomIncident>,
     /// Whether `memory.oom.group` killed the victim's whole cgroup.
@@ -468,6 +471,38 @@ pub struct MemcgStats {
     /// at the OOM, exact) or `cgroupfs` (read after the kill, with what
     /// the kill freed of the victim's anonymous memory added back).
     pub source: &'static str,
+}
+
+/// The node at a global OOM.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OomNode {
+    /// The node's memory by kind, from `/proc/meminfo` after the kill with
+    /// the victim's freed anonymous memory moved back from free to anon.
+    pub stats: NodeStats,
+    /// The memory cgroups that hold processes, largest first (at most 10):
+    /// containers, services, pods' own processes.
+    pub memcgs: Vec<NodeMemcg>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NodeStats {
+    pub anon_bytes: u64,
+    /// The page cache, shmem included.
+    pub file_bytes: u64,
+    pub shmem_bytes: u64,
+    /// Slab, kernel stacks and page tables.
+    pub kernel_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// One of the node's largest memory cgroups at a global OOM.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NodeMemcg {
+    pub path: String,
+    pub usage_bytes: u64,
+    /// `NAMESPACE/NAME` of the pod whose container it is, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// One process of the limited cgroup at the kill.

@@ -20,7 +20,10 @@ use walkdir::WalkDir;
 
 use super::cgroup::CgroupVersion;
 use crate::{
-    document::{MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, PressureAverages},
+    document::{
+        MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, NodeMemcg, NodeStats, OomNode,
+        PressureAverages,
+    },
     kmsg::LoggedReport,
 };
 
@@ -304,6 +307,79 @@ pub fn read_report(dir: &Path, version: CgroupVersion, victim: &VictimAtKill) ->
     }
 }
 
+/// The node's memory by kind from `/proc/meminfo` (kB values).
+pub fn parse_meminfo(meminfo: &str) -> NodeStats {
+    let kib = |key: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .saturating_mul(1024)
+    };
+    NodeStats {
+        anon_bytes: kib("AnonPages"),
+        // Cached includes shmem; Buffers is page cache of block devices.
+        file_bytes: kib("Cached") + kib("Buffers"),
+        shmem_bytes: kib("Shmem"),
+        kernel_bytes: kib("Slab") + kib("KernelStack") + kib("PageTables"),
+        free_bytes: kib("MemFree"),
+    }
+}
+
+/// The node after the kill of `victim` in a global OOM: its memory by
+/// kind, with the victim's anonymous memory, freed by the kill, counted
+/// as anon again instead of free; and its largest memory cgroups that
+/// hold processes, under the hierarchy at `root` (the root itself left
+/// out: it holds everything). `pod_of` names a cgroup's pod.
+pub fn read_node_report(
+    root: &Path,
+    version: CgroupVersion,
+    victim: &VictimAtKill,
+    mut pod_of: impl FnMut(&str) -> Option<String>,
+) -> OomNode {
+    let exited = wait_for_exit(victim.pid, EXIT_PATIENCE);
+    let mut stats = parse_meminfo(&fs::read_to_string("/proc/meminfo").unwrap_or_default());
+    if exited {
+        stats.anon_bytes = stats.anon_bytes.saturating_add(victim.anon_bytes);
+        stats.free_bytes = stats.free_bytes.saturating_sub(victim.anon_bytes);
+    }
+    let usage_file = match version {
+        CgroupVersion::V1 => "memory.usage_in_bytes",
+        CgroupVersion::V2 => "memory.current",
+    };
+    let mut memcgs: Vec<NodeMemcg> = WalkDir::new(root)
+        .min_depth(1)
+        .same_file_system(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_dir())
+        .filter(|entry| {
+            fs::read_to_string(entry.path().join("cgroup.procs"))
+                .is_ok_and(|procs| !procs.trim().is_empty())
+        })
+        .filter_map(|entry| {
+            let usage = fs::read_to_string(entry.path().join(usage_file))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let relative = entry.path().strip_prefix(root).ok()?;
+            Some(NodeMemcg {
+                path: format!("/{}", relative.to_string_lossy()),
+                usage_bytes: usage,
+                pod: None,
+            })
+        })
+        .collect();
+    memcgs.sort_by_key(|memcg| std::cmp::Reverse(memcg.usage_bytes));
+    memcgs.truncate(LISTED_TASKS);
+    for memcg in &mut memcgs {
+        memcg.pod = pod_of(&memcg.path);
+    }
+    OomNode { stats, memcgs }
+}
+
 /// How long the report waits for a victim to exit: a victim stuck in the
 /// kernel (uninterruptible I/O) is not waited for longer.
 const EXIT_PATIENCE: Duration = Duration::from_millis(100);
@@ -472,6 +548,20 @@ pgfault 123
             stats.kernel_bytes,
             Some(6_291_456 + 5_242_880 + 98_304 + 1_187_840 + 2400)
         );
+    }
+
+    #[test]
+    fn the_nodes_memory_by_kind_from_meminfo() {
+        let stats = parse_meminfo(
+            "MemTotal:        2000000 kB\nMemFree:           65536 kB\nBuffers:            1024 kB\n\
+             Cached:           204800 kB\nAnonPages:       1500000 kB\nShmem:            102400 kB\n\
+             Slab:              40000 kB\nKernelStack:        4000 kB\nPageTables:         6000 kB\n",
+        );
+        assert_eq!(stats.free_bytes, 65_536 * 1024);
+        assert_eq!(stats.file_bytes, (204_800 + 1024) * 1024);
+        assert_eq!(stats.shmem_bytes, 102_400 * 1024);
+        assert_eq!(stats.anon_bytes, 1_500_000 * 1024);
+        assert_eq!(stats.kernel_bytes, 50_000 * 1024);
     }
 
     #[test]

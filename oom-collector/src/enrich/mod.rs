@@ -14,7 +14,7 @@ pub mod runtime;
 use std::time::SystemTime;
 
 use cgroup::{memcg_usage, oom_group_set, CgroupMounts, CgroupPaths, CgroupVersion};
-use memcg_report::{read_report, report_from_log, MemcgReport, VictimAtKill};
+use memcg_report::{read_node_report, read_report, report_from_log, MemcgReport, VictimAtKill};
 use runtime::{RuntimeDirs, RuntimeMetadata};
 use tracing::warn;
 
@@ -27,7 +27,7 @@ use crate::{
         container::container_of,
         kill::{kill_document, KillContext},
         lost::{lost_document, LostContext},
-        Document, Memcg,
+        Document, Memcg, OomNode,
     },
     host::{page_size, wall_clock_of_boot_ns, HostInfo},
     kmsg::{Kmsg, LoggedReport},
@@ -74,6 +74,8 @@ pub struct Enricher {
     /// every victim of one OOM (a `memory.oom.group` kill of thousands)
     /// shares the report read at the first.
     last_report: Option<(String, MemcgReport)>,
+    /// The same for the node at a global OOM.
+    last_node: Option<(String, OomNode)>,
 }
 
 impl Enricher {
@@ -104,6 +106,7 @@ impl Enricher {
             memory: mounts.memory.map(|m| (CgroupPaths::new(m.root), m.version)),
             kill_hooks,
             last_report: None,
+            last_node: None,
         }
     }
 
@@ -211,21 +214,7 @@ impl Enricher {
                 let Some((paths, version)) = self.memory.as_ref() else {
                     return memcg;
                 };
-                let victim = &kill.victim;
-                let kib = |v: Option<u64>| v.unwrap_or(0).saturating_mul(1024);
-                let at_kill = VictimAtKill {
-                    pid: victim.pid.unwrap_or(victim.tid),
-                    name: victim
-                        .comm
-                        .clone()
-                        .or_else(|| proc_comm(victim.pid.unwrap_or(victim.tid)))
-                        .unwrap_or_default(),
-                    anon_bytes: kib(victim.anon_rss_kib),
-                    rss_bytes: kib(victim.anon_rss_kib)
-                        + kib(victim.file_rss_kib)
-                        + kib(victim.shmem_rss_kib),
-                    oom_score_adj: victim.oom_score_adj,
-                };
+                let at_kill = victim_at_kill(kill);
                 let dir = paths.directory(&memcg.path);
                 let report = match logged.filter(|l| l.stats_path.as_ref() == Some(&memcg.path)) {
                     Some(logged) => report_from_log(logged, &dir, *version, page_size()),
@@ -278,6 +267,33 @@ impl Enricher {
         None
     }
 
+    /// The node at a global OOM: its memory by kind and its largest
+    /// cgroups (see [`read_node_report`]). Read once per incident.
+    fn node_report(&mut self, kill: &KernelKill, incident: Option<String>) -> Option<OomNode> {
+        if let Some((_, node)) = self
+            .last_node
+            .as_ref()
+            .filter(|(id, _)| incident.as_ref() == Some(id))
+        {
+            return Some(node.clone());
+        }
+        let (paths, version) = self.memory.as_ref()?;
+        let root = paths.directory("/");
+        let runtime = &mut self.runtime;
+        let node = read_node_report(&root, *version, &victim_at_kill(kill), |path| {
+            let metadata = runtime.lookup(&container_of([Some(path), None]).id?)?;
+            match (metadata.pod_namespace, metadata.pod_name) {
+                (Some(namespace), Some(name)) => Some(format!("{namespace}/{name}")),
+                (None, Some(name)) => Some(name),
+                _ => None,
+            }
+        });
+        if let Some(id) = incident {
+            self.last_node = Some((id, node.clone()));
+        }
+        Some(node)
+    }
+
     /// Looks up what the kernel's ids refer to and shapes the document.
     pub fn oom_kill(&mut self, kill: &KernelKill) -> Document {
         let victim_memcg = self
@@ -324,6 +340,19 @@ impl Enricher {
             (None, Some(log)) => Some(format!("log-{}", log.incident_seq)),
             (None, None) => None,
         };
+        let constraint = kill
+            .oom_control
+            .as_ref()
+            .and_then(|c| c.constraint)
+            .or_else(|| oom_log.as_ref().and_then(|l| l.constraint));
+        // Global: said so, or no limit up from the victim's cgroup.
+        let global = constraint == Some("global")
+            || constraint.is_none() && oom_memcg_path.is_none() && victim_memcg.is_some();
+        let node = if global {
+            self.node_report(kill, incident.clone())
+        } else {
+            None
+        };
         let oom_memcg = oom_memcg_path
             .map(|path| self.memcg_at_oom(path, oom_memcg_pages))
             .map(|memcg| {
@@ -345,6 +374,7 @@ impl Enricher {
                 .redactor
                 .shown(self.cmdline_mode, kill.cmdline.as_ref()),
             oom_memcg,
+            node,
             oom_log,
             victim_comm_from_proc: match &kill.victim.comm {
                 Some(_) => None,
@@ -385,6 +415,23 @@ impl Enricher {
             created: SystemTime::now(),
         };
         lost_document(&self.host, context)
+    }
+}
+
+/// The victim as the kernel's record has it at the kill.
+fn victim_at_kill(kill: &KernelKill) -> VictimAtKill {
+    let victim = &kill.victim;
+    let kib = |v: Option<u64>| v.unwrap_or(0).saturating_mul(1024);
+    VictimAtKill {
+        pid: victim.pid.unwrap_or(victim.tid),
+        name: victim
+            .comm
+            .clone()
+            .or_else(|| proc_comm(victim.pid.unwrap_or(victim.tid)))
+            .unwrap_or_default(),
+        anon_bytes: kib(victim.anon_rss_kib),
+        rss_bytes: kib(victim.anon_rss_kib) + kib(victim.file_rss_kib) + kib(victim.shmem_rss_kib),
+        oom_score_adj: victim.oom_score_adj,
     }
 }
 

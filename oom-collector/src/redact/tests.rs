@@ -110,6 +110,7 @@ fn document(case: &Case, redactor: &Redactor, mode: CmdlineMode) -> Document {
         cmdline: redactor.shown(mode, kill.cmdline.as_ref()),
         oom_log: None,
         oom_memcg: None,
+        node: None,
         victim_comm_from_proc: None,
         victim_exiting: None,
         memcg_oom_group: None,
