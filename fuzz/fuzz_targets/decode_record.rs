@@ -123,7 +123,7 @@ fn context(kill: &KernelKill) -> KillContext {
                 source: "cgroupfs",
                 ..MemcgStats::default()
             }),
-            task_count: kill.victim.uid.map(u64::from),
+            tasks_count: kill.victim.uid.map(u64::from),
             ..Memcg::default()
         }),
         node: None,

@@ -20,8 +20,8 @@ use oom_collector::{
         alloc_failure::{alloc_failure_document, AllocFailureContext},
         kill::{kill_document, KillContext},
         lost::{lost_document, LostContext},
-        Document, Memcg, MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, NodeMemcg, NodeStats,
-        OomNode, PressureAverages,
+        Document, Memcg, MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, NodeMemcg,
+        NodeMemcgPod, NodeStats, OomNode, PodName, PressureAverages,
     },
     enrich::runtime::ContainerMetadata,
     host::HostInfo,
@@ -160,15 +160,15 @@ fn kubernetes_kill() -> Document {
                     task(15_120, "sh", 1_052_672, 984),
                     task(15_001, "pause", 409_600, -998),
                 ]),
-                task_count: Some(4),
+                tasks_count: Some(4),
                 events: Some(MemcgEvents {
                     high: Some(0),
                     max: Some(41_237),
                     oom: Some(1),
                     oom_kill: Some(1),
                     oom_group_kill: Some(0),
+                    failcnt: None,
                 }),
-                failcnt: None,
                 pressure: Some(MemcgPressure {
                     some: PressureAverages {
                         avg10: 38.52,
@@ -283,7 +283,7 @@ fn global_kill() -> Document {
                 NodeMemcg {
                     path: "/system.slice/batch.service".into(),
                     usage_bytes: gib(29),
-                    pod: None,
+                    kubernetes: None,
                 },
                 NodeMemcg {
                     path: "/kubepods.slice/kubepods-burstable.slice/\
@@ -291,7 +291,12 @@ fn global_kill() -> Document {
                            cri-containerd-3f1a9c0e5b7d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a.scope"
                         .into(),
                     usage_bytes: gib(6),
-                    pod: Some("shop/worker-7c9d8f6b5-x2x9q".into()),
+                    kubernetes: Some(NodeMemcgPod {
+                        namespace: Some("shop".into()),
+                        pod: PodName {
+                            name: "worker-7c9d8f6b5-x2x9q".into(),
+                        },
+                    }),
                 },
             ],
         }),

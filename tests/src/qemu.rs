@@ -435,7 +435,7 @@ impl Guest {
             .arg(&initramfs)
             // panic=-1: a panicking guest reboots at once, and -no-reboot
             // turns that into QEMU's exit.
-            .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"]);
+            .args(["-append", "console=ttyS0 panic=-1 rdinit=/init psi=1"]);
         for port in [&console, &stdout, &status] {
             qemu.arg("-serial").arg(format!("file:{}", port.display()));
         }

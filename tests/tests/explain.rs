@@ -186,9 +186,9 @@ fn tmpfs_fills_the_limit(source: Source) {
     // How the pressure built up (v1: the limit's fail count, which the
     // kernel may leave at 0 for charges it fails before counting, and the
     // kills, this one included).
-    number(event, "/oom/memcg/failcnt");
+    number(event, "/oom/memcg/events/failcnt");
     assert!(number(event, "/oom/memcg/events/oom_kill") >= 1, "{event}");
-    assert_eq!(number(event, "/oom/memcg/task_count"), 1, "{event}");
+    assert_eq!(number(event, "/oom/memcg/tasks_count"), 1, "{event}");
     drop(tmpfs);
 }
 
@@ -223,7 +223,7 @@ fn siblings_are_listed(source: Source) {
     eprintln!("{}: {}", source.name(), line.text);
 
     let tasks = event["oom"]["memcg"]["tasks"].as_array().expect("tasks");
-    assert_eq!(number(event, "/oom/memcg/task_count"), 3, "{event}");
+    assert_eq!(number(event, "/oom/memcg/tasks_count"), 3, "{event}");
     assert_eq!(tasks.len(), 3, "{event}");
     assert_eq!(tasks[0]["pid"], pid, "the victim is the largest: {event}");
     let sizes: Vec<u64> = tasks

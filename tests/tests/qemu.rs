@@ -22,8 +22,12 @@
 //! - `no_btf`: a kill seen by a collector without BTF (`/dev/null` mounted
 //!   over `/sys/kernel/btf/vmlinux`);
 //! - `no_tracefs`: the collector's words when tracefs is not mounted;
+//! - `explain`: what filled the limit: a 64 MiB cgroup 40 MiB of it a
+//!   tmpfs file, and a cgroup where two processes hold 20 MiB each beside
+//!   a hog, with `memory.events` and `memory.pressure` (booted `psi=1`);
 //! - `global_oom`: a hog in the root cgroup running the guest out of
-//!   memory, with the collector shielded (`oom_score_adj` -1000);
+//!   memory beside two cgroups holding 150 and 60 MiB, with the collector
+//!   shielded (`oom_score_adj` -1000): the node's largest cgroups listed;
 //! - `selftest`: `oom-collector selftest` (on cgroup v2 there).
 //!
 //! Without QEMU, busybox or the kernels (no network), the tests skip with
@@ -1112,6 +1116,100 @@ fn check_global_oom(series: Series, test: &str) {
         kill["oom"].get("memcg").is_none(),
         "{release}: no memory cgroup's limit was hit: {kill}"
     );
+    // Which cgroups ate the node: the two holders, the larger first.
+    eprintln!("{release}: {}", kill["message"]);
+    let memcgs: Vec<&str> = kill["oom"]["node"]["memcgs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{release}: no oom.node.memcgs: {kill}"))
+        .iter()
+        .filter_map(|m| m["path"].as_str())
+        .collect();
+    assert_eq!(
+        memcgs.get(..2),
+        Some(&["/hungry_a", "/hungry_b"][..]),
+        "{release}: {kill}"
+    );
+    assert!(
+        kill["oom"]["node"]["stats"]["anon_bytes"].as_u64() > Some(200 << 20),
+        "{release}: {kill}"
+    );
+    assert!(
+        kill["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the node ran out of memory: largest cgroups /hungry_a ")),
+        "{release}: {kill}"
+    );
+}
+
+/// What filled the limit, on cgroup v2: a tmpfs file is blamed for the
+/// kill beside it; two holders are listed with what they held; the
+/// cgroup's `memory.events` and `memory.pressure` came with the kill.
+fn check_explain(series: Series, test: &str) {
+    let Some(boot) = guest(series, test) else {
+        return;
+    };
+    let documents = json_lines(boot, "explain");
+    let release = &boot.release;
+    let number = |event: &Value, pointer: &str| -> u64 {
+        event
+            .pointer(pointer)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("{release}: no {pointer} in {event}"))
+    };
+
+    let pid = hog_pid(boot, "explain_pids", "tmpfs");
+    let kill = kill_of(boot, &documents, pid);
+    eprintln!("{release}: {}", kill["message"]);
+    assert_eq!(kill["oom"]["memcg"]["path"], "/tmpfs", "{release}: {kill}");
+    let shmem = number(kill, "/oom/memcg/stats/shmem_bytes");
+    assert!(shmem >= 38 << 20, "{release}: shmem {shmem}: {kill}");
+    let own = number(kill, "/oom/victim/rss/anon_bytes");
+    assert!(own < 30 << 20, "{release}: the victim's own anon {own}");
+    let start = format!(
+        "oom-collector[{pid}] killed in memory cgroup /tmpfs (limit 64.0 MiB): tmpfs/shmem "
+    );
+    assert!(
+        kill["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&start)),
+        "{release}: {kill}"
+    );
+    assert!(
+        number(kill, "/oom/memcg/events/max") > 0,
+        "{release}: {kill}"
+    );
+    assert!(
+        number(kill, "/oom/memcg/events/oom_kill") >= 1,
+        "{release}: {kill}"
+    );
+    let some = kill
+        .pointer("/oom/memcg/pressure/some/avg60")
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{release}: memory.pressure (booted with psi=1): {kill}"));
+    assert!(some >= 0.0, "{release}: {kill}");
+
+    let pid = hog_pid(boot, "explain_pids", "siblings");
+    let kill = kill_of(boot, &documents, pid);
+    eprintln!("{release}: {}", kill["message"]);
+    assert_eq!(
+        number(kill, "/oom/memcg/tasks_count"),
+        3,
+        "{release}: {kill}"
+    );
+    let tasks = kill["oom"]["memcg"]["tasks"].as_array().expect("tasks");
+    for line in boot.section("holders").body.lines() {
+        let (holder, kib) = line.split_once(' ').expect("pid kB");
+        let held: u64 = kib.trim().parse::<u64>().expect("kB") * 1024;
+        let listed = tasks
+            .iter()
+            .find(|t| t["pid"].as_u64() == holder.parse().ok())
+            .unwrap_or_else(|| panic!("{release}: holder {holder} not listed: {kill}"));
+        let rss = listed["rss_bytes"].as_u64().expect("rss");
+        assert!(
+            rss.abs_diff(held) <= held / 10,
+            "{release}: holder {holder} listed {rss}, held {held}"
+        );
+    }
 }
 
 /// The collector's warnings and errors, each cut to its first line (a
@@ -1222,6 +1320,11 @@ macro_rules! kernel_tests {
             #[test]
             fn no_tracefs() {
                 check_no_tracefs($series, concat!(stringify!($module), "::no_tracefs"));
+            }
+
+            #[test]
+            fn explain() {
+                check_explain($series, concat!(stringify!($module), "::explain"));
             }
 
             #[test]

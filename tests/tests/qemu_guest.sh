@@ -197,6 +197,36 @@ stop_collector kills /tmp/kills.ndjson kills_log /tmp/kills.log
 rmdir $C/single $C/pair_a $C/pair_b $C/nested/busy $C/nested/idle $C/nested 2>/dev/null
 section kill_pids 0 /tmp/kill_pids
 
+# What filled the limit: a 64 MiB cgroup, 40 MiB of it a tmpfs file, and a
+# hog; a 112 MiB cgroup where two processes hold 20 MiB each, and a hog.
+# The holders' resident kB go to /tmp/holders.
+: > /tmp/kill_pids
+: > /tmp/holders
+if start_collector /tmp/explain.ndjson /tmp/explain.log; then
+    limited $C/tmpfs 64M
+    mkdir -p /tmp/shm && mount -t tmpfs -o size=100m tmpfs /tmp/shm
+    sh -c "echo \$\$ > $C/tmpfs/cgroup.procs && exec dd if=/dev/zero of=/tmp/shm/data bs=1M count=40" 2>/dev/null
+    hog_in tmpfs $C/tmpfs
+    rm -f /tmp/shm/data
+    limited $C/siblings 112M
+    sh -c "echo \$\$ > $C/siblings/cgroup.procs && exec enomem hold 20" > /tmp/held_a & ha=$!
+    sh -c "echo \$\$ > $C/siblings/cgroup.procs && exec enomem hold 20" > /tmp/held_b & hb=$!
+    both_held() { grep -q held /tmp/held_a && grep -q held /tmp/held_b; }
+    wait_until 300 both_held
+    for h in $ha $hb; do
+        echo "$h $(grep VmRSS /proc/$h/status | tr -s ' ' | cut -d' ' -f2)" >> /tmp/holders
+    done
+    hog_in siblings $C/siblings
+    kill $ha $hb
+    wait $ha $hb 2>/dev/null
+    sleep 1
+fi
+stop_collector explain /tmp/explain.ndjson explain_log /tmp/explain.log
+umount /tmp/shm 2>/dev/null
+rmdir $C/tmpfs $C/siblings 2>/dev/null
+section explain_pids 0 /tmp/kill_pids
+section holders 0 /tmp/holders
+
 # The DaemonSet's privileges: root with exactly the manifest's capabilities
 # ($MANIFEST_CAPS, read from deploy/kubernetes/oom-collector.yaml by the
 # test; util-linux's setpriv, not busybox's), under the RLIMIT_MEMLOCK a
@@ -275,10 +305,18 @@ oom-collector selftest > /tmp/selftest 2>&1
 section selftest $? /tmp/selftest
 
 # A global OOM, last: a hog in the root cgroup runs the guest out of
-# memory (no swap).
+# memory (no swap), beside two cgroups without limits holding 150 and
+# 60 MiB.
 : > /tmp/kill_pids
 if start_collector /tmp/global.ndjson /tmp/global.log; then
+    mkdir -p $C/hungry_a $C/hungry_b
+    sh -c "echo \$\$ > $C/hungry_a/cgroup.procs && exec enomem hold 150" > /tmp/held_a & ga=$!
+    sh -c "echo \$\$ > $C/hungry_b/cgroup.procs && exec enomem hold 60" > /tmp/held_b & gb=$!
+    both_held() { grep -q held /tmp/held_a && grep -q held /tmp/held_b; }
+    wait_until 300 both_held
     hog_in global $C
+    kill $ga $gb
+    wait $ga $gb 2>/dev/null
     sleep 1
 fi
 stop_collector global /tmp/global.ndjson global_log /tmp/global.log

@@ -43,7 +43,7 @@ impl Document {
         }
         shares.push((format!("{name} anon"), victim_anon));
         if let Some(anon) = stats.anon_bytes {
-            let others = memcg.task_count.unwrap_or(1).saturating_sub(1);
+            let others = memcg.tasks_count.unwrap_or(1).saturating_sub(1);
             let label = match others {
                 0 => "other anon".to_owned(),
                 1 => "1 other process".to_owned(),
@@ -99,10 +99,13 @@ impl Document {
             .iter()
             .take(SENTENCE_CGROUPS)
             .map(|memcg| {
-                let what = memcg
-                    .pod
-                    .as_ref()
-                    .map_or_else(|| memcg.path.clone(), |pod| format!("pod {pod}"));
+                let what = match &memcg.kubernetes {
+                    Some(k8s) => match &k8s.namespace {
+                        Some(namespace) => format!("pod {namespace}/{}", k8s.pod.name),
+                        None => format!("pod {}", k8s.pod.name),
+                    },
+                    None => memcg.path.clone(),
+                };
                 format!("{what} {}", mib(memcg.usage_bytes))
             })
             .collect();

@@ -417,14 +417,11 @@ pub struct Memcg {
     pub tasks: Option<Vec<MemcgTask>>,
     /// How many processes the cgroup and its descendants held at the kill.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub task_count: Option<u64>,
-    /// How often the cgroup met its limits: `memory.events` (v2), the
-    /// OOM kill count of `memory.oom_control` (v1).
+    pub tasks_count: Option<u64>,
+    /// How often the cgroup met its limits: `memory.events` (v2);
+    /// `memory.failcnt` and the OOM kill count of `memory.oom_control` (v1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<MemcgEvents>,
-    /// v1's `memory.failcnt`: charges that hit the limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failcnt: Option<u64>,
     /// `memory.pressure` (v2, with PSI): the share of time tasks stalled
     /// on memory, in percent.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -500,9 +497,22 @@ pub struct NodeStats {
 pub struct NodeMemcg {
     pub path: String,
     pub usage_bytes: u64,
-    /// `NAMESPACE/NAME` of the pod whose container it is, where known.
+    /// The pod whose container it is, where known: `kubernetes.namespace`
+    /// and `kubernetes.pod.name`, as on the document itself.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
+    pub kubernetes: Option<NodeMemcgPod>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NodeMemcgPod {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub pod: PodName,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PodName {
+    pub name: String,
 }
 
 /// One process of the limited cgroup at the kill.
@@ -533,6 +543,9 @@ pub struct MemcgEvents {
     pub oom_kill: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oom_group_kill: Option<u64>,
+    /// v1's `memory.failcnt`: charges that hit the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failcnt: Option<u64>,
 }
 
 /// `memory.pressure`: `some` (at least one task stalled) and `full` (all

@@ -21,8 +21,8 @@ use walkdir::WalkDir;
 use super::cgroup::CgroupVersion;
 use crate::{
     document::{
-        MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, NodeMemcg, NodeStats, OomNode,
-        PressureAverages,
+        MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, NodeMemcg, NodeMemcgPod, NodeStats,
+        OomNode, PressureAverages,
     },
     kmsg::LoggedReport,
 };
@@ -175,7 +175,6 @@ pub struct MemcgReport {
     pub tasks: Vec<MemcgTask>,
     pub task_count: u64,
     pub events: Option<MemcgEvents>,
-    pub failcnt: Option<u64>,
     pub pressure: Option<MemcgPressure>,
 }
 
@@ -218,33 +217,40 @@ pub fn report_from_log(
             oom_score_adj: task.oom_score_adj,
         })
         .collect();
-    let (events, failcnt, pressure) = read_counters(dir, version);
+    let (mut events, pressure) = read_counters(dir, version);
+    if version == CgroupVersion::V1 {
+        let events = events.get_or_insert_with(MemcgEvents::default);
+        events.failcnt = events.failcnt.or(logged.failcnt);
+    }
     MemcgReport {
         stats,
         tasks,
         task_count: logged.task_count,
         events,
-        failcnt: failcnt.or(logged.failcnt),
         pressure,
     }
 }
 
-/// `memory.events` or `memory.oom_control`, `memory.failcnt` (v1) and
-/// `memory.pressure` of the cgroup in `dir`.
+/// `memory.events` (v2) or `memory.oom_control` and `memory.failcnt`
+/// (v1), and `memory.pressure`, of the cgroup in `dir`.
 fn read_counters(
     dir: &Path,
     version: CgroupVersion,
-) -> (Option<MemcgEvents>, Option<u64>, Option<MemcgPressure>) {
+) -> (Option<MemcgEvents>, Option<MemcgPressure>) {
     let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
-    let (events, failcnt) = match version {
-        CgroupVersion::V1 => (
-            read("memory.oom_control").and_then(|t| parse_events(&t)),
-            read("memory.failcnt").and_then(|t| t.trim().parse().ok()),
-        ),
-        CgroupVersion::V2 => (read("memory.events").and_then(|t| parse_events(&t)), None),
+    let events = match version {
+        CgroupVersion::V1 => {
+            let failcnt = read("memory.failcnt").and_then(|t| t.trim().parse().ok());
+            let mut events = read("memory.oom_control").and_then(|t| parse_events(&t));
+            if failcnt.is_some() {
+                events.get_or_insert_with(MemcgEvents::default).failcnt = failcnt;
+            }
+            events
+        }
+        CgroupVersion::V2 => read("memory.events").and_then(|t| parse_events(&t)),
     };
     let pressure = read("memory.pressure").and_then(|t| parse_pressure(&t));
-    (events, failcnt, pressure)
+    (events, pressure)
 }
 
 /// Reads the report of the memory cgroup in `dir` (and its descendants)
@@ -296,13 +302,12 @@ pub fn read_report(dir: &Path, version: CgroupVersion, victim: &VictimAtKill) ->
     tasks.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
     tasks.truncate(LISTED_TASKS);
 
-    let (events, failcnt, pressure) = read_counters(dir, version);
+    let (events, pressure) = read_counters(dir, version);
     MemcgReport {
         stats,
         tasks,
         task_count,
         events,
-        failcnt,
         pressure,
     }
 }
@@ -336,7 +341,7 @@ pub fn read_node_report(
     root: &Path,
     version: CgroupVersion,
     victim: &VictimAtKill,
-    mut pod_of: impl FnMut(&str) -> Option<String>,
+    mut pod_of: impl FnMut(&str) -> Option<NodeMemcgPod>,
 ) -> OomNode {
     let exited = wait_for_exit(victim.pid, EXIT_PATIENCE);
     let mut stats = parse_meminfo(&fs::read_to_string("/proc/meminfo").unwrap_or_default());
@@ -368,14 +373,14 @@ pub fn read_node_report(
             Some(NodeMemcg {
                 path: format!("/{}", relative.to_string_lossy()),
                 usage_bytes: usage,
-                pod: None,
+                kubernetes: None,
             })
         })
         .collect();
     memcgs.sort_by_key(|memcg| std::cmp::Reverse(memcg.usage_bytes));
     memcgs.truncate(LISTED_TASKS);
     for memcg in &mut memcgs {
-        memcg.pod = pod_of(&memcg.path);
+        memcg.kubernetes = pod_of(&memcg.path);
     }
     OomNode { stats, memcgs }
 }

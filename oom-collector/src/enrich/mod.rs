@@ -27,7 +27,7 @@ use crate::{
         container::container_of,
         kill::{kill_document, KillContext},
         lost::{lost_document, LostContext},
-        Document, Memcg, OomNode,
+        Document, Memcg, NodeMemcgPod, OomNode, PodName,
     },
     host::{page_size, wall_clock_of_boot_ns, HostInfo},
     kmsg::{Kmsg, LoggedReport},
@@ -228,9 +228,8 @@ impl Enricher {
         };
         memcg.stats = report.stats;
         memcg.tasks = Some(report.tasks).filter(|t| !t.is_empty());
-        memcg.task_count = Some(report.task_count);
+        memcg.tasks_count = Some(report.task_count);
         memcg.events = report.events;
-        memcg.failcnt = report.failcnt;
         memcg.pressure = report.pressure;
         memcg
     }
@@ -282,11 +281,12 @@ impl Enricher {
         let runtime = &mut self.runtime;
         let node = read_node_report(&root, *version, &victim_at_kill(kill), |path| {
             let metadata = runtime.lookup(&container_of([Some(path), None]).id?)?;
-            match (metadata.pod_namespace, metadata.pod_name) {
-                (Some(namespace), Some(name)) => Some(format!("{namespace}/{name}")),
-                (None, Some(name)) => Some(name),
-                _ => None,
-            }
+            Some(NodeMemcgPod {
+                namespace: metadata.pod_namespace,
+                pod: PodName {
+                    name: metadata.pod_name?,
+                },
+            })
         });
         if let Some(id) = incident {
             self.last_node = Some((id, node.clone()));
