@@ -61,6 +61,26 @@ impl Source {
     }
 }
 
+/// Two tests of scenario `$scenario`, as root: from the kernel log, and
+/// from cgroupfs.
+macro_rules! from_both_sources {
+    ($scenario:ident, $kernel_log:ident, $cgroupfs:ident) => {
+        #[test]
+        fn $kernel_log() {
+            if require_root!() {
+                $scenario(Source::KernelLog);
+            }
+        }
+
+        #[test]
+        fn $cgroupfs() {
+            if require_root!() {
+                $scenario(Source::Cgroupfs);
+            }
+        }
+    };
+}
+
 /// A tmpfs of the test's own, unmounted on drop.
 struct Tmpfs(PathBuf);
 
@@ -155,7 +175,17 @@ fn tmpfs_fills_the_limit(source: Source) {
     let tmpfs = Tmpfs::mount(&scratch.0.join("tmpfs"));
     let file = tmpfs.0.join("data");
     let of = format!("of={}", file.display());
-    run_in(&cgroup, &["dd", "if=/dev/zero", &of, "bs=1M", "count=40"]);
+    run_in(
+        &cgroup,
+        &[
+            "dd",
+            "if=/dev/zero",
+            &of,
+            "bs=1M",
+            "count=40",
+            "status=none",
+        ],
+    );
     let mut hog = Hog::start(&cgroup);
     let pid = hog.pid();
     hog.wait(KILL_TIMEOUT);
@@ -192,21 +222,11 @@ fn tmpfs_fills_the_limit(source: Source) {
     drop(tmpfs);
 }
 
-#[test]
-fn tmpfs_that_filled_the_limit_is_named_from_the_kernel_log() {
-    if !require_root!() {
-        return;
-    }
-    tmpfs_fills_the_limit(Source::KernelLog);
-}
-
-#[test]
-fn tmpfs_that_filled_the_limit_is_named_from_cgroupfs() {
-    if !require_root!() {
-        return;
-    }
-    tmpfs_fills_the_limit(Source::Cgroupfs);
-}
+from_both_sources!(
+    tmpfs_fills_the_limit,
+    tmpfs_that_filled_the_limit_is_named_from_the_kernel_log,
+    tmpfs_that_filled_the_limit_is_named_from_cgroupfs
+);
 
 /// Three processes in one cgroup: two hold 20 MiB each, one grows until
 /// it is killed. All three are listed with what they held.
@@ -251,21 +271,11 @@ fn siblings_are_listed(source: Source) {
     drop(holders);
 }
 
-#[test]
-fn siblings_are_listed_from_the_kernel_log() {
-    if !require_root!() {
-        return;
-    }
-    siblings_are_listed(Source::KernelLog);
-}
-
-#[test]
-fn siblings_are_listed_from_cgroupfs() {
-    if !require_root!() {
-        return;
-    }
-    siblings_are_listed(Source::Cgroupfs);
-}
+from_both_sources!(
+    siblings_are_listed,
+    siblings_are_listed_from_the_kernel_log,
+    siblings_are_listed_from_cgroupfs
+);
 
 /// A limit on the pod's cgroup, none on the container's: the stats are
 /// the pod's, which holds a tmpfs file of another container, and the
@@ -278,7 +288,17 @@ fn a_nested_limit_reports_the_limited_parent(source: Source) {
     let scratch = ScratchDir::new(&format!("nested-{}", source.name()));
     let tmpfs = Tmpfs::mount(&scratch.0.join("tmpfs"));
     let of = format!("of={}", tmpfs.0.join("data").display());
-    run_in(&writer, &["dd", "if=/dev/zero", &of, "bs=1M", "count=24"]);
+    run_in(
+        &writer,
+        &[
+            "dd",
+            "if=/dev/zero",
+            &of,
+            "bs=1M",
+            "count=24",
+            "status=none",
+        ],
+    );
     let mut hog = Hog::start(&container);
     let pid = hog.pid();
     hog.wait(KILL_TIMEOUT);
@@ -307,18 +327,8 @@ fn a_nested_limit_reports_the_limited_parent(source: Source) {
     drop(writer);
 }
 
-#[test]
-fn a_nested_limit_reports_the_limited_parent_from_the_kernel_log() {
-    if !require_root!() {
-        return;
-    }
-    a_nested_limit_reports_the_limited_parent(Source::KernelLog);
-}
-
-#[test]
-fn a_nested_limit_reports_the_limited_parent_from_cgroupfs() {
-    if !require_root!() {
-        return;
-    }
-    a_nested_limit_reports_the_limited_parent(Source::Cgroupfs);
-}
+from_both_sources!(
+    a_nested_limit_reports_the_limited_parent,
+    a_nested_limit_reports_the_limited_parent_from_the_kernel_log,
+    a_nested_limit_reports_the_limited_parent_from_cgroupfs
+);
