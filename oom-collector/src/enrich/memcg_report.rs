@@ -1,14 +1,14 @@
 //! What filled a memory cgroup, who held it and how often it met its
 //! limit, read from cgroupfs and `/proc` right after a kill.
 //!
-//! Read after the kill, the cgroup no longer holds what the kill freed:
-//! the victim's anonymous memory (its file pages and its tmpfs files stay
-//! charged). So the victim's share is added back from its own record at
-//! the kill, less what it still holds now (the kernel frees it while the
-//! process exits, so the part already freed is what is missing). The
-//! rest of the cgroup may have moved meanwhile: that is why the kernel's
-//! own report, where the collector can read the kernel log, is preferred
-//! ([`report_from_log`]).
+//! Read after the kill, the cgroup may no longer hold what the kill
+//! freed: the victim's anonymous memory (its file pages and its tmpfs
+//! files stay charged). So the cgroup's anonymous memory is taken as the
+//! larger of what is charged now and the victim's own at the kill (its
+//! record) plus what the other processes hold now; the report does not
+//! wait for the victim to exit. The rest of the cgroup may have moved
+//! meanwhile: that is why the kernel's own report, where the collector
+//! can read the kernel log, is preferred ([`report_from_log`]).
 
 use std::{
     fs,
@@ -258,32 +258,27 @@ fn read_counters(
 pub fn read_report(dir: &Path, version: CgroupVersion, victim: &VictimAtKill) -> MemcgReport {
     let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
     let number = |name: &str| read(name).and_then(|t| t.trim().parse::<u64>().ok());
-    // The victim's memory is uncharged as its last thread exits, after
-    // /proc already shows it without any: read once it has exited, its
-    // whole anonymous memory is what the kill freed.
-    let freed_anon = if wait_for_exit(victim.pid, EXIT_PATIENCE) {
-        victim.anon_bytes
-    } else {
-        let now = ProcessNow::read(victim.pid).map_or(0, |now| now.anon_bytes);
-        victim.anon_bytes.saturating_sub(now)
-    };
-
+    // Read at once, without waiting for the victim to exit: the kernel
+    // may or may not have uncharged its memory yet, and /proc shows none
+    // before it has. Either way the cgroup's anonymous memory at the kill
+    // was at least what is charged now, and at least the victim's (as the
+    // kernel recorded it) plus what the others hold.
     let stats = read("memory.stat").map(|text| {
         let (kernel, swap) = match version {
             CgroupVersion::V1 => (number("memory.kmem.usage_in_bytes"), None),
             CgroupVersion::V2 => (None, number("memory.swap.current")),
         };
-        let mut stats = parse_stats(version, &text, kernel, swap);
-        stats.anon_bytes = stats.anon_bytes.map(|anon| anon.saturating_add(freed_anon));
-        stats
+        parse_stats(version, &text, kernel, swap)
     });
 
     let mut tasks: Vec<MemcgTask> = Vec::new();
+    let mut others_anon: u64 = 0;
     for pid in cgroup_pids(dir) {
         if pid == victim.pid {
             continue;
         }
         if let Some(now) = ProcessNow::read(pid) {
+            others_anon = others_anon.saturating_add(now.anon_bytes);
             tasks.push(MemcgTask {
                 pid,
                 name: now.name,
@@ -297,6 +292,11 @@ pub fn read_report(dir: &Path, version: CgroupVersion, victim: &VictimAtKill) ->
         name: victim.name.clone(),
         rss_bytes: victim.rss_bytes,
         oom_score_adj: victim.oom_score_adj,
+    });
+    let stats = stats.map(|mut stats| {
+        let at_kill = victim.anon_bytes.saturating_add(others_anon);
+        stats.anon_bytes = stats.anon_bytes.map(|now| now.max(at_kill));
+        stats
     });
     let task_count = tasks.len() as u64;
     tasks.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
