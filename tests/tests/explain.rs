@@ -9,7 +9,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -81,34 +81,48 @@ macro_rules! from_both_sources {
     };
 }
 
-/// A tmpfs of the test's own, unmounted on drop.
-struct Tmpfs(PathBuf);
+/// A tmpfs of the test's own in a scratch directory, unmounted on drop.
+struct Tmpfs {
+    dir: PathBuf,
+    _scratch: ScratchDir,
+}
 
 impl Tmpfs {
-    fn mount(dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).expect("a mount point");
+    /// Mounts one and writes a `mib` MiB file into it from inside
+    /// `cgroup`, so that its pages are charged there.
+    fn filled_from(cgroup: &ScratchCgroup, label: &str, mib: u64) -> Self {
+        let scratch = ScratchDir::new(label);
+        let dir = scratch.0.join("tmpfs");
+        std::fs::create_dir_all(&dir).expect("a mount point");
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=128m", "tmpfs"])
-            .arg(dir)
+            .arg(&dir)
             .status()
             .expect("mount");
         assert!(status.success(), "mount -t tmpfs: {status}");
-        Self(dir.to_owned())
+        let tmpfs = Self {
+            dir,
+            _scratch: scratch,
+        };
+        let argv: Vec<String> = [
+            "dd".to_owned(),
+            "if=/dev/zero".to_owned(),
+            format!("of={}", tmpfs.dir.join("data").display()),
+            "bs=1M".to_owned(),
+            format!("count={mib}"),
+            "status=none".to_owned(),
+        ]
+        .to_vec();
+        let (status, _) = Hog::exec(cgroup, &argv).wait(KILL_TIMEOUT);
+        assert!(status.success(), "{argv:?} in {}: {status}", cgroup.path);
+        tmpfs
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("umount").arg(&self.dir).status();
     }
-}
-
-/// Runs `argv` in `cgroup` to its end; it must succeed.
-fn run_in(cgroup: &ScratchCgroup, argv: &[&str]) {
-    let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
-    let mut process = Hog::exec(cgroup, &argv);
-    let (status, _) = process.wait(KILL_TIMEOUT);
-    assert!(status.success(), "{argv:?} in {}: {status}", cgroup.path);
 }
 
 /// `enomem hold MIB` in `cgroup`, once it holds them.
@@ -171,21 +185,7 @@ fn number(event: &Value, pointer: &str) -> u64 {
 fn tmpfs_fills_the_limit(source: Source) {
     let collector = source.collector();
     let cgroup = scratch_cgroup(&format!("tmpfs-{}", source.name()), 64 * MIB);
-    let scratch = ScratchDir::new(&format!("tmpfs-{}", source.name()));
-    let tmpfs = Tmpfs::mount(&scratch.0.join("tmpfs"));
-    let file = tmpfs.0.join("data");
-    let of = format!("of={}", file.display());
-    run_in(
-        &cgroup,
-        &[
-            "dd",
-            "if=/dev/zero",
-            &of,
-            "bs=1M",
-            "count=40",
-            "status=none",
-        ],
-    );
+    let tmpfs = Tmpfs::filled_from(&cgroup, &format!("tmpfs-{}", source.name()), 40);
     let mut hog = Hog::start(&cgroup);
     let pid = hog.pid();
     hog.wait(KILL_TIMEOUT);
@@ -285,20 +285,7 @@ fn a_nested_limit_reports_the_limited_parent(source: Source) {
     let pod = scratch_cgroup(&format!("nested-{}", source.name()), 64 * MIB);
     let writer = child_cgroup(&pod, "writer");
     let container = child_cgroup(&pod, "container");
-    let scratch = ScratchDir::new(&format!("nested-{}", source.name()));
-    let tmpfs = Tmpfs::mount(&scratch.0.join("tmpfs"));
-    let of = format!("of={}", tmpfs.0.join("data").display());
-    run_in(
-        &writer,
-        &[
-            "dd",
-            "if=/dev/zero",
-            &of,
-            "bs=1M",
-            "count=24",
-            "status=none",
-        ],
-    );
+    let tmpfs = Tmpfs::filled_from(&writer, &format!("nested-{}", source.name()), 24);
     let mut hog = Hog::start(&container);
     let pid = hog.pid();
     hog.wait(KILL_TIMEOUT);

@@ -50,6 +50,20 @@ pub struct KillContext {
     pub victim_exiting: Option<bool>,
 }
 
+/// `oom.incident.id`: one per OOM, shared by all its victims; from the
+/// `oom_kill_process` hook, else from the kernel's log.
+pub fn incident_id(
+    host: &HostInfo,
+    kill: &KernelKill,
+    logged: Option<&OomContext>,
+) -> Option<String> {
+    match (&kill.oom_control, logged) {
+        (Some(c), _) => Some(format!("{}-{}", host.boot_id, c.incident_boot_ns)),
+        (None, Some(l)) => Some(format!("{}-oom-{}", host.boot_id, l.incident_seq)),
+        (None, None) => None,
+    }
+}
+
 /// Shapes the `oom_kill` document; no I/O.
 pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -> Document {
     let victim = &kill.victim;
@@ -63,11 +77,7 @@ pub fn kill_document(kill: &KernelKill, host: &HostInfo, context: KillContext) -
     let logged = context.oom_log;
     let control = kill.oom_control.as_ref();
     let chosen = control.map(|c| c.chosen_tid == victim.tid);
-    let incident = match (control, &logged) {
-        (Some(c), _) => Some(format!("{}-{}", host.boot_id, c.incident_boot_ns)),
-        (None, Some(l)) => Some(format!("{}-oom-{}", host.boot_id, l.incident_seq)),
-        (None, None) => None,
-    };
+    let incident = incident_id(host, kill, logged.as_ref());
     let oom = Oom {
         constraint: control
             .and_then(|c| c.constraint)

@@ -25,7 +25,7 @@ use crate::{
     document::{
         alloc_failure::{alloc_failure_document, AllocFailureContext},
         container::container_of,
-        kill::{kill_document, KillContext},
+        kill::{incident_id, kill_document, KillContext},
         lost::{lost_document, LostContext},
         Document, Memcg, NodeMemcgPod, OomNode, PodName,
     },
@@ -335,11 +335,7 @@ impl Enricher {
             oom_memcg_path.as_deref(),
             oom_log.as_ref().is_some_and(|l| l.group.is_some()),
         );
-        let incident = match (&kill.oom_control, &oom_log) {
-            (Some(control), _) => Some(format!("hook-{}", control.incident_boot_ns)),
-            (None, Some(log)) => Some(format!("log-{}", log.incident_seq)),
-            (None, None) => None,
-        };
+        let incident = incident_id(&self.host, kill, oom_log.as_ref());
         let constraint = kill
             .oom_control
             .as_ref()
