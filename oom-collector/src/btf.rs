@@ -9,7 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, BtfType, Member, Type};
-use oom_common::{ChosenTaskOffsets, KernelOffsets, OomControlOffsets, OFFSET_UNKNOWN};
+use oom_common::{
+    ChosenTaskOffsets, KernelOffsets, MemcgStatOffsets, OomControlOffsets, MEMCG_STAT_COUNT,
+    MEMCG_STAT_ITEMS, OFFSET_UNKNOWN,
+};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -160,6 +163,71 @@ impl KernelBtf {
             *offset = first + index * stride;
         }
         Ok(offsets)
+    }
+
+    /// Where a memory cgroup's stat counters are, for the `oom_kill_process`
+    /// hooks to read the limited cgroup's at the OOM (see
+    /// [`MemcgStatOffsets`]); an error where the array is not in the order
+    /// of the kernel's enums (6.10 and later), so no slot can be named.
+    pub fn memcg_stat_offsets(&self) -> Result<MemcgStatOffsets, BtfError> {
+        let what = "mem_cgroup::vmstats";
+        let memcg = self.named("mem_cgroup", |ty| matches!(ty, Type::Struct(_)))?;
+        let (bits, member) = self
+            .find_member_of(&memcg, "vmstats", 0)
+            .ok_or_else(|| BtfError::Missing(format!("struct {what}")))?;
+        let at = bits / 8;
+        let (vmstats, state, len) = match self.resolve(&member, what)? {
+            // 5.10: the counters themselves.
+            Type::Array(array) => (OFFSET_UNKNOWN, at, array.len()),
+            Type::Struct(_) => {
+                let (state, len) = self.memcg_vmstats_state()?;
+                (OFFSET_UNKNOWN, at + state, len)
+            }
+            Type::Ptr(_) => {
+                let (state, len) = self.memcg_vmstats_state()?;
+                (at, state, len)
+            }
+            _ => return Err(BtfError::Missing(format!("a known layout of {what}"))),
+        };
+        let all = self.enum_value("memcg_stat_item", "MEMCG_NR_STAT")?;
+        if len != all as usize {
+            return Err(BtfError::Missing(format!(
+                "memory cgroup counters in the order of the kernel's enums ({what} holds {len} of \
+                 {all}, in an order set at boot, as on 6.10 and later)"
+            )));
+        }
+        let counter_size = size_of::<u64>() as u32;
+        let mut slots = [OFFSET_UNKNOWN; MEMCG_STAT_COUNT];
+        // Only these two enums index the array: the same name elsewhere
+        // (5.10's `NR_PAGETABLE` is a zone counter) is another counter.
+        for (slot, item) in slots.iter_mut().zip(MEMCG_STAT_ITEMS) {
+            let index = self
+                .enum_value("node_stat_item", item)
+                .or_else(|_| self.enum_value("memcg_stat_item", item))
+                .ok()
+                .filter(|index| *index < all);
+            if let Some(index) = index {
+                *slot = index * counter_size;
+            }
+        }
+        Ok(MemcgStatOffsets {
+            vmstats,
+            state,
+            slots,
+        })
+    }
+
+    /// `memcg_vmstats::state`: its offset and length.
+    fn memcg_vmstats_state(&self) -> Result<(u32, usize), BtfError> {
+        let what = "memcg_vmstats::state";
+        let vmstats = self.named("memcg_vmstats", |ty| matches!(ty, Type::Struct(_)))?;
+        let (bits, member) = self
+            .find_member_of(&vmstats, "state", 0)
+            .ok_or_else(|| BtfError::Missing(format!("struct {what}")))?;
+        match self.resolve(&member, what)? {
+            Type::Array(array) => Ok((bits / 8, array.len())),
+            _ => Err(BtfError::Missing(format!("an array {what}"))),
+        }
     }
 
     /// Offsets in `struct pt_regs` of the first three system-call arguments
@@ -363,6 +431,33 @@ mod tests {
             assert!(bit < 32, "{bit}");
         }
         assert_eq!(btf.enum_value_anywhere("no_such_enumerator_anywhere"), None);
+    }
+
+    /// The memory cgroup counters are placed where the array is in the
+    /// order of the kernel's enums, and refused where it is not (6.10+,
+    /// this machine's 6.18); 5.10 and 6.1 are proved in the QEMU guests.
+    #[test]
+    fn places_the_memcg_counters_only_in_the_kernels_own_order() {
+        let btf = KernelBtf::load(Path::new(VMLINUX_BTF)).expect("this kernel has BTF");
+        let (_, len) = btf.memcg_vmstats_state().expect("memcg_vmstats::state");
+        let all = btf
+            .enum_value_anywhere("MEMCG_NR_STAT")
+            .expect("MEMCG_NR_STAT");
+        match btf.memcg_stat_offsets() {
+            Ok(offsets) => {
+                assert_eq!(len, all as usize);
+                let anon = btf.enum_value_anywhere("NR_ANON_MAPPED").expect("anon");
+                assert_eq!(offsets.slots[0], anon * 8, "{offsets:?}");
+                assert!(offsets
+                    .slots
+                    .iter()
+                    .all(|s| *s == OFFSET_UNKNOWN || *s < all * 8));
+            }
+            Err(error) => {
+                assert_ne!(len, all as usize, "{error}");
+                assert!(error.to_string().contains("set at boot"), "{error}");
+            }
+        }
     }
 
     /// 6.2+ keeps the rss counters in a `percpu_counter` array, indexed by

@@ -88,6 +88,11 @@ pub struct LoggedReport {
     pub tasks: Vec<LoggedTask>,
     /// Processes the task dump listed.
     pub task_count: u64,
+    /// A global OOM's "Mem-Info:" counters (`active_anon:1234 ...`), in
+    /// pages.
+    pub node_pages: Vec<(String, u64)>,
+    /// The nodes' kernel stacks, summed from the per-node lines.
+    pub node_kernel_stack_kib: Option<u64>,
 }
 
 /// One row of the kernel's task dump.
@@ -136,6 +141,12 @@ pub enum OomLine {
     /// `[  30798]     0 30798     8638 ...     1 busybox`: the pid, then
     /// the other columns.
     TaskRow { pid: u32, rest: Vec<String> },
+    /// A line of a global OOM's "Mem-Info:", the node's counters in
+    /// pages: `active_anon:1234 inactive_anon:5678 isolated_anon:0`.
+    MemInfo { pairs: Vec<(String, u64)> },
+    /// `Node 0 active_anon:4936kB ... kernel_stack:1872kB ...`: one NUMA
+    /// node's counters, in kB.
+    NodeMemInfo { pairs: Vec<(String, u64)> },
 }
 
 /// Parses one log message (the text after `;` in a `/dev/kmsg` record).
@@ -220,6 +231,26 @@ pub fn parse_line(text: &str) -> Option<OomLine> {
             });
         }
     }
+    if let Some(rest) = text.strip_prefix("Node ") {
+        // `Node 0 active_anon:...kB ...`, not a zone's `Node 0 DMA free:...`.
+        // Its words other than counters (`isolated(anon):0kB`,
+        // `all_unreclaimable? no`) are left out.
+        let (node, rest) = rest.split_once(' ')?;
+        node.parse::<u32>().ok()?;
+        counter_pair(rest.split_whitespace().next()?, "kB")?;
+        let pairs = rest
+            .split_whitespace()
+            .filter_map(|word| counter_pair(word, "kB"))
+            .collect();
+        return Some(OomLine::NodeMemInfo { pairs });
+    }
+    let pairs: Option<Vec<_>> = text
+        .split_whitespace()
+        .map(|word| counter_pair(word, ""))
+        .collect();
+    if let Some(pairs) = pairs.filter(|p| !p.is_empty()) {
+        return Some(OomLine::MemInfo { pairs });
+    }
     if let Some((name, value)) = text.split_once(' ') {
         let plain = !name.is_empty()
             && name
@@ -235,6 +266,17 @@ pub fn parse_line(text: &str) -> Option<OomLine> {
         }
     }
     None
+}
+
+/// `name:123<unit>`, as the kernel prints its memory counters.
+fn counter_pair(word: &str, unit: &str) -> Option<(String, u64)> {
+    let (name, value) = word.split_once(':')?;
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let value = value.strip_suffix(unit)?.parse().ok()?;
+    plain.then(|| (name.to_owned(), value))
 }
 
 fn constraint_name(kernel: &str) -> Option<&'static str> {
@@ -377,6 +419,18 @@ impl OomLog {
                     self.block = block;
                 }
             }
+            OomLine::MemInfo { pairs } => {
+                if let Some(report) = report {
+                    report.node_pages.extend(pairs);
+                }
+            }
+            OomLine::NodeMemInfo { pairs } => {
+                let stack = pairs.iter().find(|(name, _)| name == "kernel_stack");
+                if let (Some(report), Some((_, kib))) = (report, stack) {
+                    report.node_kernel_stack_kib =
+                        Some(report.node_kernel_stack_kib.unwrap_or(0) + kib);
+                }
+            }
             OomLine::Invoked { gfp_flags, order } => {
                 self.current = Some(OomContext {
                     incident_seq: seq,
@@ -429,7 +483,7 @@ impl OomLog {
             // An empty report (a header without the rest) is no report.
             report: context
                 .report
-                .filter(|r| r.stats_path.is_some() || r.task_count > 0),
+                .filter(|r| r.stats_path.is_some() || r.task_count > 0 || !r.node_pages.is_empty()),
             ..context
         };
         if self.kills.insert(pid, context).is_none() {
@@ -769,6 +823,64 @@ mod tests {
         );
         assert_eq!(report.tasks[0].rss_pages, 8420);
         assert_eq!(report.tasks[0].oom_score_adj, Some(0));
+    }
+
+    /// A global OOM's "Mem-Info:" (one record of many lines, pages) and
+    /// its per-node line (kB, with words that are not counters), in the
+    /// kernel's `show_free_areas()` format.
+    #[test]
+    fn a_global_oom_keeps_the_nodes_counters() {
+        let mut log = OomLog::default();
+        let mem_info = "active_anon:1792 inactive_anon:97024 isolated_anon:0\\x0a \
+             active_file:12 inactive_file:31 isolated_file:0\\x0a \
+             unevictable:0 dirty:0 writeback:0\\x0a \
+             slab_reclaimable:1468 slab_unreclaimable:3390\\x0a \
+             mapped:29 shmem:5145 pagetables:331\\x0a \
+             sec_pagetables:0 bounce:0\\x0a \
+             kernel_misc_reclaimable:0\\x0a \
+             free:1306 free_pcp:62 free_cma:0";
+        let record = format!("4,200,1,-;{mem_info}");
+        let (seq, text) = parse_record(&record).expect("a kernel record");
+        log.feed(199, parse_line("tail invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0, oom_score_adj=0").expect("invoked"));
+        assert_eq!(parse_line("Mem-Info:"), None);
+        for part in text.split("\\x0a").filter(|t| !t.is_empty()) {
+            log.feed(seq, parse_line(part).expect("counters"));
+        }
+        for line in [
+            "Node 0 active_anon:7168kB inactive_anon:388096kB active_file:48kB \
+             inactive_file:124kB unevictable:0kB isolated(anon):0kB isolated(file):0kB \
+             mapped:116kB dirty:0kB writeback:0kB shmem:20580kB shmem_thp:0kB \
+             shmem_pmdmapped:0kB anon_thp:0kB writeback_tmp:0kB kernel_stack:1504kB \
+             pagetables:1324kB sec_pagetables:0kB all_unreclaimable? yes Balloon:0kB",
+            "Node 0 DMA free:3940kB boost:0kB min:60kB low:72kB high:84kB",
+            "Node 0 DMA32: 28*4kB (UME) 11*8kB (UME) = 200kB",
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/hog,task=tail,pid=900,uid=0",
+            "Out of memory: Killed process 900 (tail) total-vm:1kB",
+        ] {
+            if let Some(line) = parse_line(line) {
+                log.feed(201, line);
+            }
+        }
+        let report = log
+            .context_of(900)
+            .and_then(|c| c.report.as_deref().cloned())
+            .expect("report");
+        let page = |name: &str| {
+            report
+                .node_pages
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(page("inactive_anon"), Some(97_024));
+        assert_eq!(page("shmem"), Some(5_145));
+        assert_eq!(page("free"), Some(1_306));
+        assert_eq!(report.node_pages.len(), 20);
+        assert_eq!(
+            report.node_kernel_stack_kib,
+            Some(1_504),
+            "the zone line adds none"
+        );
     }
 
     #[test]

@@ -343,6 +343,10 @@ impl Pipeline {
                 None => {
                     let kill = match decode(&record, &self.mark_victim) {
                         Ok(KernelEvent::OomKill(kill)) => kill,
+                        Ok(KernelEvent::MemcgStats(stats)) => {
+                            self.enricher.stats_at_oom(stats);
+                            continue;
+                        }
                         Err(error) => {
                             warn!(%error, "skipping a ring-buffer record the collector cannot read");
                             continue;

@@ -173,10 +173,12 @@ fn kubernetes_kill() -> Document {
                     some: PressureAverages {
                         avg10: 38.52,
                         avg60: 9.87,
+                        total_us: 48_211_907,
                     },
                     full: PressureAverages {
                         avg10: 31.2,
                         avg60: 7.66,
+                        total_us: 39_005_114,
                     },
                 }),
             }),
@@ -273,6 +275,7 @@ fn global_kill() -> Document {
         }),
         node: Some(OomNode {
             stats: NodeStats {
+                source: "kernel_log",
                 anon_bytes: gib(36),
                 file_bytes: gib(3),
                 shmem_bytes: gib(1),
@@ -520,6 +523,11 @@ fn difference(golden: &str, written: &str) -> String {
 #[test]
 fn golden_oom_kill_in_a_kubernetes_pod() {
     check_golden("oom_kill_kubernetes.ndjson", &kubernetes_kill());
+}
+
+#[test]
+fn golden_oom_kill_of_a_global_oom() {
+    check_golden("oom_kill_global.ndjson", &global_kill());
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //!
 //! One module per job, all re-exported here: the kill record on the ring
 //! buffer ([`record`]) with the OOM's context ([`oom_control`]) and the
-//! command line ([`cmdline`]) it carries; the allocation-failure table's
+//! command line ([`cmdline`]) it carries, and the limited memory cgroup's
+//! stats sent once per OOM ([`memcg_stats`]); the allocation-failure table's
 //! keys and counts ([`alloc_failure`]); the kernel offsets the collector
 //! resolves for the programs ([`offsets`]); and the indexes of the `STATS`
 //! counters ([`stats`]) and `CONFIG` words ([`config`]).
@@ -17,6 +18,7 @@
 pub mod alloc_failure;
 pub mod cmdline;
 pub mod config;
+pub mod memcg_stats;
 pub mod offsets;
 pub mod oom_control;
 pub mod record;
@@ -30,6 +32,7 @@ pub use cmdline::{Cmdline, CMDLINE_ARGS_BYTES, CMDLINE_PATH_BYTES};
 pub use config::{
     CONFIG_ALLOC_EPOCH, CONFIG_COUNT, CONFIG_EXPECTED_PARTS, CONFIG_LOSSES_REPORTED, LOSS_COUNTERS,
 };
+pub use memcg_stats::{MemcgStatOffsets, MemcgStatsRecord, MEMCG_STAT_COUNT, MEMCG_STAT_ITEMS};
 pub use offsets::{
     ChosenTaskOffsets, KernelOffsets, OomControlOffsets, PageAllocOffsets, SyscallOffsets,
     OFFSET_UNKNOWN,
@@ -45,8 +48,8 @@ pub const COMM_LEN: usize = 16;
 mod user {
     use super::{
         AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey,
-        ChosenTaskOffsets, Cmdline, KernelOffsets, OomControlOffsets, OomKillRecord,
-        PageAllocOffsets, SyscallOffsets,
+        ChosenTaskOffsets, Cmdline, KernelOffsets, MemcgStatOffsets, MemcgStatsRecord,
+        OomControlOffsets, OomKillRecord, PageAllocOffsets, SyscallOffsets,
     };
 
     // SAFETY: all are `repr(C)`, consist only of integers and integer
@@ -63,4 +66,6 @@ mod user {
     unsafe impl aya::Pod for OomControlOffsets {}
     unsafe impl aya::Pod for ChosenTaskOffsets {}
     unsafe impl aya::Pod for PageAllocOffsets {}
+    unsafe impl aya::Pod for MemcgStatOffsets {}
+    unsafe impl aya::Pod for MemcgStatsRecord {}
 }

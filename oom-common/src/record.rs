@@ -16,6 +16,9 @@ pub const TRACEPOINT_BYTES: usize = 128;
 pub enum RecordKind {
     /// An [`OomKillRecord`].
     OomKill = 1,
+    /// A [`MemcgStatsRecord`](crate::MemcgStatsRecord), ahead of its OOM's
+    /// kill records.
+    MemcgStats = 2,
 }
 
 /// Which parts of an [`OomKillRecord`] have been filled in.

@@ -1129,6 +1129,12 @@ fn check_global_oom(series: Series, test: &str) {
         Some(&["/hungry_a", "/hungry_b"][..]),
         "{release}: {kill}"
     );
+    // The node's memory at the OOM, as the kernel's report gave it: the
+    // holders' 210 MiB and the hog's, still in anon.
+    assert_eq!(
+        kill["oom"]["node"]["stats"]["source"], "kernel_log",
+        "{release}: {kill}"
+    );
     assert!(
         kill["oom"]["node"]["stats"]["anon_bytes"].as_u64() > Some(200 << 20),
         "{release}: {kill}"
@@ -1182,11 +1188,45 @@ fn check_explain(series: Series, test: &str) {
         number(kill, "/oom/memcg/events/oom_kill") >= 1,
         "{release}: {kill}"
     );
-    let some = kill
-        .pointer("/oom/memcg/pressure/some/avg60")
-        .and_then(Value::as_f64)
+    // Where the stats come from: read in the kernel at the OOM where its
+    // counters are in the order of its enums (before 6.10), else the
+    // kernel's own report in its log.
+    let expected_source = match series {
+        Series::Linux6_12 => "kernel_log",
+        _ => "kernel",
+    };
+    assert_eq!(
+        kill["oom"]["memcg"]["stats"]["source"], expected_source,
+        "{release}: {kill}"
+    );
+    // Either way, they are the kernel's report's figures.
+    let logged = logged_stats(&boot.section("explain_dmesg").body, "/tmpfs")
+        .unwrap_or_else(|| panic!("{release}: no report of /tmpfs in the kernel log"));
+    for (field, line) in [("shmem_bytes", "shmem"), ("anon_bytes", "anon")] {
+        let ours = number(kill, &format!("/oom/memcg/stats/{field}"));
+        let theirs = logged
+            .iter()
+            .find(|(name, _)| name == line)
+            .map(|(_, value)| *value)
+            .unwrap_or_else(|| panic!("{release}: no {line} in the kernel's report"));
+        assert!(
+            ours.abs_diff(theirs) <= 2 << 20,
+            "{release}: {field} {ours}, the kernel's report {theirs}"
+        );
+    }
+    // The hog stalled on memory before it was killed: the averages may
+    // round that to 0, the total does not.
+    let stalled = kill
+        .pointer("/oom/memcg/pressure/some/total_us")
+        .and_then(Value::as_u64)
         .unwrap_or_else(|| panic!("{release}: memory.pressure (booted with psi=1): {kill}"));
-    assert!(some >= 0.0, "{release}: {kill}");
+    assert!(stalled > 0, "{release}: {kill}");
+    assert!(
+        kill.pointer("/oom/memcg/pressure/some/avg60")
+            .and_then(Value::as_f64)
+            .is_some_and(|avg| (0.0..=100.0).contains(&avg)),
+        "{release}: {kill}"
+    );
 
     let pid = hog_pid(boot, "explain_pids", "siblings");
     let kill = kill_of(boot, &documents, pid);
@@ -1210,6 +1250,35 @@ fn check_explain(series: Series, test: &str) {
             "{release}: holder {holder} listed {rss}, held {held}"
         );
     }
+}
+
+/// The stat lines of the kernel's last report on the memory cgroup `path`
+/// in `dmesg`, in bytes (`shmem 41943040`); `None` without one.
+fn logged_stats(dmesg: &str, path: &str) -> Option<Vec<(String, u64)>> {
+    let header = format!("Memory cgroup stats for {path}:");
+    // Without the `[ seconds]` prefix; kernels before 6.5 print the stats
+    // as one record, its lines without one.
+    let text = |line: &str| -> String {
+        match line.trim_start().strip_prefix('[') {
+            Some(rest) => rest
+                .split_once(']')
+                .map_or(rest, |(_, t)| t)
+                .trim()
+                .to_owned(),
+            None => line.trim().to_owned(),
+        }
+    };
+    let lines: Vec<String> = dmesg.lines().map(text).collect();
+    let start = lines.iter().rposition(|line| line.ends_with(&header))?;
+    Some(
+        lines[start + 1..]
+            .iter()
+            .map_while(|line| {
+                let (name, value) = line.split_once(' ')?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect(),
+    )
 }
 
 /// The collector's warnings and errors, each cut to its first line (a

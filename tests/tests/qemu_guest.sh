@@ -206,7 +206,11 @@ if start_collector /tmp/explain.ndjson /tmp/explain.log; then
     limited $C/tmpfs 64M
     mkdir -p /tmp/shm && mount -t tmpfs -o size=100m tmpfs /tmp/shm
     sh -c "echo \$\$ > $C/tmpfs/cgroup.procs && exec dd if=/dev/zero of=/tmp/shm/data bs=1M count=40" 2>/dev/null
+    # Past the kernel's limit of 10 OOM reports per 5 s, so that this
+    # OOM's report is in the log, to check the collector's figures by.
+    sleep 5
     hog_in tmpfs $C/tmpfs
+    dmesg > /tmp/explain_dmesg
     rm -f /tmp/shm/data
     limited $C/siblings 112M
     sh -c "echo \$\$ > $C/siblings/cgroup.procs && exec enomem hold 20" > /tmp/held_a & ha=$!
@@ -226,6 +230,7 @@ umount /tmp/shm 2>/dev/null
 rmdir $C/tmpfs $C/siblings 2>/dev/null
 section explain_pids 0 /tmp/kill_pids
 section holders 0 /tmp/holders
+section explain_dmesg 0 /tmp/explain_dmesg
 
 # The DaemonSet's privileges: root with exactly the manifest's capabilities
 # ($MANIFEST_CAPS, read from deploy/kubernetes/oom-collector.yaml by the

@@ -2,11 +2,14 @@
 //!
 //! The kernel side sends [`OomKillRecord`]s whose `tracepoint` bytes are the
 //! raw `oom/mark_victim` record; its layout comes from tracefs
-//! ([`TracepointFormat`]). Anything the kernel could not supply decodes to
+//! ([`TracepointFormat`]). Ahead of an OOM's kills, where a hook on
+//! `oom_kill_process()` could read them, come the limited memory cgroup's
+//! stats ([`MemcgStatsRecord`]). Anything the kernel could not supply decodes to
 //! `None`, never to a zero that would read as a real value.
 
 use oom_common::{
-    part, ChosenTask, OomKillRecord, RecordKind, COMM_LEN, OOM_KILL_RECORD_FIXED_BYTES,
+    part, ChosenTask, MemcgStatsRecord, OomKillRecord, RecordKind, COMM_LEN, MEMCG_STAT_COUNT,
+    OOM_KILL_RECORD_FIXED_BYTES,
 };
 
 use crate::{
@@ -126,6 +129,20 @@ impl MemcgPages {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
     OomKill(KernelKill),
+    MemcgStats(MemcgStatsAtOom),
+}
+
+/// The limited memory cgroup's stat counters as the kernel had them at one
+/// OOM, before the kill (see `oom_common::MemcgStatsRecord`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemcgStatsAtOom {
+    /// The OOM: [`OomControlInfo::incident_boot_ns`] of its kills.
+    pub incident_boot_ns: u64,
+    pub memcg_id: u64,
+    /// In the order and units of `oom_common::MEMCG_STAT_ITEMS`; `None`
+    /// for a counter not read. A counter below zero (per-CPU parts not yet
+    /// summed) is 0, as the kernel shows it.
+    pub values: [Option<u64>; MEMCG_STAT_COUNT],
 }
 
 /// Decodes one ring-buffer record with the `oom/mark_victim` layout.
@@ -161,6 +178,31 @@ pub fn decode(bytes: &[u8], mark_victim: &TracepointFormat) -> Result<KernelEven
             let args_came = (len - OOM_KILL_RECORD_FIXED_BYTES) as u32;
             record.cmdline.args_len = record.cmdline.args_len.min(args_came);
             Ok(KernelEvent::OomKill(decode_kill(&record, mark_victim)))
+        }
+        k if k == RecordKind::MemcgStats as u32 => {
+            let expected = size_of::<MemcgStatsRecord>();
+            if bytes.len() < expected {
+                return Err(DecodeError::WrongSize {
+                    kind,
+                    len: bytes.len(),
+                    expected,
+                });
+            }
+            // SAFETY: `expected` bytes are there; every bit pattern is a
+            // valid `MemcgStatsRecord` (integers only).
+            let record =
+                unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<MemcgStatsRecord>()) };
+            let mut values = [None; MEMCG_STAT_COUNT];
+            for (i, value) in values.iter_mut().enumerate() {
+                if record.read & (1 << i) != 0 {
+                    *value = Some(record.values[i].max(0) as u64);
+                }
+            }
+            Ok(KernelEvent::MemcgStats(MemcgStatsAtOom {
+                incident_boot_ns: record.incident_boot_ns,
+                memcg_id: record.memcg_id,
+                values,
+            }))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }

@@ -1,7 +1,7 @@
 //! Decoding records laid out by hand as the kernel side sends them, with
 //! the `oom/mark_victim` formats of real kernels.
 
-use oom_common::OomControl;
+use oom_common::{MemcgStatsRecord, OomControl, MEMCG_STAT_COUNT};
 
 use super::*;
 
@@ -370,4 +370,40 @@ fn comm_with_invalid_utf8_is_kept_lossily() {
     comm[..4].copy_from_slice(&[b'a', 0xff, b'\n', b'b']);
     assert_eq!(comm_string(&comm), "a\u{fffd}\nb");
     assert_eq!(comm_string(&[b'x'; COMM_LEN]), "x".repeat(COMM_LEN));
+}
+
+/// The stats sent ahead of an OOM's kills: a counter not read is `None`,
+/// one summed below zero is 0, and a record cut short is an error.
+#[test]
+fn the_limited_cgroups_stats_at_the_oom() {
+    let mut record = MemcgStatsRecord {
+        kind: RecordKind::MemcgStats as u32,
+        read: 0b101,
+        incident_boot_ns: 42,
+        memcg_id: 7,
+        values: [0; MEMCG_STAT_COUNT],
+    };
+    record.values[0] = 9_000;
+    record.values[1] = 5;
+    record.values[2] = -3;
+    // SAFETY: plain integers, `repr(C)`, no padding.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&record as *const MemcgStatsRecord).cast::<u8>(),
+            size_of::<MemcgStatsRecord>(),
+        )
+    };
+    let Ok(KernelEvent::MemcgStats(stats)) = decode(bytes, &format(MARK_VICTIM_6_18)) else {
+        panic!("decodes");
+    };
+    assert_eq!(stats.incident_boot_ns, 42);
+    assert_eq!(stats.memcg_id, 7);
+    assert_eq!(stats.values[0], Some(9_000));
+    assert_eq!(stats.values[1], None, "not read");
+    assert_eq!(stats.values[2], Some(0), "below zero");
+    assert!(stats.values[3..].iter().all(Option::is_none));
+    assert!(matches!(
+        decode(&bytes[..40], &format(MARK_VICTIM_6_18)),
+        Err(DecodeError::WrongSize { .. })
+    ));
 }

@@ -483,6 +483,10 @@ pub struct OomNode {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct NodeStats {
+    /// Where the figures come from: `kernel_log`, the kernel's own report
+    /// at the OOM; or `procfs`, `/proc/meminfo` right after the kill, with
+    /// the victim's anonymous memory counted again.
+    pub source: &'static str,
     pub anon_bytes: u64,
     /// The page cache, shmem included.
     pub file_bytes: u64,
@@ -558,8 +562,12 @@ pub struct MemcgPressure {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PressureAverages {
+    /// The share of the last 10 s and 60 s spent stalled, in percent.
     pub avg10: f64,
     pub avg60: f64,
+    /// Time stalled since the cgroup was made, in microseconds: grows with
+    /// every stall, however short, where the averages may round to 0.
+    pub total_us: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

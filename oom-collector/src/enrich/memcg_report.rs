@@ -7,8 +7,9 @@
 //! larger of what is charged now and the victim's own at the kill (its
 //! record) plus what the other processes hold now; the report does not
 //! wait for the victim to exit. The rest of the cgroup may have moved
-//! meanwhile: that is why the kernel's own report, where the collector
-//! can read the kernel log, is preferred ([`report_from_log`]).
+//! meanwhile: that is why the counters read in the kernel at the OOM
+//! ([`stats_at_oom`]) and the kernel's own report, where the collector can
+//! read the kernel log ([`report_from_log`]), are preferred.
 
 use std::{
     fs,
@@ -16,10 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use oom_common::MEMCG_STAT_ITEMS;
 use walkdir::WalkDir;
 
 use super::cgroup::CgroupVersion;
 use crate::{
+    decode::MemcgStatsAtOom,
     document::{
         MemcgEvents, MemcgPressure, MemcgStats, MemcgTask, NodeMemcg, NodeMemcgPod, NodeStats,
         OomNode, PressureAverages,
@@ -140,15 +143,14 @@ pub fn parse_pressure(text: &str) -> Option<MemcgPressure> {
         let line = text
             .lines()
             .find_map(|line| line.strip_prefix(kind)?.strip_prefix(' '))?;
-        let value = |key: &str| -> Option<f64> {
+        let value = |key: &str| {
             line.split_whitespace()
-                .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))?
-                .parse()
-                .ok()
+                .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
         };
         Some(PressureAverages {
-            avg10: value("avg10")?,
-            avg60: value("avg60")?,
+            avg10: value("avg10")?.parse().ok()?,
+            avg60: value("avg60")?.parse().ok()?,
+            total_us: value("total")?.parse().ok()?,
         })
     };
     Some(MemcgPressure {
@@ -176,6 +178,53 @@ pub struct MemcgReport {
     pub task_count: u64,
     pub events: Option<MemcgEvents>,
     pub pressure: Option<MemcgPressure>,
+}
+
+/// The stats the hooks on `oom_kill_process()` read in the kernel at the
+/// OOM, before the kill: by this project's names, in bytes.
+pub fn stats_at_oom(at_oom: &MemcgStatsAtOom, page_size: u64) -> MemcgStats {
+    let mut text = String::new();
+    let mut swap_bytes = None;
+    for (item, value) in MEMCG_STAT_ITEMS.iter().zip(at_oom.values) {
+        let Some(value) = value else {
+            continue;
+        };
+        // The unit is in the kernel's name for the counter.
+        let bytes = if item.ends_with("_B") {
+            value
+        } else if item.ends_with("_KB") {
+            value.saturating_mul(1024)
+        } else {
+            value.saturating_mul(page_size)
+        };
+        let name = match *item {
+            "NR_ANON_MAPPED" => "anon",
+            "NR_FILE_PAGES" => "file",
+            "NR_SHMEM" => "shmem",
+            "MEMCG_KMEM" => "kernel",
+            "NR_SLAB_RECLAIMABLE_B" => "slab_reclaimable",
+            "NR_SLAB_UNRECLAIMABLE_B" => "slab_unreclaimable",
+            "NR_KERNEL_STACK_KB" => "kernel_stack",
+            "NR_PAGETABLE" => "pagetables",
+            "MEMCG_PERCPU_B" => "percpu",
+            "MEMCG_SOCK" => "sock",
+            "NR_FILE_MAPPED" => "file_mapped",
+            "NR_FILE_DIRTY" => "file_dirty",
+            "NR_WRITEBACK" => "file_writeback",
+            "MEMCG_SWAP" => {
+                swap_bytes = Some(bytes);
+                continue;
+            }
+            other => unreachable!("{other} is not one of MEMCG_STAT_ITEMS"),
+        };
+        text.push_str(&format!("{name} {bytes}\n"));
+    }
+    // The counters `memory.stat` prints on v2, which computes what v1
+    // prints from the same ones.
+    MemcgStats {
+        source: "kernel",
+        ..parse_stats(CgroupVersion::V2, &text, None, swap_bytes)
+    }
 }
 
 /// The report from the kernel's own account of the OOM, exact: what
@@ -323,6 +372,7 @@ pub fn parse_meminfo(meminfo: &str) -> NodeStats {
             .saturating_mul(1024)
     };
     NodeStats {
+        source: "procfs",
         anon_bytes: kib("AnonPages"),
         // Cached includes shmem; Buffers is page cache of block devices.
         file_bytes: kib("Cached") + kib("Buffers"),
@@ -332,23 +382,63 @@ pub fn parse_meminfo(meminfo: &str) -> NodeStats {
     }
 }
 
-/// The node after the kill of `victim` in a global OOM: its memory by
-/// kind, with the victim's anonymous memory, freed by the kill, counted
-/// as anon again instead of free; and its largest memory cgroups that
-/// hold processes, under the hierarchy at `root` (the root itself left
-/// out: it holds everything). `pod_of` names a cgroup's pod.
+/// The node's memory by kind from the kernel's report of a global OOM
+/// (its "Mem-Info:", in pages), as it was before the kill; `None` where
+/// the report has none.
+pub fn node_stats_from_log(logged: &LoggedReport, page_size: u64) -> Option<NodeStats> {
+    if logged.node_pages.is_empty() {
+        return None;
+    }
+    let pages = |name: &str| {
+        logged
+            .node_pages
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, value)| *value)
+    };
+    let bytes = |pages: u64| pages.saturating_mul(page_size);
+    let shmem = pages("shmem");
+    // Shared memory is on the anonymous LRU lists, and is page cache.
+    let anon_lru = pages("active_anon") + pages("inactive_anon") + pages("isolated_anon");
+    let file_lru = pages("active_file") + pages("inactive_file") + pages("isolated_file");
+    let kernel = pages("slab_reclaimable") + pages("slab_unreclaimable") + pages("pagetables");
+    Some(NodeStats {
+        source: "kernel_log",
+        anon_bytes: bytes(anon_lru.saturating_sub(shmem)),
+        file_bytes: bytes(file_lru + shmem),
+        shmem_bytes: bytes(shmem),
+        kernel_bytes: bytes(kernel).saturating_add(
+            logged
+                .node_kernel_stack_kib
+                .unwrap_or(0)
+                .saturating_mul(1024),
+        ),
+        free_bytes: bytes(pages("free")),
+    })
+}
+
+/// The node at the kill of `victim` in a global OOM: its memory by kind,
+/// `logged` by the kernel at the OOM, else read after the kill with the
+/// victim's anonymous memory, freed by the kill, counted as anon again
+/// instead of free; and its largest memory cgroups that hold processes,
+/// under the hierarchy at `root` (the root itself left out: it holds
+/// everything). `pod_of` names a cgroup's pod.
 pub fn read_node_report(
     root: &Path,
     version: CgroupVersion,
     victim: &VictimAtKill,
+    logged: Option<NodeStats>,
     mut pod_of: impl FnMut(&str) -> Option<NodeMemcgPod>,
 ) -> OomNode {
-    let exited = wait_for_exit(victim.pid, EXIT_PATIENCE);
-    let mut stats = parse_meminfo(&fs::read_to_string("/proc/meminfo").unwrap_or_default());
-    if exited {
-        stats.anon_bytes = stats.anon_bytes.saturating_add(victim.anon_bytes);
-        stats.free_bytes = stats.free_bytes.saturating_sub(victim.anon_bytes);
-    }
+    let stats = logged.unwrap_or_else(|| {
+        let exited = wait_for_exit(victim.pid, EXIT_PATIENCE);
+        let mut stats = parse_meminfo(&fs::read_to_string("/proc/meminfo").unwrap_or_default());
+        if exited {
+            stats.anon_bytes = stats.anon_bytes.saturating_add(victim.anon_bytes);
+            stats.free_bytes = stats.free_bytes.saturating_sub(victim.anon_bytes);
+        }
+        stats
+    });
     let usage_file = match version {
         CgroupVersion::V1 => "memory.usage_in_bytes",
         CgroupVersion::V2 => "memory.current",
@@ -555,6 +645,72 @@ pgfault 123
         );
     }
 
+    /// Each counter in the unit its kernel name gives, and `kernel` summed
+    /// from its parts where the kernel keeps no `MEMCG_KMEM` (5.10).
+    #[test]
+    fn stats_read_in_the_kernel_by_their_units() {
+        let value = |name: &str, at_oom: &mut MemcgStatsAtOom, v: u64| {
+            let at = MEMCG_STAT_ITEMS
+                .iter()
+                .position(|i| *i == name)
+                .expect(name);
+            at_oom.values[at] = Some(v);
+        };
+        let mut at_oom = MemcgStatsAtOom::default();
+        value("NR_ANON_MAPPED", &mut at_oom, 100);
+        value("NR_SHMEM", &mut at_oom, 10_240);
+        value("NR_SLAB_RECLAIMABLE_B", &mut at_oom, 4_000);
+        value("NR_SLAB_UNRECLAIMABLE_B", &mut at_oom, 6_000);
+        value("NR_KERNEL_STACK_KB", &mut at_oom, 32);
+        value("NR_PAGETABLE", &mut at_oom, 2);
+        value("MEMCG_PERCPU_B", &mut at_oom, 1_000);
+        value("MEMCG_SWAP", &mut at_oom, 3);
+        let stats = stats_at_oom(&at_oom, 4096);
+        assert_eq!(stats.source, "kernel");
+        assert_eq!(stats.anon_bytes, Some(409_600));
+        assert_eq!(stats.shmem_bytes, Some(41_943_040));
+        assert_eq!(stats.kernel_stack_bytes, Some(32_768));
+        assert_eq!(stats.swap_bytes, Some(12_288));
+        assert_eq!(stats.file_bytes, None, "not read");
+        assert_eq!(
+            stats.kernel_bytes,
+            Some(4_000 + 6_000 + 32_768 + 8_192 + 1_000)
+        );
+        value("MEMCG_KMEM", &mut at_oom, 20);
+        assert_eq!(stats_at_oom(&at_oom, 4096).kernel_bytes, Some(81_920));
+    }
+
+    /// Shared memory sits on the anonymous LRU lists: it is moved to the
+    /// page cache, where `/proc/meminfo` counts it too.
+    #[test]
+    fn the_nodes_memory_by_kind_from_the_kernels_report() {
+        let pairs = [
+            ("active_anon", 1_000),
+            ("inactive_anon", 9_000),
+            ("isolated_anon", 24),
+            ("active_file", 10),
+            ("inactive_file", 30),
+            ("slab_reclaimable", 100),
+            ("slab_unreclaimable", 200),
+            ("shmem", 2_000),
+            ("pagetables", 50),
+            ("free", 300),
+        ];
+        let logged = LoggedReport {
+            node_pages: pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+            node_kernel_stack_kib: Some(64),
+            ..LoggedReport::default()
+        };
+        let stats = node_stats_from_log(&logged, 4096).expect("counters");
+        assert_eq!(stats.source, "kernel_log");
+        assert_eq!(stats.anon_bytes, 8_024 * 4096);
+        assert_eq!(stats.file_bytes, 2_040 * 4096);
+        assert_eq!(stats.shmem_bytes, 2_000 * 4096);
+        assert_eq!(stats.kernel_bytes, 350 * 4096 + 64 * 1024);
+        assert_eq!(stats.free_bytes, 300 * 4096);
+        assert_eq!(node_stats_from_log(&LoggedReport::default(), 4096), None);
+    }
+
     #[test]
     fn the_nodes_memory_by_kind_from_meminfo() {
         let stats = parse_meminfo(
@@ -588,6 +744,7 @@ pgfault 123
         .expect("pressure");
         assert_eq!(pressure.some.avg10, 12.5);
         assert_eq!(pressure.full.avg60, 2.0);
+        assert_eq!(pressure.some.total_us, 123_456);
         assert_eq!(parse_pressure("garbage"), None);
     }
 }

@@ -11,17 +11,20 @@ pub mod container;
 pub mod memcg_report;
 pub mod runtime;
 
-use std::time::SystemTime;
+use std::{collections::VecDeque, time::SystemTime};
 
 use cgroup::{memcg_usage, oom_group_set, CgroupMounts, CgroupPaths, CgroupVersion};
-use memcg_report::{read_node_report, read_report, report_from_log, MemcgReport, VictimAtKill};
+use memcg_report::{
+    node_stats_from_log, read_node_report, read_report, report_from_log, stats_at_oom, MemcgReport,
+    VictimAtKill,
+};
 use runtime::{RuntimeDirs, RuntimeMetadata};
 use tracing::warn;
 
 use crate::{
     alloc_failures::AllocFailures,
     cmdline::CmdlineMode,
-    decode::{KernelKill, MemcgPages},
+    decode::{KernelKill, MemcgPages, MemcgStatsAtOom},
     document::{
         alloc_failure::{alloc_failure_document, AllocFailureContext},
         container::container_of,
@@ -76,7 +79,14 @@ pub struct Enricher {
     last_report: Option<(String, MemcgReport)>,
     /// The same for the node at a global OOM.
     last_node: Option<(String, OomNode)>,
+    /// The limited cgroups' stats the kernel side read at the latest OOMs,
+    /// newest last, until their kills come.
+    stats_at_oom: VecDeque<MemcgStatsAtOom>,
 }
+
+/// OOMs whose stats are kept for their kills: these come right after them
+/// on the same ring buffer.
+const KEPT_STATS_AT_OOM: usize = 64;
 
 impl Enricher {
     pub fn new(
@@ -107,7 +117,16 @@ impl Enricher {
             kill_hooks,
             last_report: None,
             last_node: None,
+            stats_at_oom: VecDeque::new(),
         }
+    }
+
+    /// Keeps the stats the kernel side read at an OOM for its kills.
+    pub fn stats_at_oom(&mut self, stats: MemcgStatsAtOom) {
+        if self.stats_at_oom.len() == KEPT_STATS_AT_OOM {
+            self.stats_at_oom.pop_front();
+        }
+        self.stats_at_oom.push_back(stats);
     }
 
     /// Whether the victim's memory cgroup is killed whole with it, where
@@ -216,10 +235,20 @@ impl Enricher {
                 };
                 let at_kill = victim_at_kill(kill);
                 let dir = paths.directory(&memcg.path);
-                let report = match logged.filter(|l| l.stats_path.as_ref() == Some(&memcg.path)) {
+                let mut report = match logged.filter(|l| l.stats_path.as_ref() == Some(&memcg.path))
+                {
                     Some(logged) => report_from_log(logged, &dir, *version, page_size()),
                     None => read_report(&dir, *version, &at_kill),
                 };
+                // Best of all, the counters read in the kernel at the OOM.
+                let control = kill.oom_control.as_ref();
+                if let Some(at_oom) = self.stats_at_oom.iter().rev().find(|s| {
+                    control.is_some_and(|c| {
+                        c.incident_boot_ns == s.incident_boot_ns && c.memcg_id == Some(s.memcg_id)
+                    })
+                }) {
+                    report.stats = Some(stats_at_oom(at_oom, page_size()));
+                }
                 if let Some(id) = incident {
                     self.last_report = Some((id, report.clone()));
                 }
@@ -268,7 +297,12 @@ impl Enricher {
 
     /// The node at a global OOM: its memory by kind and its largest
     /// cgroups (see [`read_node_report`]). Read once per incident.
-    fn node_report(&mut self, kill: &KernelKill, incident: Option<String>) -> Option<OomNode> {
+    fn node_report(
+        &mut self,
+        kill: &KernelKill,
+        incident: Option<String>,
+        logged: Option<&LoggedReport>,
+    ) -> Option<OomNode> {
         if let Some((_, node)) = self
             .last_node
             .as_ref()
@@ -279,7 +313,8 @@ impl Enricher {
         let (paths, version) = self.memory.as_ref()?;
         let root = paths.directory("/");
         let runtime = &mut self.runtime;
-        let node = read_node_report(&root, *version, &victim_at_kill(kill), |path| {
+        let logged = logged.and_then(|l| node_stats_from_log(l, page_size()));
+        let node = read_node_report(&root, *version, &victim_at_kill(kill), logged, |path| {
             let metadata = runtime.lookup(&container_of([Some(path), None]).id?)?;
             Some(NodeMemcgPod {
                 namespace: metadata.pod_namespace,
@@ -345,7 +380,8 @@ impl Enricher {
         let global = constraint == Some("global")
             || constraint.is_none() && oom_memcg_path.is_none() && victim_memcg.is_some();
         let node = if global {
-            self.node_report(kill, incident.clone())
+            let logged = oom_log.as_ref().and_then(|l| l.report.as_deref());
+            self.node_report(kill, incident.clone(), logged)
         } else {
             None
         };

@@ -28,8 +28,8 @@ pub use hooks::{kill_hooks_active, required_active, HookStatus};
 use hooks::{MapKind, MapSpec, HOOKS};
 use oom_common::{
     part, AllocFailureCgroupCounts, AllocFailureCgroupKey, AllocFailureCounts, AllocFailureKey,
-    ChosenTaskOffsets, Cmdline, KernelOffsets, OomControlOffsets, PageAllocOffsets, SyscallOffsets,
-    CONFIG_EXPECTED_PARTS, OFFSET_UNKNOWN,
+    ChosenTaskOffsets, Cmdline, KernelOffsets, MemcgStatOffsets, OomControlOffsets,
+    PageAllocOffsets, SyscallOffsets, CONFIG_EXPECTED_PARTS, OFFSET_UNKNOWN,
 };
 pub use skipped::ProgramRuns;
 pub use support::KernelSupport;
@@ -326,6 +326,7 @@ struct Globals {
     exec_filename_offset: u32,
     oom_control_offsets: OomControlOffsets,
     chosen_task_offsets: ChosenTaskOffsets,
+    memcg_stat_offsets: MemcgStatOffsets,
     page_alloc_offsets: PageAllocOffsets,
 }
 
@@ -354,6 +355,10 @@ impl Globals {
                 .clone()
                 .unwrap_or_else(|_| OomControlOffsets::unknown()),
             chosen_task_offsets: support.chosen_task_offsets,
+            memcg_stat_offsets: support
+                .memcg_stat_offsets
+                .clone()
+                .unwrap_or_else(|_| MemcgStatOffsets::unknown()),
             page_alloc_offsets: support
                 .page_alloc_offsets
                 .clone()
@@ -390,6 +395,7 @@ fn overrides<'a>(globals: &'a Globals, options: &'a LoadOptions) -> EbpfLoader<'
         .override_global("EXEC_FILENAME_OFFSET", &globals.exec_filename_offset, true)
         .override_global("OOM_CONTROL_OFFSETS", &globals.oom_control_offsets, true)
         .override_global("CHOSEN_TASK_OFFSETS", &globals.chosen_task_offsets, true)
+        .override_global("MEMCG_STAT_OFFSETS", &globals.memcg_stat_offsets, true)
         .override_global("PAGE_ALLOC_OFFSETS", &globals.page_alloc_offsets, true)
         .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
         .map_max_entries(hooks::EVENTS.name, options.ring_buffer_bytes)

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use oom_common::{
-    AllocSyscall, ChosenTaskOffsets, KernelOffsets, OomControlOffsets, PageAllocOffsets,
-    SyscallOffsets, OFFSET_UNKNOWN,
+    AllocSyscall, ChosenTaskOffsets, KernelOffsets, MemcgStatOffsets, OomControlOffsets,
+    PageAllocOffsets, SyscallOffsets, OFFSET_UNKNOWN,
 };
 
 use crate::{
@@ -29,6 +29,9 @@ pub struct KernelSupport {
     pub oom_control_offsets: Result<OomControlOffsets, String>,
     /// What those hooks read of the chosen victim's `task_struct`.
     pub chosen_task_offsets: ChosenTaskOffsets,
+    /// Where those hooks find the limited memory cgroup's stat counters;
+    /// `Err` says why they cannot on this kernel.
+    pub memcg_stat_offsets: Result<MemcgStatOffsets, String>,
     /// Where `kmem/mm_page_alloc` records keep `pfn` and `order`.
     pub page_alloc_offsets: Result<PageAllocOffsets, String>,
 }
@@ -85,6 +88,10 @@ impl KernelSupport {
             Ok(btf) => btf.chosen_task_offsets(),
             Err(_) => ChosenTaskOffsets::unknown(),
         };
+        let memcg_stat_offsets = match &btf {
+            Ok(btf) => btf.memcg_stat_offsets().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         Self {
             tracefs,
             mark_victim,
@@ -94,6 +101,7 @@ impl KernelSupport {
             exec_filename_offset,
             oom_control_offsets,
             chosen_task_offsets,
+            memcg_stat_offsets,
             page_alloc_offsets,
         }
     }

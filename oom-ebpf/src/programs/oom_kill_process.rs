@@ -24,12 +24,15 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     Global,
 };
-use oom_common::{ChosenTask, ChosenTaskOffsets, KernelOffsets, OomControlOffsets, OFFSET_UNKNOWN};
+use oom_common::{
+    ChosenTask, ChosenTaskOffsets, KernelOffsets, MemcgStatOffsets, MemcgStatsRecord,
+    OomControlOffsets, RecordKind, MEMCG_STAT_COUNT, OFFSET_UNKNOWN,
+};
 
 use crate::{
     cgroup,
     error::{ProbeError, ProbeResult},
-    maps::{this_cpu, OOM_CONTROLS, OOM_CONTROL_SCRATCH},
+    maps::{this_cpu, EVENTS, OOM_CONTROLS, OOM_CONTROL_SCRATCH},
     read::{self, load, pointer},
 };
 
@@ -38,6 +41,9 @@ static OOM_CONTROL_OFFSETS: Global<OomControlOffsets> = Global::new(OomControlOf
 
 #[unsafe(no_mangle)]
 static CHOSEN_TASK_OFFSETS: Global<ChosenTaskOffsets> = Global::new(ChosenTaskOffsets::unknown());
+
+#[unsafe(no_mangle)]
+static MEMCG_STAT_OFFSETS: Global<MemcgStatOffsets> = Global::new(MemcgStatOffsets::unknown());
 
 #[kprobe]
 pub fn oom_kill_process(ctx: ProbeContext) -> u32 {
@@ -117,6 +123,7 @@ fn try_oom_kill_process(oc: u64) -> ProbeResult {
         let css = memcg.wrapping_add(u64::from(offsets.memcg_css));
         context.memcg_id = cgroup::css_cgroup_id(css, &kernel);
         (context.memcg_usage_pages, context.memcg_max_pages) = cgroup::memcg_pages(memcg, &kernel);
+        send_memcg_stats(memcg, context.incident_boot_ns, context.memcg_id);
     }
 
     let chosen = pointer(oc, offsets.chosen);
@@ -128,6 +135,40 @@ fn try_oom_kill_process(oc: u64) -> ProbeResult {
     OOM_CONTROLS
         .insert(trigger_tid, context, 0)
         .map_err(|_| ProbeError::MapUpdateFailed)
+}
+
+/// Sends the stat counters of `memcg`, the limited memory cgroup, as they
+/// are before the victim is chosen and killed (see `MemcgStatsRecord`).
+/// Nothing for a global OOM (no `memcg`) or where the collector could not
+/// place the counters. Not counted as a loss when the ring buffer is full:
+/// the kill lines then take these stats from the kernel log or cgroupfs,
+/// and say so.
+#[inline(always)]
+fn send_memcg_stats(memcg: u64, incident_boot_ns: u64, memcg_id: u64) {
+    let offsets = MEMCG_STAT_OFFSETS.load();
+    if offsets.state == OFFSET_UNKNOWN || memcg == 0 {
+        return;
+    }
+    let owner = if offsets.vmstats == OFFSET_UNKNOWN {
+        memcg
+    } else {
+        pointer(memcg, offsets.vmstats)
+    };
+    let state = owner.wrapping_add(u64::from(offsets.state));
+    let mut record = MemcgStatsRecord {
+        kind: RecordKind::MemcgStats as u32,
+        read: 0,
+        incident_boot_ns,
+        memcg_id,
+        values: [0; MEMCG_STAT_COUNT],
+    };
+    // Through a 0 `owner` every read fails, and `read` stays 0.
+    for (i, value) in record.values.iter_mut().enumerate() {
+        record.read |= load(value, state, offsets.slots[i]) << i;
+    }
+    if record.read != 0 {
+        let _ = EVENTS.output::<MemcgStatsRecord>(&record, 0);
+    }
 }
 
 #[inline(always)]

@@ -90,7 +90,8 @@ pub static MARK_VICTIM_TASK: Hook = Hook {
 
 pub static OOM_KILL_PROCESS: Hook = Hook {
     provides: "the OOM's constraint, limited cgroup, domain size, \
-     victim's points, failing allocation and incident, without reading the kernel log",
+     victim's points, failing allocation and incident, without reading the kernel log; \
+     before 6.10, what filled the limited cgroup, read at the OOM",
     required: false,
     switch: Switch::Always,
     needs: Needs::Nothing,
