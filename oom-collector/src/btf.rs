@@ -14,6 +14,8 @@ use oom_common::{
     MEMCG_STAT_ITEMS, OFFSET_UNKNOWN,
 };
 
+use crate::arch::SYSCALL_ARGS;
+
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
@@ -231,33 +233,16 @@ impl KernelBtf {
     }
 
     /// Offsets in `struct pt_regs` of the first three system-call arguments
-    /// as the user passed them, still intact when the call returns.
+    /// as the user passed them, still intact when the call returns (which
+    /// registers: [`SYSCALL_ARGS`]).
     pub fn syscall_arg_offsets(&self) -> Result<[u32; 3], BtfError> {
-        // x86_64: rdi, rsi, rdx. arm64: x0 is overwritten by the return
-        // value, so its original is kept in orig_x0; x1 and x2 stay.
-        #[cfg(target_arch = "x86_64")]
-        {
-            Ok([
-                self.member_offset("pt_regs", "di")?,
-                self.member_offset("pt_regs", "si")?,
-                self.member_offset("pt_regs", "dx")?,
-            ])
+        let register_size = size_of::<u64>() as u32;
+        let mut offsets = [0; 3];
+        for (offset, register) in offsets.iter_mut().zip(SYSCALL_ARGS) {
+            *offset =
+                self.member_offset("pt_regs", register.member)? + register.index * register_size;
         }
-        #[cfg(target_arch = "aarch64")]
-        {
-            let regs = self.member_offset("pt_regs", "regs")?;
-            Ok([
-                self.member_offset("pt_regs", "orig_x0")?,
-                regs + 8,
-                regs + 16,
-            ])
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        {
-            Err(BtfError::Missing(
-                "system-call argument registers for this architecture".into(),
-            ))
-        }
+        Ok(offsets)
     }
 
     /// Whether the BTF-typed `mark_victim` tracepoint passes the victim's

@@ -5,6 +5,7 @@
 //! [`pipeline`]. [`document`] defines the documents written.
 
 pub mod alloc_failures;
+pub mod arch;
 pub mod btf;
 pub mod cli;
 pub mod cmdline;

@@ -16,11 +16,11 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
+    arch::{self, Arch},
     setup::Toolchain,
     system::{output_of, run_checked},
 };
 
-const TARGET: &str = "x86_64-unknown-linux-gnu";
 const REPOSITORY: &str = "localhost/oom-collector";
 
 /// The collector crate's version, which tags the image (and which the
@@ -39,22 +39,7 @@ fn collector_version(root: &Path) -> Result<String> {
 pub fn image(root: &Path, toolchain: &Toolchain) -> Result<PathBuf> {
     let tag = format!("{REPOSITORY}:{}", collector_version(root)?);
     let tag = tag.as_str();
-    let mut cargo = toolchain.cargo();
-    cargo
-        .current_dir(root)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "oom-collector",
-            "--target",
-            TARGET,
-        ]);
-    run_checked(&mut cargo)?;
-    let binary = crate::target_dir(root)
-        .join(TARGET)
-        .join("release/oom-collector");
+    let binary = arch::build_static(root, toolchain, Arch::host(), "release")?;
 
     let work = crate::target_dir(root).join("image");
     let context = work.join("context");
@@ -64,11 +49,6 @@ pub fn image(root: &Path, toolchain: &Toolchain) -> Result<PathBuf> {
         .with_context(|| format!("cannot copy {}", binary.display()))?;
     run_checked(Command::new("strip").arg(context.join("oom-collector")))
         .context("strip (binutils) is needed to build the image")?;
-    let file =
-        output_of(Command::new("file").arg(context.join("oom-collector"))).unwrap_or_default();
-    if !file.contains("static") {
-        bail!("the collector is not statically linked: {file}");
-    }
 
     let buildah = |args: &[&str]| {
         let mut command = Command::new("buildah");

@@ -1,5 +1,8 @@
 //! `cargo xtask`: set up the toolchain, build, run and test oom-collector.
 //!
+//! - `cargo xtask build [--release] [--arch amd64|arm64]`: build; with
+//!   `--arch`, a static binary for that architecture, cross-built where
+//!   it is not this machine's.
 //! - `cargo xtask run [--release] [-- ARGS]`: build, then run
 //!   `oom-collector ARGS` as root (through sudo when not root).
 //! - `cargo xtask test`: lint, build, run every test (unit and root-only
@@ -18,6 +21,7 @@
 //!
 //! Set-up is idempotent and takes well under a second when done already.
 
+mod arch;
 mod bench;
 mod bless;
 mod deploy;
@@ -49,9 +53,15 @@ enum Task {
     /// containerd, runc, buildah, kubernetes-validate, ...).
     Setup,
     /// Build oom-collector (the eBPF programs are built and embedded).
+    /// With --arch, a static binary for that architecture, cross-built
+    /// where it is not this machine's (the cross toolchain is installed
+    /// on first use), in target/<rust target>/.
     Build {
         #[arg(long)]
         release: bool,
+        /// `amd64` or `arm64`.
+        #[arg(long, value_enum)]
+        arch: Option<arch::Arch>,
     },
     /// Build, then run oom-collector as root with the given arguments.
     Run {
@@ -115,7 +125,20 @@ fn main() -> Result<()> {
             setup::ensure_toolchain()?;
             packages::ensure_for_tests()
         }
-        Task::Build { release } => build(&root, release).map(drop),
+        Task::Build {
+            release,
+            arch: None,
+        } => build(&root, release).map(drop),
+        Task::Build {
+            release,
+            arch: Some(arch),
+        } => {
+            let toolchain = setup::ensure_toolchain()?;
+            let profile = if release { "release" } else { "debug" };
+            let binary = arch::build_static(&root, &toolchain, arch, profile)?;
+            eprintln!("xtask: built {}", binary.display());
+            Ok(())
+        }
         Task::Run { release, args } => {
             let binary = build(&root, release)?;
             system::mount_kernel_filesystems()?;

@@ -5,7 +5,10 @@
 use oom_common::AllocSyscall;
 
 use super::{Attach, Hook, MapKind, MapSpec, Needs, Program, Switch, Way};
-use crate::loader::{AllocFailureHooks, KernelSupport};
+use crate::{
+    arch::syscall_entry,
+    loader::{AllocFailureHooks, KernelSupport},
+};
 
 pub const EVENTS: MapSpec = map("EVENTS", MapKind::RingBuf);
 pub const STATS: MapSpec = map("STATS", MapKind::PerCpuArray);
@@ -210,20 +213,6 @@ pub static EXIT: Hook = Hook {
     )],
     maps: CMDLINE_MAPS,
 };
-
-/// The architecture's name for a system call's kernel entry point.
-#[cfg(target_arch = "x86_64")]
-macro_rules! syscall_entry {
-    ($name:literal) => {
-        concat!("__x64_sys_", $name)
-    };
-}
-#[cfg(target_arch = "aarch64")]
-macro_rules! syscall_entry {
-    ($name:literal) => {
-        concat!("__arm64_sys_", $name)
-    };
-}
 
 /// An allocation-failure hook on one system call: fexit on its entry point
 /// (cheap: only its own calls pay) or its exit tracepoint (every system

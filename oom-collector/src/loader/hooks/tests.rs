@@ -1,7 +1,7 @@
 //! The catalogue held to its own rules and to the compiled eBPF object.
 
 use super::*;
-use crate::loader::EBPF_OBJECT;
+use crate::{arch::syscall_entry, loader::EBPF_OBJECT};
 
 #[test]
 fn names_are_the_ones_probes_and_metrics_have_always_used() {
