@@ -511,6 +511,87 @@ fn image_archive() -> Option<PathBuf> {
     }
 }
 
+/// The image archive holds an index of two images, amd64 and arm64, each
+/// a static binary of its own architecture: a node of either kind pulls
+/// the one it can run.
+#[test]
+fn the_image_is_an_index_of_an_amd64_and_an_arm64_image() {
+    let Some(archive) = image_archive() else {
+        return;
+    };
+    let Some(tar) = require_program!("tar") else {
+        return;
+    };
+    let scratch = ScratchDir::new("image-index");
+    let untar = |archive: &Path, into: &Path| {
+        fs::create_dir_all(into).expect("a directory to unpack into");
+        let status = std::process::Command::new(&tar)
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(into)
+            .status()
+            .expect("tar runs");
+        assert!(status.success(), "tar -xf {}", archive.display());
+    };
+    untar(&archive, &scratch.0);
+    let blob = |digest: &Value| {
+        let digest = digest.as_str().expect("a digest");
+        scratch
+            .0
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let json = |path: &Path| -> Value {
+        serde_json::from_slice(&fs::read(path).expect("a blob")).expect("JSON")
+    };
+    // The archive's own index names the image's index.
+    let mut index = json(&scratch.0.join("index.json"));
+    while index["manifests"][0]["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+        index = json(&blob(&index["manifests"][0]["digest"]));
+    }
+    let manifests = index["manifests"].as_array().expect("manifests");
+    let mut platforms: Vec<&str> = manifests
+        .iter()
+        .filter_map(|m| m["platform"]["architecture"].as_str())
+        .collect();
+    platforms.sort_unstable();
+    assert_eq!(platforms, ["amd64", "arm64"], "{index}");
+
+    // ELF machines: EM_X86_64 and EM_AARCH64.
+    for (arch, machine) in [("amd64", 62u16), ("arm64", 183)] {
+        let manifest = manifests
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .expect("listed above");
+        let manifest = json(&blob(&manifest["digest"]));
+        let config = json(&blob(&manifest["config"]["digest"]));
+        assert_eq!(config["architecture"], arch, "{config}");
+        assert_eq!(config["os"], "linux", "{config}");
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            serde_json::json!(["/oom-collector"]),
+            "{config}"
+        );
+        let layers = manifest["layers"].as_array().expect("layers");
+        assert_eq!(layers.len(), 1, "one binary, nothing else: {manifest}");
+        let root = scratch.0.join(arch);
+        untar(&blob(&layers[0]["digest"]), &root);
+        let binary = fs::read(root.join("oom-collector")).expect("/oom-collector in the layer");
+        assert_eq!(&binary[..4], b"\x7fELF", "{arch}");
+        let half = |at: usize| u16::from_le_bytes([binary[at], binary[at + 1]]);
+        assert_eq!(half(18), machine, "{arch}: e_machine");
+        // Static: no program header asks for an interpreter (PT_INTERP).
+        let phoff = u64::from_le_bytes(binary[32..40].try_into().expect("8 bytes")) as usize;
+        let (phentsize, phnum) = (usize::from(half(54)), usize::from(half(56)));
+        let interpreted = (0..phnum).any(|i| {
+            let at = phoff + i * phentsize;
+            u32::from_le_bytes(binary[at..at + 4].try_into().expect("4 bytes")) == 3
+        });
+        assert!(!interpreted, "{arch}: the binary is dynamically linked");
+    }
+}
+
 #[test]
 fn the_collector_s_image_run_as_the_manifest_says_reports_a_pod_s_kill() {
     run_as_the_manifests_say(|_| {});

@@ -23,6 +23,9 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// Every architecture the image holds.
+    pub const ALL: [Self; 2] = [Self::Amd64, Self::Arm64];
+
     /// The machine `cargo xtask` runs on.
     pub fn host() -> Self {
         if cfg!(target_arch = "aarch64") {
@@ -44,6 +47,23 @@ impl Arch {
         match self {
             Self::Amd64 => "x86-64",
             Self::Arm64 => "ARM aarch64",
+        }
+    }
+
+    /// `strip(1)` for this architecture's binaries.
+    pub fn strip(self) -> String {
+        if self == Self::host() {
+            return "strip".into();
+        }
+        let (compiler, _) = self.cross_compiler();
+        compiler.replace("-gcc", "-strip")
+    }
+
+    /// The name OCI image platforms and `buildah --arch` give it.
+    pub fn oci(self) -> &'static str {
+        match self {
+            Self::Amd64 => "amd64",
+            Self::Arm64 => "arm64",
         }
     }
 
