@@ -303,8 +303,14 @@ fn read_counters(
 }
 
 /// Reads the report of the memory cgroup in `dir` (and its descendants)
-/// after the kill of `victim`.
-pub fn read_report(dir: &Path, version: CgroupVersion, victim: &VictimAtKill) -> MemcgReport {
+/// after the kill of `victim`; its stats only if `read_stats` (not where
+/// the kernel side read them at the OOM).
+pub fn read_report(
+    dir: &Path,
+    version: CgroupVersion,
+    victim: &VictimAtKill,
+    read_stats: bool,
+) -> MemcgReport {
     let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
     let number = |name: &str| read(name).and_then(|t| t.trim().parse::<u64>().ok());
     // Read at once, without waiting for the victim to exit: the kernel
@@ -312,13 +318,16 @@ pub fn read_report(dir: &Path, version: CgroupVersion, victim: &VictimAtKill) ->
     // before it has. Either way the cgroup's anonymous memory at the kill
     // was at least what is charged now, and at least the victim's (as the
     // kernel recorded it) plus what the others hold.
-    let stats = read("memory.stat").map(|text| {
-        let (kernel, swap) = match version {
-            CgroupVersion::V1 => (number("memory.kmem.usage_in_bytes"), None),
-            CgroupVersion::V2 => (None, number("memory.swap.current")),
-        };
-        parse_stats(version, &text, kernel, swap)
-    });
+    let stats = read_stats
+        .then(|| read("memory.stat"))
+        .flatten()
+        .map(|text| {
+            let (kernel, swap) = match version {
+                CgroupVersion::V1 => (number("memory.kmem.usage_in_bytes"), None),
+                CgroupVersion::V2 => (None, number("memory.swap.current")),
+            };
+            parse_stats(version, &text, kernel, swap)
+        });
 
     let mut tasks: Vec<MemcgTask> = Vec::new();
     let mut others_anon: u64 = 0;

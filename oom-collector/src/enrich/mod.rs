@@ -235,19 +235,26 @@ impl Enricher {
                 };
                 let at_kill = victim_at_kill(kill);
                 let dir = paths.directory(&memcg.path);
+                // Best of all, the counters read in the kernel at the OOM.
+                let control = kill.oom_control.as_ref();
+                let at_oom = self
+                    .stats_at_oom
+                    .iter()
+                    .rev()
+                    .find(|s| {
+                        control.is_some_and(|c| {
+                            c.incident_boot_ns == s.incident_boot_ns
+                                && c.memcg_id == Some(s.memcg_id)
+                        })
+                    })
+                    .map(|s| stats_at_oom(s, page_size()));
                 let mut report = match logged.filter(|l| l.stats_path.as_ref() == Some(&memcg.path))
                 {
                     Some(logged) => report_from_log(logged, &dir, *version, page_size()),
-                    None => read_report(&dir, *version, &at_kill),
+                    None => read_report(&dir, *version, &at_kill, at_oom.is_none()),
                 };
-                // Best of all, the counters read in the kernel at the OOM.
-                let control = kill.oom_control.as_ref();
-                if let Some(at_oom) = self.stats_at_oom.iter().rev().find(|s| {
-                    control.is_some_and(|c| {
-                        c.incident_boot_ns == s.incident_boot_ns && c.memcg_id == Some(s.memcg_id)
-                    })
-                }) {
-                    report.stats = Some(stats_at_oom(at_oom, page_size()));
+                if at_oom.is_some() {
+                    report.stats = at_oom;
                 }
                 if let Some(id) = incident {
                     self.last_report = Some((id, report.clone()));
