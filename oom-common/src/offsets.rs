@@ -141,16 +141,20 @@ impl OomControlOffsets {
 }
 
 /// Where the collector found things the allocation-failure programs read:
-/// the `ret` field of the `sys_exit_*` tracepoints (from tracefs) and the
-/// first three system-call arguments in `struct pt_regs` (from BTF).
+/// the `ret` field of the `sys_exit_*` tracepoints (from tracefs), the
+/// first three system-call arguments in `struct pt_regs` (from BTF), and
+/// the size asked for in the `sys_enter_*` records of `mmap` (`len`),
+/// `mremap` (`new_len`) and `brk` (`brk`), in that order (from tracefs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallOffsets {
     pub exit_ret: u32,
     pub regs_arg: [u32; 3],
+    pub enter_request: [u32; 3],
+    pub _pad0: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SyscallOffsets>() == 16);
+const _: () = assert!(core::mem::size_of::<SyscallOffsets>() == 32);
 
 /// Where `pfn` and `order` are in `kmem/mm_page_alloc` records (tracefs).
 #[repr(C)]
@@ -189,6 +193,8 @@ impl SyscallOffsets {
         Self {
             exit_ret: OFFSET_UNKNOWN,
             regs_arg: [OFFSET_UNKNOWN; 3],
+            enter_request: [OFFSET_UNKNOWN; 3],
+            _pad0: 0,
         }
     }
 }

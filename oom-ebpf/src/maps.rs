@@ -111,6 +111,13 @@ pub fn alloc_epoch() -> u8 {
         .map_or(0, |&epoch| (epoch & 1) as u8)
 }
 
+/// The size a thread's `mmap`, `mremap` or `brk` asked for, by thread
+/// (`pid_tgid`), from the system call's entry tracepoint to its exit: the
+/// exit record holds only the result. An LRU, so a thread killed inside
+/// the call leaves nothing behind for long.
+#[map]
+pub static SYSCALL_REQUESTS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
 /// Command lines by process id, filled at exec (and by the collector from
 /// `/proc` at start-up), so a kill can name the victim's whole command line
 /// after the victim is gone. Its size is set at load time.

@@ -61,6 +61,8 @@ impl KernelSupport {
                     .ok()
                     .and_then(|btf| btf.syscall_arg_offsets().ok())
                     .unwrap_or([OFFSET_UNKNOWN; 3]),
+                enter_request: syscall_enter_request_offsets(dir),
+                _pad0: 0,
             }),
             Err(e) => Err(e.to_string()),
         };
@@ -124,11 +126,14 @@ impl KernelSupport {
             // brk reports failure by returning less than was asked: without
             // the request there is nothing to compare.
             Ok(offsets)
-                if syscall == AllocSyscall::Brk && offsets.regs_arg[0] == OFFSET_UNKNOWN =>
+                if syscall == AllocSyscall::Brk
+                    && offsets.regs_arg[0] == OFFSET_UNKNOWN
+                    && offsets.enter_request[2] == OFFSET_UNKNOWN =>
             {
                 Some(
-                    "the requested break is unreadable without BTF (pt_regs), \
-                     and brk signals failure only by comparison with it"
+                    "the requested break is unreadable (neither BTF's pt_regs nor the \
+                     sys_enter_brk tracepoint), and brk signals failure only by comparison \
+                     with it"
                         .into(),
                 )
             }
@@ -182,6 +187,30 @@ pub(super) fn page_alloc_offsets(
         gfp_flags: gfp.offset as u32,
         gfp_flags_size: gfp.size as u32,
         gfp_direct_reclaim: direct_reclaim,
+    })
+}
+
+/// The field of each `sys_enter_*` record that holds the size asked for,
+/// in the order of `SyscallOffsets::enter_request`.
+const ENTER_REQUESTS: [(&str, &str); 3] = [
+    ("sys_enter_mmap", "len"),
+    ("sys_enter_mremap", "new_len"),
+    ("sys_enter_brk", "brk"),
+];
+
+/// Where the `sys_enter_*` records hold the size asked for; unknown for a
+/// record that tracefs does not describe so.
+pub(super) fn syscall_enter_request_offsets(tracefs: &Path) -> [u32; 3] {
+    ENTER_REQUESTS.map(|(tracepoint, name)| {
+        tracefs::read_format(tracefs, "syscalls", tracepoint)
+            .ok()
+            .and_then(|format| {
+                format
+                    .field(name)
+                    .filter(|f| f.size == 8)
+                    .map(|f| f.offset as u32)
+            })
+            .unwrap_or(OFFSET_UNKNOWN)
     })
 }
 

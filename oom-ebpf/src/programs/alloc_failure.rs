@@ -3,14 +3,18 @@
 //!
 //! ```text
 //! sys_exit_mmap, sys_exit_mremap, sys_exit_brk (field `long ret`)   2.6.37+
-//! bpf_task_pt_regs(), bpf_get_current_task_btf()                     5.15+
+//! sys_enter_* (fields `len`, `new_len`, `brk`)                       2.6.37+
+//! fexit: bpf_task_pt_regs(), bpf_get_current_task_btf()              5.15+
 //! ```
 //!
 //! `mmap` and `mremap` fail with `-ENOMEM`. `brk` never returns an error: it
 //! returns the unchanged break when it cannot grow, so a failure is a
-//! return below the break asked for. The size asked for is read from the
-//! task's saved user registers (`pt_regs`, offsets from BTF), only on the
-//! failure path, so the common case costs one comparison.
+//! return below the break asked for. Through fexit, the size asked for is
+//! read from the task's saved user registers (`pt_regs`, offsets from BTF),
+//! only on the failure path, so the common case costs one comparison.
+//! Through the tracepoints, the entry tracepoint keeps it in
+//! `SYSCALL_REQUESTS` for the exit: no helper newer than 4.x is needed,
+//! so this way works on every kernel the collector runs on.
 //!
 //! Failures are counted in `ALLOC_FAILURES` per process and in
 //! `ALLOC_FAILURE_CGROUPS` per memory cgroup, never sent one by one: a
@@ -39,7 +43,7 @@ use oom_common::{
 use crate::{
     cgroup,
     error::{ProbeError, ProbeResult},
-    maps::{alloc_epoch, count, ALLOC_FAILURES, ALLOC_FAILURE_CGROUPS},
+    maps::{alloc_epoch, count, ALLOC_FAILURES, ALLOC_FAILURE_CGROUPS, SYSCALL_REQUESTS},
 };
 
 const ENOMEM: i64 = 12;
@@ -85,22 +89,74 @@ fn try_mm_page_alloc(ctx: &TracePointContext) -> ProbeResult {
     // overwritten for BPF programs (perf_trace_run_bpf_submit puts the
     // pt_regs pointer in the record's first 8 bytes).
     let sleeps = gfp & u64::from(offsets.gfp_direct_reclaim) != 0;
-    record_failure_of(AllocSyscall::PageAlloc, Some(request), sleeps)
+    record_failure_of(AllocSyscall::PageAlloc, request, sleeps)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    keep_request(&ctx, SYSCALL_OFFSETS.load().enter_request[0])
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mremap")]
+pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
+    keep_request(&ctx, SYSCALL_OFFSETS.load().enter_request[1])
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_brk")]
+pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
+    keep_request(&ctx, SYSCALL_OFFSETS.load().enter_request[2])
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
-    counted(try_mmap_exit(exit_ret(&ctx)))
+    let request = take_request();
+    counted(try_mmap_exit(exit_ret(&ctx), || request))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
 pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
-    counted(try_mremap_exit(exit_ret(&ctx)))
+    let request = take_request();
+    counted(try_mremap_exit(exit_ret(&ctx), || request))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_brk")]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
-    counted(try_brk_exit(exit_ret(&ctx) as u64))
+    let request = take_request();
+    counted(try_brk_exit(exit_ret(&ctx) as u64, || request))
+}
+
+/// Keeps the argument at `offset` of a `sys_enter_*` record for the
+/// thread's exit from the call.
+#[inline(always)]
+fn keep_request(ctx: &TracePointContext, offset: u32) -> u32 {
+    if offset == OFFSET_UNKNOWN {
+        return 0;
+    }
+    // SAFETY: a probe read inside the tracepoint's record.
+    let Ok(request) = (unsafe { ctx.read_at::<u64>(offset as usize) }) else {
+        return 0;
+    };
+    // Full is impossible for an LRU; any other failure leaves the exit
+    // without the size, which a failure is then reported without (brk's
+    // is then not recognised).
+    let _ = SYSCALL_REQUESTS.insert(bpf_get_current_pid_tgid(), request, 0);
+    0
+}
+
+/// What the thread's `sys_enter_*` kept (0 if nothing), removed so the
+/// table holds only calls in progress.
+#[inline(always)]
+fn take_request() -> u64 {
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    match unsafe { SYSCALL_REQUESTS.get(thread) } {
+        Some(request) => {
+            let request = *request;
+            let _ = SYSCALL_REQUESTS.remove(thread);
+            request
+        }
+        None => 0,
+    }
 }
 
 // The same three system calls hooked by fexit on their entry points
@@ -112,17 +168,17 @@ pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
 
 #[fexit]
 pub fn mmap_return(ctx: FExitContext) -> u32 {
-    counted(try_mmap_exit(ctx.arg(1)))
+    counted(try_mmap_exit(ctx.arg(1), || syscall_arg(1)))
 }
 
 #[fexit]
 pub fn mremap_return(ctx: FExitContext) -> u32 {
-    counted(try_mremap_exit(ctx.arg(1)))
+    counted(try_mremap_exit(ctx.arg(1), || syscall_arg(2)))
 }
 
 #[fexit]
 pub fn brk_return(ctx: FExitContext) -> u32 {
-    counted(try_brk_exit(ctx.arg(1)))
+    counted(try_brk_exit(ctx.arg(1), || syscall_arg(0)))
 }
 
 /// What these programs return. A failure that could not be counted in
@@ -136,32 +192,34 @@ fn counted(result: ProbeResult) -> u32 {
     0
 }
 
+/// `request` gives the size asked for (0 if unknown): `mmap(addr, length,
+/// ...)`'s length.
 #[inline(always)]
-fn try_mmap_exit(ret: i64) -> ProbeResult {
+fn try_mmap_exit(ret: i64, request: impl FnOnce() -> u64) -> ProbeResult {
     if ret != -ENOMEM {
         return Ok(());
     }
-    // mmap(addr, length, ...)
-    record_failure(AllocSyscall::Mmap, syscall_arg(1))
+    record_failure(AllocSyscall::Mmap, request())
 }
 
+/// `request`: `mremap(old_address, old_size, new_size, ...)`'s new size.
 #[inline(always)]
-fn try_mremap_exit(ret: i64) -> ProbeResult {
+fn try_mremap_exit(ret: i64, request: impl FnOnce() -> u64) -> ProbeResult {
     if ret != -ENOMEM {
         return Ok(());
     }
-    // mremap(old_address, old_size, new_size, ...)
-    record_failure(AllocSyscall::Mremap, syscall_arg(2))
+    record_failure(AllocSyscall::Mremap, request())
 }
 
+/// `wanted`: `brk(addr)`'s address (0 if unknown).
 #[inline(always)]
-fn try_brk_exit(current_break: u64) -> ProbeResult {
+fn try_brk_exit(current_break: u64, wanted: impl FnOnce() -> u64) -> ProbeResult {
     // brk(addr): 0 only asks where the break is.
-    match syscall_arg(0) {
-        Some(wanted) if wanted > current_break && current_break != 0 => {
-            record_failure(AllocSyscall::Brk, Some(wanted - current_break))
-        }
-        _ => Ok(()),
+    let wanted = wanted();
+    if wanted > current_break && current_break != 0 {
+        record_failure(AllocSyscall::Brk, wanted - current_break)
+    } else {
+        Ok(())
     }
 }
 
@@ -177,26 +235,29 @@ fn exit_ret(ctx: &TracePointContext) -> i64 {
 }
 
 /// Argument `n` (0-2) of the current system call, from the saved user
-/// registers.
+/// registers; 0 if it cannot be read.
 #[inline(always)]
-fn syscall_arg(n: usize) -> Option<u64> {
-    let offset = *SYSCALL_OFFSETS.load().regs_arg.get(n)?;
+fn syscall_arg(n: usize) -> u64 {
+    let Some(&offset) = SYSCALL_OFFSETS.load().regs_arg.get(n) else {
+        return 0;
+    };
     if offset == OFFSET_UNKNOWN {
-        return None;
+        return 0;
     }
     // SAFETY: helpers on the current task; the verifier checks the BTF
     // pointer, and the register read is a probe read.
     unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
         if regs.is_null() {
-            return None;
+            return 0;
         }
-        bpf_probe_read_kernel(regs.wrapping_add(offset as usize).cast::<u64>()).ok()
+        bpf_probe_read_kernel(regs.wrapping_add(offset as usize).cast::<u64>()).unwrap_or(0)
     }
 }
 
+/// `request_bytes` is the size asked for, 0 if unknown.
 #[inline(always)]
-fn record_failure(syscall: AllocSyscall, request_bytes: Option<u64>) -> ProbeResult {
+fn record_failure(syscall: AllocSyscall, request_bytes: u64) -> ProbeResult {
     record_failure_of(syscall, request_bytes, true)
 }
 
@@ -206,13 +267,12 @@ fn record_failure(syscall: AllocSyscall, request_bytes: Option<u64>) -> ProbeRes
 #[inline(always)]
 fn record_failure_of(
     syscall: AllocSyscall,
-    request_bytes: Option<u64>,
+    request: u64,
     in_process: bool,
 ) -> ProbeResult {
     let epoch = alloc_epoch();
     // SAFETY: helpers without arguments.
     let (now, current) = unsafe { (bpf_ktime_get_boot_ns(), bpf_get_current_task()) };
-    let request = request_bytes.unwrap_or(0);
     let memcg_id = if in_process {
         cgroup::memory_cgroup_id(current)
     } else {

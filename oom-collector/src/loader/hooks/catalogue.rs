@@ -18,6 +18,7 @@ pub const OOM_CONTROLS: MapSpec = map("OOM_CONTROLS", MapKind::HashMap);
 pub const OOM_CONTROL_SCRATCH: MapSpec = map("OOM_CONTROL_SCRATCH", MapKind::PerCpuArray);
 pub const ALLOC_FAILURES: MapSpec = map("ALLOC_FAILURES", MapKind::PerCpuHashMap);
 pub const ALLOC_FAILURE_CGROUPS: MapSpec = map("ALLOC_FAILURE_CGROUPS", MapKind::PerCpuHashMap);
+pub const SYSCALL_REQUESTS: MapSpec = map("SYSCALL_REQUESTS", MapKind::LruHashMap);
 pub const CMDLINES: MapSpec = map("CMDLINES", MapKind::LruHashMap);
 pub const CMDLINE_SCRATCH: MapSpec = map("CMDLINE_SCRATCH", MapKind::PerCpuArray);
 pub const BARRIER: MapSpec = map("BARRIER", MapKind::ArrayOfMaps);
@@ -41,6 +42,7 @@ const CMDLINE_MAPS: &[&MapSpec] = &[&CMDLINES, &CMDLINE_SCRATCH, &STATS];
 const ALLOC_FAILURE_MAPS: &[&MapSpec] = &[
     &ALLOC_FAILURES,
     &ALLOC_FAILURE_CGROUPS,
+    &SYSCALL_REQUESTS,
     &CONFIG,
     &STATS,
     &BARRIER,
@@ -238,14 +240,25 @@ macro_rules! alloc_failure_hook {
                          tracepoint instead, at a cost to every system call",
                     ),
                 },
+                // The exit's result, and the size asked for kept from the
+                // entry.
                 Way {
-                    programs: &[Program {
-                        name: concat!("sys_exit_", $name),
-                        attach: Attach::Tracepoint {
-                            category: "syscalls",
+                    programs: &[
+                        Program {
                             name: concat!("sys_exit_", $name),
+                            attach: Attach::Tracepoint {
+                                category: "syscalls",
+                                name: concat!("sys_exit_", $name),
+                            },
                         },
-                    }],
+                        Program {
+                            name: concat!("sys_enter_", $name),
+                            attach: Attach::Tracepoint {
+                                category: "syscalls",
+                                name: concat!("sys_enter_", $name),
+                            },
+                        },
+                    ],
                     since: "2.6.33",
                     alloc_failures: Some(AllocFailureHooks::Tracepoint),
                     otherwise: None,

@@ -243,7 +243,7 @@ pub fn syscall_exit_tracepoints() -> impl Iterator<Item = &'static str> {
             Attach::Tracepoint {
                 category: "syscalls",
                 name,
-            } => Some(name),
+            } if name.starts_with("sys_exit_") => Some(name),
             _ => None,
         })
 }
