@@ -7,6 +7,7 @@ use aya::{
         links::FdLink, BtfTracePoint, FEntry, FExit, KProbe, ProgramError, RawTracePoint,
         TracePoint,
     },
+    sys::SyscallError,
     Ebpf,
 };
 use tracing::debug;
@@ -253,6 +254,23 @@ fn attach_program(
         result.map_err(|e| format!("cannot load: {}", program_error(&e)))
     };
     let attached = |e: ProgramError| format!("cannot attach: {}", program_error(&e));
+    // An architecture without BPF trampolines to kernel functions.
+    let trampoline = |e: ProgramError| {
+        let unsupported = matches!(
+            &e,
+            ProgramError::SyscallError(SyscallError { io_error, .. })
+                if io_error.raw_os_error() == Some(ENOTSUPP)
+        );
+        let why = attached(e);
+        if unsupported {
+            format!(
+                "{why}: this kernel cannot attach fentry or fexit programs to its functions \
+                 (arm64 kernels can from 6.4 on)"
+            )
+        } else {
+            why
+        }
+    };
     let taken = |e: ProgramError| program_error(&e);
     Ok(match program.attach {
         Attach::Tracepoint { category, name: tp } => {
@@ -278,14 +296,14 @@ fn attach_program(
             let btf = btf()?;
             let p: &mut FEntry = program_of(ebpf, name)?;
             loaded(p.load(function, btf))?;
-            let link = p.attach().map_err(attached)?;
+            let link = p.attach().map_err(trampoline)?;
             Box::new(p.take_link(link).map_err(taken)?)
         }
         Attach::Fexit(function) => {
             let btf = btf()?;
             let p: &mut FExit = program_of(ebpf, name)?;
             loaded(p.load(function, btf))?;
-            let link = p.attach().map_err(attached)?;
+            let link = p.attach().map_err(trampoline)?;
             Box::new(p.take_link(link).map_err(taken)?)
         }
         Attach::Kprobe(function) | Attach::Kretprobe(function) => {
@@ -296,6 +314,10 @@ fn attach_program(
         }
     })
 }
+
+/// The kernel's own "not supported" (`ENOTSUPP`), outside the errno
+/// values userspace names.
+const ENOTSUPP: i32 = 524;
 
 /// A program of the object, as its type.
 fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
