@@ -151,7 +151,11 @@ pub struct SyscallOffsets {
     pub exit_ret: u32,
     pub regs_arg: [u32; 3],
     pub enter_request: [u32; 3],
-    pub _pad0: u32,
+    /// 1 where the syscall tracepoints must keep the size asked for from
+    /// entry to exit: the kernel has no `bpf_task_pt_regs()` (before
+    /// 5.15), or the collector no BTF to find the registers. 0 where the
+    /// exit reads it from the registers, only for a failure.
+    pub keep_requests: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<SyscallOffsets>() == 32);
@@ -194,7 +198,7 @@ impl SyscallOffsets {
             exit_ret: OFFSET_UNKNOWN,
             regs_arg: [OFFSET_UNKNOWN; 3],
             enter_request: [OFFSET_UNKNOWN; 3],
-            _pad0: 0,
+            keep_requests: 0,
         }
     }
 }

@@ -54,15 +54,24 @@ impl KernelSupport {
             Err(e) => (Err(e.to_string()), Err(e.to_string())),
         };
         let syscall_offsets = match &tracefs {
-            Ok(dir) => syscall_exit_ret_offset(dir, syscall_exits).map(|exit_ret| SyscallOffsets {
-                exit_ret,
-                regs_arg: btf
+            Ok(dir) => syscall_exit_ret_offset(dir, syscall_exits).map(|exit_ret| {
+                let regs_arg = btf
                     .as_ref()
                     .ok()
                     .and_then(|btf| btf.syscall_arg_offsets().ok())
-                    .unwrap_or([OFFSET_UNKNOWN; 3]),
-                enter_request: syscall_enter_request_offsets(dir),
-                _pad0: 0,
+                    .unwrap_or([OFFSET_UNKNOWN; 3]);
+                // bpf_task_pt_regs() is in the kernel's list of helpers
+                // from 5.15 on.
+                let reads_registers = regs_arg != [OFFSET_UNKNOWN; 3]
+                    && btf.as_ref().is_ok_and(|btf| {
+                        btf.enum_value_anywhere("BPF_FUNC_task_pt_regs").is_some()
+                    });
+                SyscallOffsets {
+                    exit_ret,
+                    regs_arg,
+                    enter_request: syscall_enter_request_offsets(dir),
+                    keep_requests: u32::from(!reads_registers),
+                }
             }),
             Err(e) => Err(e.to_string()),
         };

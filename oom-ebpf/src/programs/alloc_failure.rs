@@ -4,17 +4,18 @@
 //! ```text
 //! sys_exit_mmap, sys_exit_mremap, sys_exit_brk (field `long ret`)   2.6.37+
 //! sys_enter_* (fields `len`, `new_len`, `brk`)                       2.6.37+
-//! fexit: bpf_task_pt_regs(), bpf_get_current_task_btf()              5.15+
+//! bpf_task_pt_regs(), bpf_get_current_task_btf()                     5.15+
 //! ```
 //!
 //! `mmap` and `mremap` fail with `-ENOMEM`. `brk` never returns an error: it
 //! returns the unchanged break when it cannot grow, so a failure is a
 //! return below the break asked for. Through fexit, the size asked for is
 //! read from the task's saved user registers (`pt_regs`, offsets from BTF),
-//! only on the failure path, so the common case costs one comparison.
-//! Through the tracepoints, the entry tracepoint keeps it in
-//! `SYSCALL_REQUESTS` for the exit: no helper newer than 4.x is needed,
-//! so this way works on every kernel the collector runs on.
+//! only on the failure path, so the common case costs one comparison. The
+//! tracepoints do the same where the kernel has `bpf_task_pt_regs()`;
+//! before 5.15 (or without BTF) the entry tracepoint keeps the size in
+//! `SYSCALL_REQUESTS` for the exit instead, which needs no helper newer
+//! than 4.x, so this way works on every kernel the collector runs on.
 //!
 //! Failures are counted in `ALLOC_FAILURES` per process and in
 //! `ALLOC_FAILURE_CGROUPS` per memory cgroup, never sent one by one: a
@@ -94,41 +95,68 @@ fn try_mm_page_alloc(ctx: &TracePointContext) -> ProbeResult {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    keep_request(&ctx, SYSCALL_OFFSETS.load().enter_request[0])
+    keep_request(&ctx, 0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mremap")]
 pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
-    keep_request(&ctx, SYSCALL_OFFSETS.load().enter_request[1])
+    keep_request(&ctx, 1)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_brk")]
 pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
-    keep_request(&ctx, SYSCALL_OFFSETS.load().enter_request[2])
+    keep_request(&ctx, 2)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
-    let request = take_request();
-    counted(try_mmap_exit(exit_ret(&ctx), || request))
+    let kept = take_request();
+    counted(try_mmap_exit(exit_ret(&ctx), || request(1, kept)))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
 pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
-    let request = take_request();
-    counted(try_mremap_exit(exit_ret(&ctx), || request))
+    let kept = take_request();
+    counted(try_mremap_exit(exit_ret(&ctx), || request(2, kept)))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_brk")]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
-    let request = take_request();
-    counted(try_brk_exit(exit_ret(&ctx) as u64, || request))
+    let kept = take_request();
+    counted(try_brk_exit(exit_ret(&ctx) as u64, || request(0, kept)))
 }
 
-/// Keeps the argument at `offset` of a `sys_enter_*` record for the
-/// thread's exit from the call.
+/// Whether the entry tracepoints keep the size asked for. A constant the
+/// collector sets at load: where it is 1, the verifier sees the register
+/// read below as dead code and does not ask for its helpers, which older
+/// kernels lack.
 #[inline(always)]
-fn keep_request(ctx: &TracePointContext, offset: u32) -> u32 {
+fn keeping_requests() -> bool {
+    SYSCALL_OFFSETS.load().keep_requests != 0
+}
+
+/// The size asked for in argument `n`: what the entry kept, or the saved
+/// user registers.
+#[inline(always)]
+fn request(n: usize, kept: u64) -> u64 {
+    if keeping_requests() {
+        kept
+    } else {
+        syscall_arg(n)
+    }
+}
+
+/// Keeps the size asked for (`enter_request[index]`'s field of a
+/// `sys_enter_*` record) for the thread's exit from the call, where the
+/// exit cannot read it from the registers.
+#[inline(always)]
+fn keep_request(ctx: &TracePointContext, index: usize) -> u32 {
+    if !keeping_requests() {
+        return 0;
+    }
+    let Some(&offset) = SYSCALL_OFFSETS.load().enter_request.get(index) else {
+        return 0;
+    };
     if offset == OFFSET_UNKNOWN {
         return 0;
     }
@@ -147,6 +175,9 @@ fn keep_request(ctx: &TracePointContext, offset: u32) -> u32 {
 /// table holds only calls in progress.
 #[inline(always)]
 fn take_request() -> u64 {
+    if !keeping_requests() {
+        return 0;
+    }
     let thread = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     match unsafe { SYSCALL_REQUESTS.get(thread) } {
@@ -265,11 +296,7 @@ fn record_failure(syscall: AllocSyscall, request_bytes: u64) -> ProbeResult {
 /// `in_process` is false: in its memory cgroup's tally, and in its own.
 /// Fails only when neither table had room for it.
 #[inline(always)]
-fn record_failure_of(
-    syscall: AllocSyscall,
-    request: u64,
-    in_process: bool,
-) -> ProbeResult {
+fn record_failure_of(syscall: AllocSyscall, request: u64, in_process: bool) -> ProbeResult {
     let epoch = alloc_epoch();
     // SAFETY: helpers without arguments.
     let (now, current) = unsafe { (bpf_ktime_get_boot_ns(), bpf_get_current_task()) };
