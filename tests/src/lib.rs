@@ -6,6 +6,7 @@
 //! `CI=true` a test that cannot run fails, so CI never passes by skipping.
 
 pub mod containerd;
+pub mod image;
 pub mod manifest;
 pub mod qemu;
 

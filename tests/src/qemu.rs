@@ -20,6 +20,12 @@
 //! - The guest's serial ports: ttyS0 the kernel console (boot log and the
 //!   script's stderr), ttyS1 the script's stdout, in raw mode so no `\r` and
 //!   no kernel message can get in, ttyS2 the script's exit status.
+//! - arm64 ([`Series::ARM64`]): the same releases' `linux-image-cloud-arm64`
+//!   on `qemu-system-aarch64 -machine virt`. Its one UART is the console;
+//!   stdout and status go to two virtio consoles (`hvc0`, `hvc1`), whose
+//!   drivers bullseye's and bookworm's kernels build as modules, loaded by
+//!   `/init` from the kernel's own package. Programs of the guest come
+//!   from bookworm's arm64 packages ([`foreign_root`]) or are cross-built.
 //!
 //! [`QemuError::is_unavailable`] tells a machine that cannot run guests (no
 //! QEMU, no busybox, no kernel download) from a guest that failed: tests skip
@@ -27,6 +33,7 @@
 
 mod apt;
 mod initramfs;
+mod modules;
 
 use std::{
     fmt, fs,
@@ -57,6 +64,45 @@ pub enum Series {
     Linux6_1,
     /// Debian 13 (trixie)'s `linux-image-cloud-amd64`.
     Linux6_12,
+    /// The same three releases' `linux-image-cloud-arm64`, on an emulated
+    /// arm64 machine.
+    Arm64Linux5_10,
+    Arm64Linux6_1,
+    Arm64Linux6_12,
+}
+
+/// The CPU a guest runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// Debian's name for it.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Self::Amd64 => "amd64",
+            Self::Arm64 => "arm64",
+        }
+    }
+
+    fn qemu(self) -> Tool {
+        match self {
+            Self::Amd64 => TOOL_QEMU,
+            Self::Arm64 => TOOL_QEMU_ARM64,
+        }
+    }
+
+    /// The drivers of the guest's output channels: the virtio consoles on
+    /// arm64, loaded from the kernel's package where it builds them as
+    /// modules. amd64's UARTs are always built in.
+    fn console_modules(self) -> &'static [&'static str] {
+        match self {
+            Self::Amd64 => &[],
+            Self::Arm64 => &["virtio_pci", "virtio_console"],
+        }
+    }
 }
 
 impl Series {
@@ -67,26 +113,52 @@ impl Series {
         Self::Linux6_12,
     ];
 
+    /// The arm64 series.
+    pub const ARM64: [Self; 3] = [
+        Self::Arm64Linux5_10,
+        Self::Arm64Linux6_1,
+        Self::Arm64Linux6_12,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Linux5_10 => "5.10",
             Self::Linux5_10Release => "5.10-release",
             Self::Linux6_1 => "6.1",
             Self::Linux6_12 => "6.12",
+            Self::Arm64Linux5_10 => "arm64-5.10",
+            Self::Arm64Linux6_1 => "arm64-6.1",
+            Self::Arm64Linux6_12 => "arm64-6.12",
+        }
+    }
+
+    pub fn arch(self) -> Arch {
+        match self {
+            Self::Arm64Linux5_10 | Self::Arm64Linux6_1 | Self::Arm64Linux6_12 => Arch::Arm64,
+            _ => Arch::Amd64,
         }
     }
 
     fn packages(self) -> apt::KernelPackages {
         let suite = match self {
-            Self::Linux5_10 => &apt::BULLSEYE,
+            Self::Linux5_10 | Self::Arm64Linux5_10 => &apt::BULLSEYE,
             Self::Linux5_10Release => &apt::BULLSEYE_RELEASE,
-            Self::Linux6_1 => &apt::BOOKWORM,
-            Self::Linux6_12 => &apt::TRIXIE,
+            Self::Linux6_1 | Self::Arm64Linux6_1 => &apt::BOOKWORM,
+            Self::Linux6_12 | Self::Arm64Linux6_12 => &apt::TRIXIE,
         };
-        apt::KernelPackages {
-            suite,
-            meta: "linux-image-cloud-amd64",
-            flavour: "-cloud-amd64",
+        match self.arch() {
+            Arch::Amd64 => apt::KernelPackages {
+                suite,
+                meta: "linux-image-cloud-amd64",
+                flavour: "-cloud-amd64",
+                arch: "amd64",
+            },
+            Arch::Arm64 => apt::KernelPackages {
+                suite,
+                meta: "linux-image-cloud-arm64",
+                flavour: "-cloud-arm64",
+                arch: "arm64",
+            },
         }
     }
 
@@ -113,17 +185,34 @@ impl Series {
         let _ = fs::remove_dir_all(&scratch);
         let deb = apt::download_newest(
             &self.packages(),
-            cache_dir().join("apt").join(self.packages().suite.name),
+            apt_dir(self.packages().suite, self.arch()),
             &scratch.join("deb"),
         )
         .map_err(unavailable)?;
-        let (release, vmlinuz) =
-            apt::extract_vmlinuz(&deb, &scratch.join("root")).map_err(unavailable)?;
+        let root = scratch.join("root");
+        let (release, vmlinuz) = apt::extract_vmlinuz(&deb, &root).map_err(unavailable)?;
+        // /usr/lib/modules from trixie on.
+        let tree = ["lib/modules", "usr/lib/modules"]
+            .map(|dir| root.join(dir).join(&release))
+            .into_iter()
+            .find(|tree| tree.is_dir())
+            .unwrap_or_else(|| root.join("lib/modules").join(&release));
+        let modules =
+            modules::closure(&tree, self.arch().console_modules()).map_err(unavailable)?;
         // Assemble the cache entry aside and move it in whole, so an
         // interrupted download never looks cached.
         let staged = scratch.join("kernel");
         let package = deb.file_name().map(|n| n.to_string_lossy().into_owned());
-        fs::create_dir_all(&staged)
+        let mut order = String::new();
+        fs::create_dir_all(staged.join("modules"))
+            .and_then(|()| {
+                for module in &modules {
+                    let name = module.file_name().unwrap_or_default();
+                    fs::rename(module, staged.join("modules").join(name))?;
+                    order.push_str(&format!("{}\n", name.to_string_lossy()));
+                }
+                fs::write(staged.join("modules/order"), &order)
+            })
             .and_then(|()| fs::rename(&vmlinuz, staged.join("vmlinuz")))
             .and_then(|()| fs::write(staged.join("release"), &release))
             .and_then(|()| fs::write(staged.join("package"), package.unwrap_or_default()))
@@ -143,11 +232,16 @@ impl Series {
     fn cached(self, dir: &Path) -> Option<Kernel> {
         let vmlinuz = dir.join("vmlinuz");
         let release = fs::read_to_string(dir.join("release")).ok()?;
+        let modules = fs::read_to_string(dir.join("modules/order")).ok()?;
         vmlinuz.is_file().then(|| Kernel {
             series: self,
             release: release.trim().to_owned(),
             package: fs::read_to_string(dir.join("package")).unwrap_or_default(),
             vmlinuz,
+            modules: modules
+                .lines()
+                .map(|name| dir.join("modules").join(name))
+                .collect(),
         })
     }
 }
@@ -161,6 +255,8 @@ pub struct Kernel {
     /// The `.deb` it came from.
     pub package: String,
     pub vmlinuz: PathBuf,
+    /// Modules `/init` loads, in order, before the script runs.
+    pub modules: Vec<PathBuf>,
 }
 
 /// A host program the guests need, and the Debian package that has it.
@@ -173,6 +269,10 @@ struct Tool {
 const TOOL_QEMU: Tool = Tool {
     program: "qemu-system-x86_64",
     package: "qemu-system-x86",
+};
+const TOOL_QEMU_ARM64: Tool = Tool {
+    program: "qemu-system-aarch64",
+    package: "qemu-system-arm",
 };
 const TOOL_BUSYBOX: Tool = Tool {
     program: "busybox",
@@ -309,6 +409,7 @@ pub struct GuestRun {
 
 /// A guest to boot: the files of its initramfs, its memory and CPUs.
 pub struct Guest {
+    arch: Arch,
     root: Initramfs,
     library_dirs: Vec<String>,
     memory_mib: u32,
@@ -321,15 +422,22 @@ impl Guest {
     /// 2 CPUs and a 5 minute deadline. Fails at once if this machine has no
     /// QEMU or busybox.
     pub fn new() -> Result<Self, QemuError> {
-        TOOL_QEMU.require()?;
+        Self::of(Arch::Amd64)
+    }
+
+    /// The same on `arch`: an arm64 guest gets Debian's arm64
+    /// busybox-static, which makes its applets itself at boot.
+    pub fn of(arch: Arch) -> Result<Self, QemuError> {
+        arch.qemu().require()?;
+        if arch != Arch::Amd64 {
+            let busybox = foreign_busybox(arch)?;
+            let mut guest = Self::bare(arch);
+            guest = guest.program("/bin/busybox", &busybox)?;
+            guest.root.symlink("/bin/sh", "busybox");
+            return Ok(guest);
+        }
         let busybox = TOOL_BUSYBOX.require()?;
-        let mut guest = Self {
-            root: Initramfs::default(),
-            library_dirs: Vec::new(),
-            memory_mib: 512,
-            cpus: 2,
-            timeout: Duration::from_secs(300),
-        };
+        let mut guest = Self::bare(arch);
         guest = guest.program("/bin/busybox", &busybox)?;
         let applets = Command::new(&busybox)
             .arg("--list")
@@ -343,13 +451,26 @@ impl Guest {
                 guest.root.symlink(&format!("/bin/{applet}"), "busybox");
             }
         }
+        Ok(guest)
+    }
+
+    /// The directories and console every guest has.
+    fn bare(arch: Arch) -> Self {
+        let mut guest = Self {
+            arch,
+            root: Initramfs::default(),
+            library_dirs: Vec::new(),
+            memory_mib: 512,
+            cpus: 2,
+            timeout: Duration::from_secs(300),
+        };
         for dir in ["/dev", "/proc", "/sys", "/tmp", "/root", "/usr/bin"] {
             guest.root.dir(dir);
         }
         // The kernel opens it for /init's stdin, stdout and stderr before
         // anything is mounted.
         guest.root.char_device("/dev/console", 5, 1);
-        Ok(guest)
+        guest
     }
 
     /// Adds a host program at `guest_path`, with the shared libraries it
@@ -374,6 +495,78 @@ impl Guest {
             self.root.file(&guest_library, data, 0o755);
         }
         let data = fs::read(host_path).map_err(host_error("cannot read", host_path))?;
+        self.root.file(guest_path, data, 0o755);
+        Ok(self)
+    }
+
+    /// Adds the program at `path` in `root` (see [`foreign_root`]) at
+    /// `guest_path`, with its interpreter and the libraries it loads, found
+    /// in `root`'s library directories and placed at the same paths in the
+    /// guest.
+    pub fn foreign_program(
+        mut self,
+        guest_path: &str,
+        root: &Path,
+        path: &str,
+    ) -> Result<Self, QemuError> {
+        let missing = |what: String| QemuError::Host {
+            what,
+            source: io::ErrorKind::NotFound.into(),
+        };
+        let read = |path: &str| {
+            let host = inside(root, path);
+            fs::read(&host).map_err(|source| QemuError::Host {
+                what: format!("cannot read {}", host.display()),
+                source,
+            })
+        };
+        let data = read(path)?;
+        let mut pending = vec![(path.to_owned(), data.clone())];
+        let mut added = Vec::new();
+        while let Some((needed_by, data)) = pending.pop() {
+            let (interpreter, libraries) = elf_needs(&data)
+                .map_err(|e| missing(format!("{needed_by} is not an ELF program: {e}")))?;
+            let mut paths: Vec<String> = interpreter.into_iter().collect();
+            for library in libraries {
+                let found = ["lib", "usr/lib"]
+                    .iter()
+                    .flat_map(|dir| {
+                        let mut dirs = vec![format!("/{dir}")];
+                        if let Ok(entries) = fs::read_dir(root.join(dir)) {
+                            dirs.extend(entries.filter_map(Result::ok).filter_map(|e| {
+                                let name = e.file_name().into_string().ok()?;
+                                name.ends_with("-linux-gnu")
+                                    .then(|| format!("/{dir}/{name}"))
+                            }));
+                        }
+                        dirs
+                    })
+                    .map(|dir| format!("{dir}/{library}"))
+                    .find(|candidate| inside(root, candidate).is_file())
+                    .ok_or_else(|| {
+                        missing(format!(
+                            "{library}, needed by {needed_by}, in {}",
+                            root.display()
+                        ))
+                    })?;
+                paths.push(found);
+            }
+            for library in paths {
+                if added.contains(&library) {
+                    continue;
+                }
+                let data = read(&library)?;
+                self.root.file(&library, data.clone(), 0o755);
+                if let Some(dir) = Path::new(&library).parent() {
+                    let dir = dir.to_string_lossy().into_owned();
+                    if !self.library_dirs.contains(&dir) {
+                        self.library_dirs.push(dir);
+                    }
+                }
+                added.push(library.clone());
+                pending.push((library, data));
+            }
+        }
         self.root.file(guest_path, data, 0o755);
         Ok(self)
     }
@@ -412,7 +605,15 @@ impl Guest {
         fs::create_dir_all(&run_dir).map_err(host_error("cannot create", &run_dir))?;
 
         let mut root = self.root.clone();
-        root.file("/init", self.init_script().into_bytes(), 0o755);
+        let mut modules = Vec::new();
+        for module in &kernel.modules {
+            let name = module.file_name().unwrap_or_default().to_string_lossy();
+            let guest_path = format!("/lib/modules/{name}");
+            let data = fs::read(module).map_err(host_error("cannot read", module))?;
+            root.file(&guest_path, data, 0o644);
+            modules.push(guest_path);
+        }
+        root.file("/init", self.init_script(&modules).into_bytes(), 0o755);
         root.file("/guest.sh", script.as_bytes().to_vec(), 0o755);
         let initramfs = run_dir.join("initramfs.cpio");
         fs::File::create(&initramfs)
@@ -423,7 +624,10 @@ impl Guest {
         let stdout = run_dir.join("stdout.bin");
         let status = run_dir.join("status.txt");
         let qemu_stderr = run_dir.join("qemu.stderr");
-        let mut qemu = Command::new(TOOL_QEMU.program);
+        let mut qemu = Command::new(self.arch.qemu().program);
+        if self.arch == Arch::Arm64 {
+            qemu.args(["-machine", "virt"]);
+        }
         qemu.args(["-accel", "tcg", "-cpu", "max"])
             .args(["-smp", &self.cpus.to_string()])
             .args(["-m", &self.memory_mib.to_string()])
@@ -435,9 +639,30 @@ impl Guest {
             .arg(&initramfs)
             // panic=-1: a panicking guest reboots at once, and -no-reboot
             // turns that into QEMU's exit.
-            .args(["-append", "console=ttyS0 panic=-1 rdinit=/init psi=1"]);
-        for port in [&console, &stdout, &status] {
-            qemu.arg("-serial").arg(format!("file:{}", port.display()));
+            .arg("-append")
+            .arg(format!(
+                "console={} panic=-1 rdinit=/init psi=1",
+                self.consoles()[0]
+            ));
+        match self.arch {
+            Arch::Amd64 => {
+                for port in [&console, &stdout, &status] {
+                    qemu.arg("-serial").arg(format!("file:{}", port.display()));
+                }
+            }
+            // One UART (the console); the script's stdout and status on
+            // two virtio consoles.
+            Arch::Arm64 => {
+                qemu.arg("-serial")
+                    .arg(format!("file:{}", console.display()))
+                    .args(["-device", "virtio-serial-pci"]);
+                for (id, port) in [("stdout", &stdout), ("status", &status)] {
+                    qemu.arg("-chardev")
+                        .arg(format!("file,id={id},path={}", port.display()))
+                        .arg("-device")
+                        .arg(format!("virtconsole,chardev={id}"));
+                }
+            }
         }
         let stderr_file =
             fs::File::create(&qemu_stderr).map_err(host_error("cannot create", &qemu_stderr))?;
@@ -513,28 +738,58 @@ impl Guest {
         })
     }
 
-    fn init_script(&self) -> String {
+    /// The guest's console, the script's stdout and its status: three
+    /// UARTs on amd64, one and two virtio consoles on arm64.
+    fn consoles(&self) -> [&'static str; 3] {
+        match self.arch {
+            Arch::Amd64 => ["ttyS0", "ttyS1", "ttyS2"],
+            Arch::Arm64 => ["ttyAMA0", "hvc0", "hvc1"],
+        }
+    }
+
+    fn init_script(&self, modules: &[String]) -> String {
+        let [_, out, status] = self.consoles();
         format!(
             r#"#!/bin/sh
 # /init of the test guest: mount what every script needs, run /guest.sh with
-# its stdout on ttyS1 and its stderr on the console, report its exit status
-# on ttyS2, power off.
+# its stdout on {out} and its stderr on the console, report its exit status
+# on {status}, power off.
 export PATH=/usr/bin:/bin
-{libraries}mount -t proc proc /proc
+{applets}{libraries}mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
-# Raw: no \n -> \r\n, no echo. Held open so the settings last; the last
+{modules}# Raw: no \n -> \r\n, no echo. Held open so the settings last; the last
 # close (below) waits until the UART has sent everything.
-exec 3<>/dev/ttyS1 4<>/dev/ttyS2
-stty -F /dev/ttyS1 raw -echo -onlcr -opost
-stty -F /dev/ttyS2 raw -echo -onlcr -opost
+exec 3<>/dev/{out} 4<>/dev/{status}
+stty -F /dev/{out} raw -echo -onlcr -opost
+stty -F /dev/{status} raw -echo -onlcr -opost
 cd /root
-/bin/sh /guest.sh >/dev/ttyS1 2>/dev/console </dev/null
-echo "exit=$?" >/dev/ttyS2
+/bin/sh /guest.sh >/dev/{out} 2>/dev/console </dev/null
+echo "exit=$?" >/dev/{status}
 exec 3>&- 4>&-
 poweroff -f
 "#,
+            applets = if self.arch == Arch::Amd64 {
+                ""
+            } else {
+                "/bin/busybox --install -s /bin\n"
+            },
+            // The consoles' drivers, where modules: the devices appear once
+            // they are loaded.
+            modules = if modules.is_empty() {
+                String::new()
+            } else {
+                let wait = format!(
+                    "for i in $(seq 100); do [ -e /dev/{out} ] && [ -e /dev/{status} ] && break; \
+                     sleep 0.1; done\n"
+                );
+                modules
+                    .iter()
+                    .map(|module| format!("insmod {module}\n"))
+                    .collect::<String>()
+                    + &wait
+            },
             // ld.so finds the libraries where the host has them; this says
             // so should the guest's loader not search those directories.
             libraries = if self.library_dirs.is_empty() {
@@ -544,6 +799,118 @@ poweroff -f
             },
         )
     }
+}
+
+/// apt's state for `suite`'s packages of `arch`: amd64's where it always
+/// was, the others' beside it.
+fn apt_dir(suite: &apt::Suite, arch: Arch) -> PathBuf {
+    let name = match arch {
+        Arch::Amd64 => suite.name.to_owned(),
+        other => format!("{}-{}", suite.name, other.debian()),
+    };
+    cache_dir().join("apt").join(name)
+}
+
+/// busybox-static for `arch` from bookworm: the guest's shell and tools
+/// where the host's busybox is of another architecture.
+pub fn foreign_busybox(arch: Arch) -> Result<PathBuf, QemuError> {
+    let root = foreign_root(arch, &["busybox-static"])?;
+    // /bin in bookworm's package, /usr/bin in later ones.
+    ["bin/busybox", "usr/bin/busybox"]
+        .map(|path| root.join(path))
+        .into_iter()
+        .find(|path| path.is_file())
+        .ok_or_else(|| QemuError::KernelUnavailable {
+            series: "busybox-static",
+            detail: format!("no busybox in {}", root.display()),
+        })
+}
+
+/// Debian bookworm's `packages` for `arch`, downloaded once and unpacked
+/// into `target/qemu/sysroot/<arch>/`: the programs, and the libraries they
+/// load, of guests whose architecture is not the host's.
+pub fn foreign_root(arch: Arch, packages: &[&str]) -> Result<PathBuf, QemuError> {
+    static UNPACKING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = UNPACKING.lock().unwrap_or_else(|e| e.into_inner());
+    let root = cache_dir().join("sysroot").join(arch.debian());
+    let list = root.join(".packages");
+    let have = fs::read_to_string(&list).unwrap_or_default();
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|package| !have.lines().any(|line| line == *package))
+        .collect();
+    if missing.is_empty() {
+        return Ok(root);
+    }
+    let unavailable = |detail: String| QemuError::KernelUnavailable {
+        series: "bookworm",
+        detail: format!("{} for {}: {detail}", missing.join(" "), arch.debian()),
+    };
+    for tool in [TOOL_APT_GET, TOOL_DPKG_DEB] {
+        tool.require()?;
+    }
+    let scratch = cache_dir().join(format!("download-sysroot-{}", arch.debian()));
+    let debs = apt::download(
+        &apt::BOOKWORM,
+        arch.debian(),
+        &missing,
+        apt_dir(&apt::BOOKWORM, arch),
+        &scratch,
+    )
+    .map_err(unavailable)?;
+    for deb in &debs {
+        apt::unpack(deb, &root).map_err(unavailable)?;
+    }
+    // Listed only once unpacked: an interrupted run unpacks them again.
+    let listed = have + &missing.iter().map(|p| format!("{p}\n")).collect::<String>();
+    fs::write(&list, listed)
+        .map_err(|e| unavailable(format!("cannot write {}: {e}", list.display())))?;
+    let _ = fs::remove_dir_all(&scratch);
+    Ok(root)
+}
+
+/// `path` inside `root`, its symbolic links followed inside `root` too.
+fn inside(root: &Path, path: &str) -> PathBuf {
+    let mut path = PathBuf::from(path);
+    for _ in 0..16 {
+        let host = root.join(path.strip_prefix("/").unwrap_or(&path));
+        match fs::read_link(&host) {
+            Ok(target) if target.is_absolute() => path = target,
+            Ok(target) => path = path.parent().unwrap_or(Path::new("/")).join(target),
+            Err(_) => return host,
+        }
+    }
+    root.join(path.strip_prefix("/").unwrap_or(&path))
+}
+
+/// What a dynamically linked ELF program needs to start: its interpreter
+/// (`PT_INTERP`) and the libraries it names (`DT_NEEDED`).
+fn elf_needs(data: &[u8]) -> Result<(Option<String>, Vec<String>), String> {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let file = ElfFile64::<object::Endianness>::parse(data).map_err(|e| e.to_string())?;
+    let endian = file.endian();
+    let mut interpreter = None;
+    for header in file.elf_program_headers() {
+        if let Some(path) = header
+            .interpreter(endian, data)
+            .map_err(|e| e.to_string())?
+        {
+            interpreter = Some(String::from_utf8_lossy(path).into_owned());
+        }
+    }
+    let table = file.elf_dynamic_table().map_err(|e| e.to_string())?;
+    let needed = table
+        .iter()
+        .filter(|entry| entry.tag == object::elf::DT_NEEDED)
+        .map(|entry| {
+            table
+                .string(entry)
+                .map(|name| String::from_utf8_lossy(name).into_owned())
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((interpreter, needed))
 }
 
 /// `target/qemu`: downloads, kernels, and the logs of failed boots.

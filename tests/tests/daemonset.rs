@@ -31,6 +31,7 @@ use oom_e2e::{
         build_image, CgroupTree, Containerd, CONTAINER, HOG_IMAGE, HOG_LIMIT_BYTES, NAMESPACE, POD,
         POD_UID,
     },
+    image::OciArchive,
     manifest, poll_until, require_program, require_root, ScratchDir,
 };
 use serde_json::Value;
@@ -94,6 +95,33 @@ fn cap_bit(name: &str) -> u64 {
     1 << at
 }
 
+/// The CPU architectures a pod spec's node affinity admits, sorted: every
+/// term must require `kubernetes.io/arch` to be one of them.
+fn admitted_architectures(pod: &Value) -> Vec<String> {
+    let terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"]
+        .as_array()
+        .expect("required node affinity terms");
+    let mut admitted: Vec<String> = Vec::new();
+    for term in terms {
+        let arch = term["matchExpressions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["key"] == "kubernetes.io/arch"))
+            .unwrap_or_else(|| panic!("a term without kubernetes.io/arch admits any CPU: {term}"));
+        assert_eq!(arch["operator"], "In", "{arch}");
+        admitted.extend(
+            arch["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|v| v.as_str().expect("a name").to_owned()),
+        );
+    }
+    admitted.sort_unstable();
+    admitted.dedup();
+    admitted
+}
+
 /// What a schema cannot say: the manifest runs only where the image can,
 /// names an image that updates, takes a priority it is allowed outside
 /// kube-system, states its Pod Security levels and lets only scrapers in.
@@ -101,11 +129,16 @@ fn cap_bit(name: &str) -> u64 {
 fn the_manifest_schedules_updates_and_admits_as_a_cluster_expects() {
     let documents = manifest::documents(manifest::COLLECTOR);
     let template = Template::read(manifest::COLLECTOR);
-    let selector = &template.pod["nodeSelector"];
-    assert_eq!(selector["kubernetes.io/os"], "linux");
+    assert_eq!(template.pod["nodeSelector"]["kubernetes.io/os"], "linux");
     assert_eq!(
-        selector["kubernetes.io/arch"], "amd64",
-        "the image is amd64 only"
+        admitted_architectures(&template.pod),
+        ["amd64", "arm64"],
+        "the nodes of the architectures the image holds, and only those"
+    );
+    assert_eq!(
+        admitted_architectures(&Template::read(manifest::UNPIN).pod),
+        ["amd64", "arm64"],
+        "the unpin DaemonSet goes where the collector went"
     );
 
     let version = fs::read_to_string(concat!(
@@ -519,39 +552,14 @@ fn the_image_is_an_index_of_an_amd64_and_an_arm64_image() {
     let Some(archive) = image_archive() else {
         return;
     };
-    let Some(tar) = require_program!("tar") else {
+    if require_program!("tar").is_none() {
         return;
-    };
-    let scratch = ScratchDir::new("image-index");
-    let untar = |archive: &Path, into: &Path| {
-        fs::create_dir_all(into).expect("a directory to unpack into");
-        let status = std::process::Command::new(&tar)
-            .arg("-xf")
-            .arg(archive)
-            .arg("-C")
-            .arg(into)
-            .status()
-            .expect("tar runs");
-        assert!(status.success(), "tar -xf {}", archive.display());
-    };
-    untar(&archive, &scratch.0);
-    let blob = |digest: &Value| {
-        let digest = digest.as_str().expect("a digest");
-        scratch
-            .0
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    };
-    let json = |path: &Path| -> Value {
-        serde_json::from_slice(&fs::read(path).expect("a blob")).expect("JSON")
-    };
-    // The archive's own index names the image's index.
-    let mut index = json(&scratch.0.join("index.json"));
-    while index["manifests"][0]["mediaType"] == "application/vnd.oci.image.index.v1+json" {
-        index = json(&blob(&index["manifests"][0]["digest"]));
     }
-    let manifests = index["manifests"].as_array().expect("manifests");
-    let mut platforms: Vec<&str> = manifests
+    let image = OciArchive::unpack(&archive, "image-index").expect("the archive unpacks");
+    let index = image.index().expect("the image index");
+    let mut platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .expect("manifests")
         .iter()
         .filter_map(|m| m["platform"]["architecture"].as_str())
         .collect();
@@ -560,12 +568,10 @@ fn the_image_is_an_index_of_an_amd64_and_an_arm64_image() {
 
     // ELF machines: EM_X86_64 and EM_AARCH64.
     for (arch, machine) in [("amd64", 62u16), ("arm64", 183)] {
-        let manifest = manifests
-            .iter()
-            .find(|m| m["platform"]["architecture"] == arch)
-            .expect("listed above");
-        let manifest = json(&blob(&manifest["digest"]));
-        let config = json(&blob(&manifest["config"]["digest"]));
+        let manifest = image.manifest(arch).expect("listed above");
+        let config = image
+            .json(&manifest["config"]["digest"])
+            .expect("the config");
         assert_eq!(config["architecture"], arch, "{config}");
         assert_eq!(config["os"], "linux", "{config}");
         assert_eq!(
@@ -573,11 +579,8 @@ fn the_image_is_an_index_of_an_amd64_and_an_arm64_image() {
             serde_json::json!(["/oom-collector"]),
             "{config}"
         );
-        let layers = manifest["layers"].as_array().expect("layers");
-        assert_eq!(layers.len(), 1, "one binary, nothing else: {manifest}");
-        let root = scratch.0.join(arch);
-        untar(&blob(&layers[0]["digest"]), &root);
-        let binary = fs::read(root.join("oom-collector")).expect("/oom-collector in the layer");
+        let binary = image.binary(arch).unwrap_or_else(|e| panic!("{e}"));
+        let binary = fs::read(binary).expect("/oom-collector in the layer");
         assert_eq!(&binary[..4], b"\x7fELF", "{arch}");
         let half = |at: usize| u16::from_le_bytes([binary[at], binary[at + 1]]);
         assert_eq!(half(18), machine, "{arch}: e_machine");

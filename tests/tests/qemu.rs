@@ -1,6 +1,8 @@
 //! The real collector on Debian's 5.10, 6.1 and 6.12 kernels, in QEMU
 //! guests: what this machine's kernel (6.18, cgroup v1 memory, no kprobes)
-//! cannot show.
+//! cannot show. The same kernels' arm64 builds run the same scenarios on
+//! an emulated arm64 machine with the arm64 collector: the image's, where
+//! `OOM_COLLECTOR_IMAGE` names the image archive, else the cross-built one.
 //!
 //! One boot per kernel runs every scenario (a boot costs seconds under
 //! TCG) and prints each one's output as a section; each scenario is its own
@@ -9,9 +11,11 @@
 //! - `probes`: `oom-collector probes`;
 //! - `group_kill`: three hogs in one cgroup v2 with `memory.oom.group=1`,
 //!   killed in one OOM, as the collector writes them to `--output`;
-//! - `alloc_failures`: real `mmap` and `brk` failures through the default
-//!   (fexit) hooks, and kernel page-allocation failures while the huge
-//!   page pool is filled beyond the guest's memory;
+//! - `alloc_failures`: real `mmap` and `brk` failures counted exactly
+//!   through the default (fexit) hooks, or through `--alloc-failures
+//!   tracepoint` where the kernel has no fexit for them, and kernel
+//!   page-allocation failures while the huge page pool is filled beyond
+//!   the guest's memory;
 //! - `memcg_kill`: a hog OOM-killed at a 48 MiB `memory.max`;
 //! - `manifest_capabilities`: the same with exactly the DaemonSet's
 //!   capabilities (read from its manifest) under a container runtime's
@@ -35,14 +39,15 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    path::Path,
+    path::{Path, PathBuf},
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use oom_e2e::{
     collector_bin,
-    qemu::{Guest, QemuError, Series},
+    image::OciArchive,
+    qemu::{foreign_root, Arch, Guest, QemuError, Series},
 };
 use serde_json::Value;
 
@@ -99,10 +104,11 @@ enum Outcome {
 /// The boot of `series`, shared by its tests; `None` when the test should
 /// skip.
 fn guest(series: Series, test: &str) -> Option<&'static Boot> {
-    static BOOTS: [OnceLock<Outcome>; Series::ALL.len()] =
-        [const { OnceLock::new() }; Series::ALL.len()];
+    const EVERY: usize = Series::ALL.len() + Series::ARM64.len();
+    static BOOTS: [OnceLock<Outcome>; EVERY] = [const { OnceLock::new() }; EVERY];
     let index = Series::ALL
         .iter()
+        .chain(&Series::ARM64)
         .position(|s| *s == series)
         .expect("a known series");
     match BOOTS[index].get_or_init(|| boot(series)) {
@@ -127,15 +133,57 @@ fn boot(series: Series) -> Outcome {
         }
     };
     // QEMU and busybox first: no download for a machine that cannot boot.
-    let guest = match Guest::new()
-        .and_then(|g| g.program("/usr/bin/oom-collector", &collector_bin()))
-        .and_then(|g| g.program("/usr/bin/enomem", Path::new(env!("CARGO_BIN_EXE_enomem"))))
-        .and_then(|g| g.program("/usr/bin/setpriv", &oom_e2e::which("setpriv")))
-    {
+    let arch = series.arch();
+    // The image's own arm64 binary where the test has the image: what an
+    // arm64 node pulls.
+    let image = match std::env::var_os("OOM_COLLECTOR_IMAGE") {
+        Some(archive) if arch == Arch::Arm64 => {
+            match OciArchive::unpack(Path::new(&archive), &format!("qemu-{}", series.name())) {
+                Ok(image) => Some(image),
+                Err(e) => return Outcome::Failed(format!("the image archive: {e}")),
+            }
+        }
+        _ => None,
+    };
+    let (collector, enomem) = match (arch, &image) {
+        (Arch::Amd64, _) => (collector_bin(), PathBuf::from(env!("CARGO_BIN_EXE_enomem"))),
+        (Arch::Arm64, image) => {
+            let collector = match image {
+                Some(image) => match image.binary(arch.debian()) {
+                    Ok(binary) => Some(binary),
+                    Err(e) => return Outcome::Failed(format!("the image archive: {e}")),
+                },
+                None => foreign_bin("OOM_COLLECTOR_BIN_ARM64", "oom-collector"),
+            };
+            match (collector, foreign_bin("OOM_E2E_ENOMEM_ARM64", "enomem")) {
+                (Some(collector), Some(enomem)) => (collector, enomem),
+                _ => {
+                    return Outcome::Unavailable(
+                        "no arm64 build of oom-collector and enomem: `cargo xtask vm-test \
+                         --arch arm64` builds them"
+                            .into(),
+                    )
+                }
+            }
+        }
+    };
+    let guest = match Guest::of(arch)
+        .and_then(|g| g.program("/usr/bin/oom-collector", &collector))
+        .and_then(|g| g.program("/usr/bin/enomem", &enomem))
+        .and_then(|g| match arch {
+            Arch::Amd64 => g.program("/usr/bin/setpriv", &oom_e2e::which("setpriv")),
+            // util-linux's, as on amd64, with its libraries.
+            Arch::Arm64 => foreign_root(arch, &["util-linux", "libcap-ng0", "libc6"])
+                .and_then(|root| g.foreign_program("/usr/bin/setpriv", &root, "/usr/bin/setpriv")),
+        }) {
         // One vCPU: with two, a 5.10 guest under TCG was seen to lock up in
         // kernel code being live-patched by the other CPU (soft lockups in
         // kfree at boot).
-        Ok(guest) => guest.memory_mib(512).cpus(1).timeout(GUEST_TIMEOUT),
+        // An emulated arm64 CPU runs the same scenarios some 60% slower.
+        Ok(guest) => guest.memory_mib(512).cpus(1).timeout(match arch {
+            Arch::Amd64 => GUEST_TIMEOUT,
+            Arch::Arm64 => GUEST_TIMEOUT * 2,
+        }),
         Err(e) => return failure(e),
     };
     let fetching = Instant::now();
@@ -172,6 +220,18 @@ fn boot(series: Series) -> Outcome {
             kernel.release
         )),
     }
+}
+
+/// An arm64 build for the guests: `$variable`, else cargo's place for it.
+fn foreign_bin(variable: &str, name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/aarch64-unknown-linux-gnu/release")
+                .join(name)
+        });
+    path.is_file().then_some(path)
 }
 
 fn parse_sections(mut out: &[u8]) -> Result<HashMap<String, Section>, String> {
@@ -702,38 +762,38 @@ fn check_alloc_failures(series: Series, test: &str) {
     };
 
     let probes = &boot.section("probes").body;
-    let fexit = hook_state(probes, "fexit/__x64_sys_mmap");
-    // fexit on system calls with the task helpers it needs: 5.11 and later.
-    let fexit_expected = kernel_version(&boot.release) >= (5, 11);
+    let mmap = match series.arch() {
+        Arch::Amd64 => "fexit/__x64_sys_mmap",
+        Arch::Arm64 => "fexit/__arm64_sys_mmap",
+    };
+    let fexit = hook_state(probes, mmap);
+    // fexit on system calls with the task helpers it needs: 5.11 and
+    // later; on arm64, whose BPF trampolines reach kernel functions only
+    // through ftrace's direct calls, 6.4 and later.
+    let since = match series.arch() {
+        Arch::Amd64 => (5, 11),
+        Arch::Arm64 => (6, 4),
+    };
+    let fexit_expected = kernel_version(&boot.release) >= since;
     assert!(
         fexit == "active" || !fexit_expected,
-        "{}: fexit must work on 5.11 and later, but is {fexit}",
-        boot.release
+        "{}: fexit must work on {}.{} and later, but is {fexit}",
+        boot.release,
+        since.0,
+        since.1
     );
     if fexit == "active" {
-        let mmap = pid_of("mmap ").expect("the mmap helper ran");
-        let brk = pid_of("brk ").expect("the brk helper ran");
-        assert_eq!(
-            total(mmap, Some("mmap")),
-            1000,
-            "{}: {}",
-            boot.release,
-            context()
-        );
-        assert_eq!(
-            total(brk, Some("brk")),
-            100,
-            "{}: {}",
-            boot.release,
-            context()
-        );
+        exact_counts(boot, "alloc");
     } else {
-        // 5.10 lacks bpf_get_current_task_btf (5.11+): the hook says so.
+        // 5.10 lacks bpf_get_current_task_btf (5.11+), an arm64 6.1 the
+        // trampoline: the hook says which.
         assert!(
-            fexit.contains("too old"),
-            "{}: fexit/__x64_sys_mmap is {fexit}",
+            fexit.contains("too old") || fexit.contains("arm64 kernels can from 6.4 on"),
+            "{}: {mmap} is {fexit}",
             boot.release
         );
+        // The counts are exact all the same, through the tracepoint.
+        exact_counts(boot, "alloc_tp");
     }
 
     // Kernel page allocations that failed while filling the huge page pool.
@@ -761,6 +821,55 @@ fn check_alloc_failures(series: Series, test: &str) {
         );
     }
     assert!(total(filler, None) > 0);
+}
+
+/// Every one of the helpers' failed calls is counted: 1,000 `mmap` and 100
+/// `brk`, in sections `<prefix>_events`, `<prefix>_log` and
+/// `<prefix>_pids`.
+fn exact_counts(boot: &Boot, prefix: &str) {
+    let pids = &boot.section(&format!("{prefix}_pids")).body;
+    let events = boot.section(&format!("{prefix}_events"));
+    let log = &boot.section(&format!("{prefix}_log")).body;
+    assert_eq!(
+        events.status, 0,
+        "{} ({prefix}): the collector exited {}:\n{log}",
+        boot.release, events.status
+    );
+    let documents: Vec<Value> = events
+        .body
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON lines"))
+        .collect();
+    for (syscall, calls) in [("mmap", 1000), ("brk", 100)] {
+        let pid: u64 = pids
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(syscall)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: the {syscall} helper did not run:\n{pids}",
+                    boot.release
+                )
+            });
+        let counted: u64 = documents
+            .iter()
+            .filter(|d| d["event"]["action"] == "memory_allocation_failed")
+            .filter(|d| d["process"]["pid"] == pid && d["oom"]["alloc"]["syscall"] == syscall)
+            .map(|d| d["oom"]["alloc"]["count"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            counted,
+            calls,
+            "{} ({prefix}): {syscall} failures of pid {pid}\nlog:\n{}",
+            boot.release,
+            warnings(log)
+        );
+    }
 }
 
 /// The limit of the cgroups the guest script kills in.
@@ -1191,9 +1300,10 @@ fn check_explain(series: Series, test: &str) {
     // Where the stats come from: read in the kernel at the OOM where its
     // counters are in the order of its enums (before 6.10), else the
     // kernel's own report in its log.
-    let expected_source = match series {
-        Series::Linux6_12 => "kernel_log",
-        _ => "kernel",
+    let expected_source = if kernel_version(release) >= (6, 10) {
+        "kernel_log"
+    } else {
+        "kernel"
     };
     assert_eq!(
         kill["oom"]["memcg"]["stats"]["source"], expected_source,
@@ -1413,3 +1523,6 @@ kernel_tests!(guest_5_10, Series::Linux5_10);
 kernel_tests!(guest_5_10_release, Series::Linux5_10Release);
 kernel_tests!(guest_6_1, Series::Linux6_1);
 kernel_tests!(guest_6_12, Series::Linux6_12);
+kernel_tests!(guest_arm64_5_10, Series::Arm64Linux5_10);
+kernel_tests!(guest_arm64_6_1, Series::Arm64Linux6_1);
+kernel_tests!(guest_arm64_6_12, Series::Arm64Linux6_12);

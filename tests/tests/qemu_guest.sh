@@ -306,6 +306,20 @@ sleep 0.5
 stop_collector alloc_events /tmp/alloc.ndjson alloc_log /tmp/alloc.log
 section alloc_pids 0 /tmp/alloc_pids
 
+# Where this kernel has no fexit on system calls, the same counts through
+# the option that works everywhere: the raw syscall tracepoint.
+if ! grep -Eq "^fexit/__(x64|arm64)_sys_mmap +active$" /tmp/probes; then
+    : > /tmp/alloc_tp_pids
+    if start_collector /tmp/alloc_tp.ndjson /tmp/alloc_tp.log --alloc-failures tracepoint \
+        --enomem-window 100ms; then
+        enomem mmap 1000 > /dev/null & p=$!; wait $p; echo "mmap $p $?" >> /tmp/alloc_tp_pids
+        enomem brk 100 > /dev/null & p=$!; wait $p; echo "brk $p $?" >> /tmp/alloc_tp_pids
+        sleep 0.5
+    fi
+    stop_collector alloc_tp_events /tmp/alloc_tp.ndjson alloc_tp_log /tmp/alloc_tp.log
+    section alloc_tp_pids 0 /tmp/alloc_tp_pids
+fi
+
 oom-collector selftest > /tmp/selftest 2>&1
 section selftest $? /tmp/selftest
 

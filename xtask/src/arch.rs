@@ -103,6 +103,25 @@ pub fn build_static(
     arch: Arch,
     profile: &str,
 ) -> Result<std::path::PathBuf> {
+    build_static_binary(
+        root,
+        toolchain,
+        arch,
+        profile,
+        "oom-collector",
+        "oom-collector",
+    )
+}
+
+/// [`build_static`] for binary `bin` of workspace package `package`.
+pub fn build_static_binary(
+    root: &Path,
+    toolchain: &Toolchain,
+    arch: Arch,
+    profile: &str,
+    package: &str,
+    bin: &str,
+) -> Result<std::path::PathBuf> {
     ensure_cross(arch)?;
     let target = arch.rust_target();
     let mut cargo = toolchain.cargo();
@@ -112,7 +131,15 @@ pub fn build_static(
             format!("CARGO_TARGET_{}_RUSTFLAGS", arch.env_name(true)),
             "-C target-feature=+crt-static",
         )
-        .args(["build", "--package", "oom-collector", "--target", target]);
+        .args([
+            "build",
+            "--package",
+            package,
+            "--bin",
+            bin,
+            "--target",
+            target,
+        ]);
     if arch != Arch::host() {
         let (compiler, _) = arch.cross_compiler();
         cargo
@@ -126,10 +153,7 @@ pub fn build_static(
         cargo.arg("--release");
     }
     run_checked(&mut cargo)?;
-    let binary = crate::target_dir(root)
-        .join(target)
-        .join(profile)
-        .join("oom-collector");
+    let binary = crate::target_dir(root).join(target).join(profile).join(bin);
     let file = output_of(Command::new("file").arg(&binary)).unwrap_or_default();
     if !file.contains(arch.elf_machine()) || !file.contains("static") {
         bail!(

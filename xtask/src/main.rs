@@ -100,13 +100,19 @@ enum Task {
     /// the guest scenarios (the `qemu` test binary of `tests/`).
     VmTest {
         /// `5.10`, `5.10-release` (bullseye's kernel as released, whose
-        /// `mark_victim` has only the pid), `6.1`, `6.12` or `all`.
+        /// `mark_victim` has only the pid; amd64 only), `6.1`, `6.12` or
+        /// `all`.
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// `amd64`, or `arm64`: Debian's arm64 kernels on an emulated
+        /// arm64 machine, with the collector cross-built.
+        #[arg(long, value_enum, default_value = "amd64")]
+        arch: arch::Arch,
     },
-    /// Lint, build and run every test. Root-only tests fail under CI=true
-    /// when they cannot run, and are skipped with a reason otherwise.
-    /// Then fuzz each fuzz target for 20 seconds.
+    /// Lint, build and run every test, the amd64 and arm64 QEMU matrices
+    /// included (the arm64 guests run the image's arm64 binary). Root-only
+    /// tests fail under CI=true when they cannot run, and are skipped with
+    /// a reason otherwise. Then fuzz each fuzz target for 20 seconds.
     Test {
         /// Skip rustfmt and clippy.
         #[arg(long)]
@@ -160,9 +166,9 @@ fn main() -> Result<()> {
             let toolchain = setup::ensure_toolchain()?;
             image::image(&root, &toolchain).map(drop)
         }
-        Task::VmTest { kernel } => {
+        Task::VmTest { kernel, arch } => {
             packages::ensure_for_tests()?;
-            vm_test(&root, &kernel)
+            vm_test(&root, &kernel, arch)
         }
         Task::Fuzz { seconds } => fuzz::run(&root, seconds),
         Task::Bless => bless::bless(&root),
@@ -225,6 +231,25 @@ fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
         None
     };
     let binary = build(root, true)?;
+    // The arm64 guests run the image's arm64 collector (the cross-built
+    // one without buildah) and this arm64 helper.
+    let enomem_arm64 = arch::build_static_binary(
+        root,
+        &toolchain,
+        arch::Arch::Arm64,
+        "release",
+        "oom-e2e",
+        "enomem",
+    )?;
+    let collector_arm64 = match image {
+        None => Some(arch::build_static(
+            root,
+            &toolchain,
+            arch::Arch::Arm64,
+            "release",
+        )?),
+        Some(_) => None,
+    };
     if is_root() {
         system::mount_kernel_filesystems()?;
     } else if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -234,6 +259,8 @@ fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
     cargo
         .current_dir(root)
         .env("OOM_COLLECTOR_BIN", &binary)
+        .env("OOM_E2E_ENOMEM_ARM64", enomem_arm64)
+        .envs(collector_arm64.map(|binary| ("OOM_COLLECTOR_BIN_ARM64", binary)))
         // The DaemonSet test runs the image itself.
         .envs(image.map(|archive| ("OOM_COLLECTOR_IMAGE", archive)))
         // The end-to-end tests time real kills on a small machine: one at a time.
@@ -245,31 +272,37 @@ fn test(root: &std::path::Path, no_lint: bool, args: &[String]) -> Result<()> {
 }
 
 /// The QEMU guest tests, filtered to one kernel's module (`guest_6_1::`).
-fn vm_test(root: &std::path::Path, kernel: &str) -> Result<()> {
-    let filter = match kernel {
-        "all" => "guest_",
-        "5.10" => "guest_5_10::",
-        "5.10-release" => "guest_5_10_release::",
-        "6.1" => "guest_6_1::",
-        "6.12" => "guest_6_12::",
-        other => bail!("--kernel {other}: want 5.10, 5.10-release, 6.1, 6.12 or all"),
+fn vm_test(root: &std::path::Path, kernel: &str, arch: arch::Arch) -> Result<()> {
+    let filters: &[&str] = match (arch, kernel) {
+        (arch::Arch::Amd64, "all") => &["guest_5_10", "guest_6_"],
+        (arch::Arch::Amd64, "5.10") => &["guest_5_10::"],
+        (arch::Arch::Amd64, "5.10-release") => &["guest_5_10_release::"],
+        (arch::Arch::Amd64, "6.1") => &["guest_6_1::"],
+        (arch::Arch::Amd64, "6.12") => &["guest_6_12::"],
+        (arch::Arch::Arm64, "all") => &["guest_arm64_"],
+        (arch::Arch::Arm64, "5.10") => &["guest_arm64_5_10::"],
+        (arch::Arch::Arm64, "6.1") => &["guest_arm64_6_1::"],
+        (arch::Arch::Arm64, "6.12") => &["guest_arm64_6_12::"],
+        (arch, other) => bail!(
+            "--kernel {other} --arch {arch:?}: want 5.10, 5.10-release (amd64), 6.1, 6.12 or all"
+        ),
     };
     let binary = build(root, true)?;
     let toolchain = setup::ensure_toolchain()?;
+    let mut cargo = toolchain.cargo();
+    if arch == arch::Arch::Arm64 {
+        let collector = arch::build_static(root, &toolchain, arch, "release")?;
+        let enomem =
+            arch::build_static_binary(root, &toolchain, arch, "release", "oom-e2e", "enomem")?;
+        cargo
+            .env("OOM_COLLECTOR_BIN_ARM64", collector)
+            .env("OOM_E2E_ENOMEM_ARM64", enomem);
+    }
     run_checked(
-        toolchain
-            .cargo()
+        cargo
             .current_dir(root)
             .env("OOM_COLLECTOR_BIN", &binary)
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "oom-e2e",
-                "--test",
-                "qemu",
-                "--",
-                filter,
-            ]),
+            .args(["test", "--release", "-p", "oom-e2e", "--test", "qemu", "--"])
+            .args(filters),
     )
 }

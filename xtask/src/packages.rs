@@ -20,7 +20,7 @@ struct Package {
     why: &'static str,
 }
 
-const TEST_PACKAGES: [Package; 12] = [
+const TEST_PACKAGES: [Package; 13] = [
     Package {
         name: "util-linux",
         program: "unshare",
@@ -35,6 +35,11 @@ const TEST_PACKAGES: [Package; 12] = [
         name: "qemu-system-x86",
         program: "qemu-system-x86_64",
         why: "the kernel matrix in QEMU guests",
+    },
+    Package {
+        name: "qemu-system-arm",
+        program: "qemu-system-aarch64",
+        why: "the arm64 kernel matrix in emulated arm64 guests",
     },
     Package {
         name: "busybox-static",

@@ -60,6 +60,8 @@ pub struct KernelPackages {
     /// The flavour the meta package's dependency ends with (`-cloud-amd64`);
     /// the package downloaded is its `-unsigned` build.
     pub flavour: &'static str,
+    /// Debian's name for the architecture: `amd64`, `arm64`.
+    pub arch: &'static str,
 }
 
 /// The build series of a kernel image package: `<prefix><N><suffix>`.
@@ -93,20 +95,21 @@ impl Builds {
 /// when -43 downloaded).
 const DOWNLOAD_ATTEMPTS: usize = 6;
 
-/// apt with its configuration and state in `dir`.
+/// apt with its configuration and state in `dir`, for packages of `arch`.
 struct Apt {
     dir: PathBuf,
+    arch: &'static str,
 }
 
 impl Apt {
-    fn new(suite: &Suite, dir: PathBuf) -> Result<Self, String> {
+    fn new(suite: &Suite, arch: &'static str, dir: PathBuf) -> Result<Self, String> {
         for sub in ["lists/partial", "cache/archives/partial"] {
             fs::create_dir_all(dir.join(sub))
                 .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
         }
         fs::write(dir.join("sources.list"), suite.sources)
             .map_err(|e| format!("cannot write {}: {e}", dir.join("sources.list").display()))?;
-        Ok(Self { dir })
+        Ok(Self { dir, arch })
     }
 
     fn command(&self, program: &str) -> Command {
@@ -121,6 +124,8 @@ impl Apt {
             // Root's downloads would otherwise be done as `_apt`, which
             // may not be able to write into the target directory.
             "APT::Sandbox::User=root".to_owned(),
+            format!("APT::Architecture={}", self.arch),
+            format!("APT::Architectures={}", self.arch),
         ] {
             command.args(["-o", &option]);
         }
@@ -151,7 +156,7 @@ pub fn download_newest(
     apt_dir: PathBuf,
     download_dir: &Path,
 ) -> Result<PathBuf, String> {
-    let apt = Apt::new(packages.suite, apt_dir)?;
+    let apt = Apt::new(packages.suite, packages.arch, apt_dir)?;
     let mut update = apt.command("apt-get");
     update.args(["-q", "update"]);
     apt.run(update, &format!("apt-get update ({})", packages.suite.name))?;
@@ -210,6 +215,49 @@ pub fn download_newest(
     Err(failures.join("\n"))
 }
 
+/// Downloads packages `names` of `arch` from `suite` into `download_dir`
+/// and returns their `.deb`s.
+pub fn download(
+    suite: &Suite,
+    arch: &'static str,
+    names: &[&str],
+    apt_dir: PathBuf,
+    download_dir: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let apt = Apt::new(suite, arch, apt_dir)?;
+    let mut update = apt.command("apt-get");
+    update.args(["-q", "update"]);
+    apt.run(update, &format!("apt-get update ({})", suite.name))?;
+    let _ = fs::remove_dir_all(download_dir);
+    fs::create_dir_all(download_dir)
+        .map_err(|e| format!("cannot create {}: {e}", download_dir.display()))?;
+    let mut download = apt.command("apt-get");
+    download
+        .current_dir(download_dir)
+        .args(["-q", "download"])
+        .args(names);
+    apt.run(
+        download,
+        &format!("apt-get download {} ({arch})", names.join(" ")),
+    )?;
+    let debs: Vec<PathBuf> = fs::read_dir(download_dir)
+        .map_err(|e| format!("cannot list {}: {e}", download_dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    if debs.len() == names.len() {
+        Ok(debs)
+    } else {
+        Err(format!(
+            "apt-get download {} left {} .deb files in {}",
+            names.join(" "),
+            debs.len(),
+            download_dir.display()
+        ))
+    }
+}
+
 fn find_deb(dir: &Path) -> Result<PathBuf, String> {
     fs::read_dir(dir)
         .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
@@ -222,19 +270,7 @@ fn find_deb(dir: &Path) -> Result<PathBuf, String> {
 /// Unpacks `boot/vmlinuz-<release>` of a kernel image package into `dir`;
 /// returns the release (`uname -r`) and the kernel's path.
 pub fn extract_vmlinuz(deb: &Path, dir: &Path) -> Result<(String, PathBuf), String> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut unpack = Command::new("dpkg-deb");
-    unpack.arg("--extract").arg(deb).arg(dir);
-    let output = unpack
-        .output()
-        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "dpkg-deb --extract {} failed: {}",
-            deb.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
+    unpack(deb, dir)?;
     let boot = dir.join("boot");
     fs::read_dir(&boot)
         .map_err(|e| format!("{} has no boot/: {e}", deb.display()))?
@@ -245,6 +281,25 @@ pub fn extract_vmlinuz(deb: &Path, dir: &Path) -> Result<(String, PathBuf), Stri
             Some((release, entry.path()))
         })
         .ok_or_else(|| format!("{} has no boot/vmlinuz-*", deb.display()))
+}
+
+/// Unpacks a package's files into `dir`, as `dpkg-deb --extract` does.
+pub fn unpack(deb: &Path, dir: &Path) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut unpack = Command::new("dpkg-deb");
+    unpack.arg("--extract").arg(deb).arg(dir);
+    let output = unpack
+        .output()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "dpkg-deb --extract {} failed: {}",
+            deb.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
 }
 
 #[cfg(test)]
