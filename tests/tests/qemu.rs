@@ -725,16 +725,7 @@ fn check_alloc_failures(series: Series, test: &str) {
     let pids = &boot.section("alloc_pids").body;
     let events = boot.section("alloc_events");
     let log = &boot.section("alloc_log").body;
-    assert_eq!(
-        events.status, 0,
-        "{}: the collector exited {}:\n{log}",
-        boot.release, events.status
-    );
-    let documents: Vec<Value> = events
-        .body
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("JSON lines"))
-        .collect();
+    let documents = alloc_documents(boot, "alloc");
     let pid_of = |what: &str| -> Option<u64> {
         pids.lines().find_map(|l| {
             l.strip_prefix(what)?
@@ -823,23 +814,32 @@ fn check_alloc_failures(series: Series, test: &str) {
     assert!(total(filler, None) > 0);
 }
 
+/// The JSON lines of section `<prefix>_events`, after checking that the
+/// collector that wrote them (its log in `<prefix>_log`) exited 0.
+fn alloc_documents(boot: &Boot, prefix: &str) -> Vec<Value> {
+    let events = boot.section(&format!("{prefix}_events"));
+    assert_eq!(
+        events.status,
+        0,
+        "{} ({prefix}): the collector exited {}:\n{}",
+        boot.release,
+        events.status,
+        boot.section(&format!("{prefix}_log")).body
+    );
+    events
+        .body
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON lines"))
+        .collect()
+}
+
 /// Every one of the helpers' failed calls is counted: 1,000 `mmap` and 100
 /// `brk`, in sections `<prefix>_events`, `<prefix>_log` and
 /// `<prefix>_pids`.
 fn exact_counts(boot: &Boot, prefix: &str) {
     let pids = &boot.section(&format!("{prefix}_pids")).body;
-    let events = boot.section(&format!("{prefix}_events"));
     let log = &boot.section(&format!("{prefix}_log")).body;
-    assert_eq!(
-        events.status, 0,
-        "{} ({prefix}): the collector exited {}:\n{log}",
-        boot.release, events.status
-    );
-    let documents: Vec<Value> = events
-        .body
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("JSON lines"))
-        .collect();
+    let documents = alloc_documents(boot, prefix);
     for (syscall, calls) in [("mmap", 1000), ("brk", 100)] {
         let pid: u64 = pids
             .lines()

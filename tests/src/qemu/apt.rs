@@ -99,6 +99,7 @@ const DOWNLOAD_ATTEMPTS: usize = 6;
 struct Apt {
     dir: PathBuf,
     arch: &'static str,
+    suite: &'static str,
 }
 
 impl Apt {
@@ -109,7 +110,11 @@ impl Apt {
         }
         fs::write(dir.join("sources.list"), suite.sources)
             .map_err(|e| format!("cannot write {}: {e}", dir.join("sources.list").display()))?;
-        Ok(Self { dir, arch })
+        Ok(Self {
+            dir,
+            arch,
+            suite: suite.name,
+        })
     }
 
     fn command(&self, program: &str) -> Command {
@@ -131,6 +136,14 @@ impl Apt {
         }
         command.env("LC_ALL", "C").stdin(Stdio::null());
         command
+    }
+
+    /// `apt-get update` of the suite's lists.
+    fn update(&self) -> Result<(), String> {
+        let mut update = self.command("apt-get");
+        update.args(["-q", "update"]);
+        self.run(update, &format!("apt-get update ({})", self.suite))
+            .map(drop)
     }
 
     fn run(&self, mut command: Command, what: &str) -> Result<Output, String> {
@@ -157,9 +170,7 @@ pub fn download_newest(
     download_dir: &Path,
 ) -> Result<PathBuf, String> {
     let apt = Apt::new(packages.suite, packages.arch, apt_dir)?;
-    let mut update = apt.command("apt-get");
-    update.args(["-q", "update"]);
-    apt.run(update, &format!("apt-get update ({})", packages.suite.name))?;
+    apt.update()?;
 
     let mut depends = apt.command("apt-cache");
     depends.args(["depends", packages.meta]);
@@ -200,9 +211,7 @@ pub fn download_newest(
 
     let mut failures = Vec::new();
     for (_, package) in candidates.iter().take(DOWNLOAD_ATTEMPTS) {
-        let _ = fs::remove_dir_all(download_dir);
-        fs::create_dir_all(download_dir)
-            .map_err(|e| format!("cannot create {}: {e}", download_dir.display()))?;
+        empty_dir(download_dir)?;
         let mut download = apt.command("apt-get");
         download
             .current_dir(download_dir)
@@ -225,12 +234,8 @@ pub fn download(
     download_dir: &Path,
 ) -> Result<Vec<PathBuf>, String> {
     let apt = Apt::new(suite, arch, apt_dir)?;
-    let mut update = apt.command("apt-get");
-    update.args(["-q", "update"]);
-    apt.run(update, &format!("apt-get update ({})", suite.name))?;
-    let _ = fs::remove_dir_all(download_dir);
-    fs::create_dir_all(download_dir)
-        .map_err(|e| format!("cannot create {}: {e}", download_dir.display()))?;
+    apt.update()?;
+    empty_dir(download_dir)?;
     let mut download = apt.command("apt-get");
     download
         .current_dir(download_dir)
@@ -256,6 +261,12 @@ pub fn download(
             download_dir.display()
         ))
     }
+}
+
+/// `dir`, made anew and empty.
+fn empty_dir(dir: &Path) -> Result<(), String> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 fn find_deb(dir: &Path) -> Result<PathBuf, String> {
