@@ -758,11 +758,12 @@ fn check_alloc_failures(series: Series, test: &str) {
         Arch::Arm64 => "fexit/__arm64_sys_mmap",
     };
     let fexit = hook_state(probes, mmap);
-    // fexit on system calls with the task helpers it needs: 5.11 and
-    // later; on arm64, whose BPF trampolines reach kernel functions only
-    // through ftrace's direct calls, 6.4 and later.
+    // fexit on system calls with the helpers it needs
+    // (bpf_task_pt_regs): 5.15 and later; on arm64, whose BPF trampolines
+    // reach kernel functions only through ftrace's direct calls, 6.4 and
+    // later.
     let since = match series.arch() {
-        Arch::Amd64 => (5, 11),
+        Arch::Amd64 => (5, 15),
         Arch::Arm64 => (6, 4),
     };
     let fexit_expected = kernel_version(&boot.release) >= since;

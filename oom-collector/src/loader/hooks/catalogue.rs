@@ -233,7 +233,8 @@ macro_rules! alloc_failure_hook {
                         name: concat!($name, "_return"),
                         attach: Attach::Fexit(syscall_entry!($name)),
                     }],
-                    since: "5.5, where the kernel allows trampolines on system calls",
+                    since: "5.15 (trampolines on system calls from 5.5, bpf_task_pt_regs \
+                            from 5.15); 6.4 on arm64 (trampolines to kernel functions)",
                     alloc_failures: Some(AllocFailureHooks::Auto),
                     otherwise: Some(
                         "`--alloc-failures tracepoint` watches it through the syscall \
