@@ -485,14 +485,7 @@ impl Guest {
         for library in libraries {
             // Follows symbolic links: the guest gets the file itself.
             let data = fs::read(&library).map_err(host_error("cannot read", &library))?;
-            let guest_library = library.to_string_lossy().into_owned();
-            if let Some(dir) = library.parent() {
-                let dir = dir.to_string_lossy().into_owned();
-                if !self.library_dirs.contains(&dir) {
-                    self.library_dirs.push(dir);
-                }
-            }
-            self.root.file(&guest_library, data, 0o755);
+            self.library(&library.to_string_lossy(), data);
         }
         let data = fs::read(host_path).map_err(host_error("cannot read", host_path))?;
         self.root.file(guest_path, data, 0o755);
@@ -556,19 +549,25 @@ impl Guest {
                     continue;
                 }
                 let data = read(&library)?;
-                self.root.file(&library, data.clone(), 0o755);
-                if let Some(dir) = Path::new(&library).parent() {
-                    let dir = dir.to_string_lossy().into_owned();
-                    if !self.library_dirs.contains(&dir) {
-                        self.library_dirs.push(dir);
-                    }
-                }
+                self.library(&library, data.clone());
                 added.push(library.clone());
                 pending.push((library, data));
             }
         }
         self.root.file(guest_path, data, 0o755);
         Ok(self)
+    }
+
+    /// A shared library at `guest_path`, its directory on the guest's
+    /// library path.
+    fn library(&mut self, guest_path: &str, data: Vec<u8>) {
+        if let Some(dir) = Path::new(guest_path).parent() {
+            let dir = dir.to_string_lossy().into_owned();
+            if !self.library_dirs.contains(&dir) {
+                self.library_dirs.push(dir);
+            }
+        }
+        self.root.file(guest_path, data, 0o755);
     }
 
     pub fn memory_mib(mut self, memory_mib: u32) -> Self {
