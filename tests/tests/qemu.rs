@@ -726,24 +726,6 @@ fn check_alloc_failures(series: Series, test: &str) {
     let events = boot.section("alloc_events");
     let log = &boot.section("alloc_log").body;
     let documents = alloc_documents(boot, "alloc");
-    let pid_of = |what: &str| -> Option<u64> {
-        pids.lines().find_map(|l| {
-            l.strip_prefix(what)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-    };
-    let total = |pid: u64, syscall: Option<&str>| -> u64 {
-        documents
-            .iter()
-            .filter(|d| d["event"]["action"] == "memory_allocation_failed")
-            .filter(|d| d["process"]["pid"] == pid)
-            .filter(|d| syscall.is_none_or(|s| d["oom"]["alloc"]["syscall"] == s))
-            .map(|d| d["oom"]["alloc"]["count"].as_u64().unwrap_or(0))
-            .sum()
-    };
     let context = || {
         format!(
             "pids:\n{pids}\nevents:\n{}\nlog:\n{}",
@@ -777,8 +759,8 @@ fn check_alloc_failures(series: Series, test: &str) {
     if fexit == "active" {
         exact_counts(boot, "alloc");
     } else {
-        // 5.10 lacks bpf_get_current_task_btf (5.11+), an arm64 6.1 the
-        // trampoline: the hook says which.
+        // 5.10 lacks the helpers (bpf_task_pt_regs: 5.15), an arm64 6.1
+        // the trampoline: the hook says which.
         assert!(
             fexit.contains("too old") || fexit.contains("arm64 kernels can from 6.4 on"),
             "{}: {mmap} is {fexit}",
@@ -789,7 +771,7 @@ fn check_alloc_failures(series: Series, test: &str) {
     }
 
     // Kernel page allocations that failed while filling the huge page pool.
-    let filler = pid_of("page_alloc ").expect("the huge page pool was asked for");
+    let filler = helper_pid(pids, "page_alloc").expect("the huge page pool was asked for");
     let page_failures: Vec<&Value> = documents
         .iter()
         .filter(|d| d["event"]["action"] == "memory_allocation_failed")
@@ -812,7 +794,31 @@ fn check_alloc_failures(series: Series, test: &str) {
             "2 MiB pages: {failure}"
         );
     }
-    assert!(total(filler, None) > 0);
+    assert!(failures_counted(&documents, filler, None) > 0);
+}
+
+/// The pid of helper `what` in a `*_pids` section, whose lines are
+/// `<what> <pid> ...`.
+fn helper_pid(pids: &str, what: &str) -> Option<u64> {
+    pids.lines().find_map(|l| {
+        let (name, rest) = l.split_once(' ')?;
+        if name != what {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The allocation failures `documents` count for `pid`, of `syscall` if
+/// given.
+fn failures_counted(documents: &[Value], pid: u64, syscall: Option<&str>) -> u64 {
+    documents
+        .iter()
+        .filter(|d| d["event"]["action"] == "memory_allocation_failed")
+        .filter(|d| d["process"]["pid"] == pid)
+        .filter(|d| syscall.is_none_or(|s| d["oom"]["alloc"]["syscall"] == s))
+        .map(|d| d["oom"]["alloc"]["count"].as_u64().unwrap_or(0))
+        .sum()
 }
 
 /// The JSON lines of section `<prefix>_events`, after checking that the
@@ -842,27 +848,13 @@ fn exact_counts(boot: &Boot, prefix: &str) {
     let log = &boot.section(&format!("{prefix}_log")).body;
     let documents = alloc_documents(boot, prefix);
     for (syscall, calls) in [("mmap", 1000), ("brk", 100)] {
-        let pid: u64 = pids
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(syscall)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}: the {syscall} helper did not run:\n{pids}",
-                    boot.release
-                )
-            });
-        let counted: u64 = documents
-            .iter()
-            .filter(|d| d["event"]["action"] == "memory_allocation_failed")
-            .filter(|d| d["process"]["pid"] == pid && d["oom"]["alloc"]["syscall"] == syscall)
-            .map(|d| d["oom"]["alloc"]["count"].as_u64().unwrap_or(0))
-            .sum();
+        let pid = helper_pid(pids, syscall).unwrap_or_else(|| {
+            panic!(
+                "{}: the {syscall} helper did not run:\n{pids}",
+                boot.release
+            )
+        });
+        let counted = failures_counted(&documents, pid, Some(syscall));
         assert_eq!(
             counted,
             calls,
